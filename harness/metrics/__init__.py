@@ -1,0 +1,29 @@
+"""Metric registry. Metric modules are imported lazily, by name."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import ProtocolError
+from ..suggest import did_you_mean
+from .base import Metric, MetricResult, ShardFeatures
+
+# registry name -> "module:Class" (relative to this package)
+_METRICS: dict[str, str] = {
+    "fid": ".fid:FID",
+    "class_alignment": ".class_alignment:ClassAlignment",
+}
+
+__all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]
+
+
+def available_metrics() -> list[str]:
+    return sorted(_METRICS)
+
+
+def get_metric(name: str) -> Metric:
+    if name not in _METRICS:
+        raise ProtocolError(f"unknown metric {name!r}{did_you_mean(name, _METRICS)}; "
+                            f"available: {', '.join(available_metrics())}")
+    module_name, cls_name = _METRICS[name].split(":")
+    return getattr(importlib.import_module(module_name, __name__), cls_name)()

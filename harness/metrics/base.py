@@ -1,0 +1,42 @@
+"""The metric interface. A metric consumes per-shard features of one cell (streamed) and returns a value.
+
+Corpus metrics (FID) need reference statistics; per-sample metrics (class alignment) need the
+requested labels. Every metric names the extractor and the extractor output it reads, so the
+pipeline can extract each output once per shard and feed every metric that needs it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ShardFeatures:
+    features: np.ndarray  # (n_shard, ...) the metric's extractor output for this shard
+    labels: tuple[int | None, ...]  # requested label per sample (None for unconditional/text)
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. clamped eigenvalues, warnings
+
+
+class Metric(ABC):
+    name: ClassVar[str]
+    variant: ClassVar[str]  # recorded in every row, e.g. "fid-helper-inception/float64-eigh"
+    higher_is_better: ClassVar[bool]
+    extractor: ClassVar[str]  # extractor registry name
+    output: ClassVar[str]  # which output of the extractor
+    needs_reference: ClassVar[bool]
+
+    @abstractmethod
+    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult: ...

@@ -1,0 +1,162 @@
+"""FID: streamed float64 feature statistics and the Fréchet distance via symmetric eigendecompositions.
+
+Tr((Σ1 Σ2)^½) is computed as Σ √λ over the eigenvalues λ of the symmetric PSD matrix √Σ1 Σ2 √Σ1
+(same spectrum as Σ1 Σ2), using ``eigh``/``eigvalsh`` in float64. This avoids scipy's ``sqrtm`` of a
+non-symmetric product: ~5x faster at d=2048 and no imaginary parts to discard. Eigenvalues that
+round-off pushes below zero are clamped to 0 and reported, never silently absorbed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import HarnessError
+from .base import Metric, MetricResult, ShardFeatures
+
+MIN_RELIABLE_N = 2048  # below the feature dimension the sample covariance is rank-deficient
+
+
+class StreamingStats:
+    """Running mean and covariance of feature rows in float64, mergeable across shards/processes.
+
+    Stores (n, mean, M2 = Σ (x-mean)(x-mean)ᵀ) and combines batches with Chan et al.'s pairwise update:
+    algebraically the running sum and sum of outer products, but without the cancellation of
+    Σxxᵀ - n·μμᵀ when the mean is large compared with the spread.
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
+        self.dim = dim
+        self.n = 0
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def _combine(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
+        if self.n == 0:
+            self.n, self._mean, self._m2 = n_b, mean_b.copy(), m2_b.copy()
+            return
+        n = self.n + n_b
+        delta = mean_b - self._mean
+        self._mean = self._mean + delta * (n_b / n)
+        self._m2 = self._m2 + m2_b + np.outer(delta, delta) * (self.n * n_b / n)
+        self.n = n
+
+    def update(self, features: np.ndarray) -> None:
+        """Add a (B, d) batch of feature rows."""
+        x = np.asarray(features)
+        if x.ndim != 2:
+            raise HarnessError(f"StreamingStats.update: expected a 2-d (n, d) feature array, got shape {x.shape}")
+        if self.dim is None:
+            self.dim = x.shape[1]
+        if x.shape[1] != self.dim:
+            raise HarnessError(f"StreamingStats.update: feature dimension {x.shape[1]} != {self.dim} seen before")
+        if len(x) == 0:
+            return
+        x = x.astype(np.float64, copy=False)
+        if not np.isfinite(x).all():
+            raise HarnessError(f"StreamingStats.update: {int((~np.isfinite(x)).sum())} non-finite feature values")
+        mean_b = x.mean(axis=0)
+        centred = x - mean_b
+        self._combine(len(x), mean_b, centred.T @ centred)
+
+    def merge(self, other: StreamingStats) -> StreamingStats:
+        """Fold ``other`` into this accumulator (in place) and return self."""
+        if other.n == 0:
+            return self
+        if self.dim is not None and other.dim != self.dim:
+            raise HarnessError(f"StreamingStats.merge: feature dimension {other.dim} != {self.dim}")
+        self.dim = other.dim
+        self._combine(other.n, other._mean, other._m2)
+        return self
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self.n == 0:
+            raise HarnessError("StreamingStats.mean: no features were added")
+        return self._mean.copy()
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Unbiased sample covariance (÷ (N-1)), as np.cov."""
+        if self.n < 2:
+            raise HarnessError(f"StreamingStats.cov: needs at least 2 feature rows, got {self.n}")
+        return self._m2 / (self.n - 1)
+
+
+def _as_f64(name: str, value: np.ndarray, ndim: int) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+    if t.ndim != ndim or (ndim == 2 and t.shape[0] != t.shape[1]):
+        raise HarnessError(f"frechet_distance: {name} has shape {tuple(t.shape)}, expected "
+                           f"{'(d,)' if ndim == 1 else '(d, d)'}")
+    if not torch.isfinite(t).all():
+        raise HarnessError(f"frechet_distance: {name} contains non-finite values")
+    return t
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
+                     sigma2: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """‖μ1-μ2‖² + Tr Σ1 + Tr Σ2 - 2 Tr((Σ1 Σ2)^½) in float64; returns (value, details)."""
+    m1, m2 = _as_f64("mu1", mu1, 1), _as_f64("mu2", mu2, 1)
+    s1, s2 = _as_f64("sigma1", sigma1, 2), _as_f64("sigma2", sigma2, 2)
+    if not (m1.shape[0] == m2.shape[0] == s1.shape[0] == s2.shape[0]):
+        raise HarnessError(f"frechet_distance: dimensions differ: mu1 {tuple(m1.shape)}, sigma1 {tuple(s1.shape)}, "
+                           f"mu2 {tuple(m2.shape)}, sigma2 {tuple(s2.shape)}")
+    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2  # remove round-off asymmetry before eigh
+    w1, v1 = torch.linalg.eigh(s1)
+    sqrt_s1 = (v1 * w1.clamp(min=0).sqrt()) @ v1.T
+    inner = sqrt_s1 @ s2 @ sqrt_s1
+    lam = torch.linalg.eigvalsh((inner + inner.T) / 2)
+    negative = lam[lam < 0]
+    sqrt_trace = lam.clamp(min=0).sqrt().sum()
+    mean_term = ((m1 - m2) ** 2).sum()
+    trace_term = torch.trace(s1) + torch.trace(s2) - 2 * sqrt_trace
+    details = {
+        "mean_term": float(mean_term),
+        "trace_term": float(trace_term),
+        "sqrt_trace": float(sqrt_trace),
+        "eigvals_clamped": int(negative.numel()),
+        "most_negative_eigval": float(negative.min()) if negative.numel() else 0.0,
+        "sigma1_eigvals_clamped": int((w1 < 0).sum()),
+        "method": "float64 eigh(sigma1) -> sqrt; eigvalsh(sqrt1 sigma2 sqrt1); negatives clamped to 0",
+    }
+    return float(mean_term + trace_term), details
+
+
+class FID(Metric):
+    name = "fid"
+    variant = "inception-fid-helper/pool3/float64-eigh"
+    higher_is_better = False
+    extractor = "inception-fid-helper"
+    output = "pool3"
+    needs_reference = True
+
+    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
+        from ..features import get_extractor  # lazy: the registry imports nothing heavy, but avoid a cycle
+        from ..features.reference import ReferenceStats
+
+        if not isinstance(reference, ReferenceStats):
+            raise HarnessError(f"fid: needs ReferenceStats as reference, got {type(reference).__name__}")
+        expected = get_extractor(self.extractor).spec.key
+        if reference.extractor_key != expected:
+            raise HarnessError(f"fid: reference {reference.reference_id} was computed with extractor key "
+                               f"{reference.extractor_key}, expected {expected} ({self.extractor}); recompute it")
+        ref_output = reference.spec.get("output", self.output)
+        if ref_output != self.output:
+            raise HarnessError(f"fid: reference {reference.reference_id} holds {ref_output!r} features, "
+                               f"expected {self.output!r}")
+        stats = StreamingStats(dim=len(reference.mu))
+        for shard in shards:  # streamed: only one shard's features are in memory at a time
+            stats.update(shard.features)
+        if stats.n < 2:
+            raise HarnessError(f"fid: needs at least 2 samples, got {stats.n}")
+        value, details = frechet_distance(stats.mean, stats.cov, reference.mu, reference.sigma)
+        details.update(reference_id=reference.reference_id, reference_n=reference.n)
+        small = [f"{who} n={k}" for who, k in (("samples", stats.n), ("reference", reference.n))
+                 if k < MIN_RELIABLE_N]
+        if small:
+            details["warning"] = (f"{', '.join(small)} < {MIN_RELIABLE_N}: the covariance is rank-deficient and FID "
+                                  f"is biased upward; compare only values computed at equal n")
+        return MetricResult(value=value, ci_low=None, ci_high=None, n=stats.n, details=details)

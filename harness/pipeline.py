@@ -1,0 +1,163 @@
+"""The stages after generation: extract (per shard, cached by content) and score (per cell × metric).
+
+Feature files are keyed by (extractor spec key, shard content digest); reference statistics by
+(dataset digest, extractor spec key, n); scores by everything that feeds them. So a re-run computes
+nothing that already exists, and any changed input produces a new key instead of a stale reuse.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .datasets import get_dataset
+from .errors import ShardError
+from .features import get_extractor
+from .features.base import Extractor
+from .hashing import digest
+from .metrics import get_metric
+from .metrics.base import MetricResult, ShardFeatures
+from .store import atomic_write_bytes, atomic_write_json, manifest_path, read_cell, read_manifest, verified_images
+from .types import Cell, MetricRow, ShardManifest
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("HARNESS_CACHE")
+    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onestep-bench"
+
+
+@dataclass(frozen=True)
+class ExtractTask:
+    """Picklable descriptor: extract every listed extractor from one finished shard."""
+
+    cell_dir: str
+    start: int
+    stop: int
+    extractors: tuple[str, ...]
+    cache_dir: str
+    device: str = "cpu"
+
+
+def feature_path(cache_dir: Path, extractor_key: str, content_digest: str) -> Path:
+    return cache_dir / "features" / extractor_key / f"{content_digest}.npz"
+
+
+_EXTRACTORS: dict[tuple[str, str], Extractor] = {}
+
+
+def loaded_extractor(name: str, device: str) -> Extractor:
+    if (name, device) not in _EXTRACTORS:
+        ext = get_extractor(name)
+        ext.load(device)
+        _EXTRACTORS[(name, device)] = ext
+    return _EXTRACTORS[(name, device)]
+
+
+def extract_shard(task: ExtractTask) -> int:
+    """Decode the shard once (verifying every PNG against its manifest), feed each missing extractor.
+
+    Returns how many extractor outputs were computed (0 when everything was cached)."""
+    directory, cache = Path(task.cell_dir), Path(task.cache_dir)
+    manifest = read_manifest(manifest_path(directory, task.start, task.stop))
+    missing = [name for name in task.extractors
+               if not feature_path(cache, get_extractor(name).spec.key, manifest.content_digest).exists()]
+    if not missing:
+        return 0
+    images = verified_images(directory, manifest)
+    for name in missing:
+        ext = loaded_extractor(name, task.device)
+        outputs = ext.extract(images)
+        buf = io.BytesIO()
+        np.savez(buf, **outputs)
+        atomic_write_bytes(feature_path(cache, ext.spec.key, manifest.content_digest), buf.getvalue())
+    return len(missing)
+
+
+def cell_manifests(directory: Path, cell: Cell, shard_size: int) -> list[ShardManifest]:
+    """All manifests of a cell, verified complete: sample counts must match the plan exactly."""
+    manifests = []
+    for start in range(0, cell.n, shard_size):
+        path = manifest_path(directory, start, min(start + shard_size, cell.n))
+        if not path.exists():
+            raise ShardError(f"{path}: shard not generated; run `harness run` to finish it")
+        manifests.append(read_manifest(path))
+    count = sum(len(m.samples) for m in manifests)
+    if count != cell.n:
+        raise ShardError(f"{directory}: {count} samples on disk but the plan asks for {cell.n}")
+    return manifests
+
+
+def _shard_features(cache: Path, extractor_key: str, output: str,
+                    manifests: list[ShardManifest]) -> Iterator[ShardFeatures]:
+    for m in manifests:
+        path = feature_path(cache, extractor_key, m.content_digest)
+        with np.load(path) as data:
+            feats = data[output]
+        if len(feats) != len(m.samples):
+            raise ShardError(f"{path}: {len(feats)} feature rows for a shard of {len(m.samples)} samples")
+        if not np.isfinite(feats).all():
+            raise ShardError(f"{path}: features contain NaN/Inf; refusing to score them")
+        yield ShardFeatures(features=feats, labels=tuple(s.label for s in m.samples))
+
+
+def reference_stats(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int, device: str = "cpu"):
+    """Reference statistics for (dataset content, extractor spec, n): computed once, then loaded."""
+    from .features.reference import ReferenceStats, compute_reference_stats
+
+    dataset = get_dataset(dataset_id)
+    ext = get_extractor(extractor_name)
+    key = digest({"dataset": dataset.digest, "extractor": ext.spec.key, "output": output, "n": n}, length=24)
+    path = cache / "refstats" / f"{key}.npz"
+    if path.exists():
+        return ReferenceStats.load(path)
+    stats = compute_reference_stats(dataset, n, loaded_extractor(extractor_name, device), output=output)
+    stats.save(path)
+    return stats
+
+
+def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[str, ...], cache: Path,
+               reference_n: int, capabilities_guidance: str, device: str = "cpu") -> tuple[list[MetricRow], int]:
+    """Metric rows of one cell; returns (rows, how many were computed rather than read from cache)."""
+    cell = read_cell(directory)
+    manifests = cell_manifests(directory, cell, shard_size)
+    samples = [s for m in manifests for s in m.samples]
+    rows, computed = [], 0
+    for name in metric_names:
+        metric = get_metric(name)
+        ext_key = get_extractor(metric.extractor).spec.key
+        reference, reference_id = None, ""
+        if metric.needs_reference:
+            reference = reference_stats(cache, cell.dataset.id, metric.extractor, metric.output, reference_n, device)
+            reference_id = reference.reference_id
+        key = digest({"metric": name, "variant": metric.variant, "cell": cell.cell_id, "extractor": ext_key,
+                      "shards": [m.content_digest for m in manifests], "reference": reference_id,
+                      "version": __version__}, length=24)
+        path = cache / "scores" / f"{key}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            result, created_at = MetricResult(**saved["result"]), saved["created_at"]
+        else:
+            result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests), reference)
+            if not np.isfinite(result.value):
+                raise ShardError(f"cell {cell.cell_id}: metric {name} came out {result.value}; not recorded")
+            created_at = datetime.now(UTC).isoformat(timespec="seconds")
+            atomic_write_json(path, {"result": asdict(result), "created_at": created_at})
+            computed += 1
+        rows.append(MetricRow(
+            run=run, cell_id=cell.cell_id, model=cell.model.name, family=cell.model.family,
+            steps=cell.settings.steps, cfg=cell.settings.cfg, guidance=capabilities_guidance,
+            dataset=cell.dataset.id, n=cell.n, seed_policy=f"sha256(seed={cell.seed},dataset,index)",
+            metric=name, variant=metric.variant, value=float(result.value), ci_low=result.ci_low,
+            ci_high=result.ci_high, higher_is_better=metric.higher_is_better,
+            nfe_mean=float(np.mean([s.nfe for s in samples])),
+            sec_per_image=float(np.mean([s.seconds for s in samples])), extractor_id=ext_key,
+            reference_id=reference_id, harness_version=__version__, created_at=created_at))
+    return rows, computed

@@ -1,0 +1,239 @@
+"""Protocol files: load + validate YAML, apply ``--set`` overrides, expand into cells and shards.
+
+Every error names the file, the key, the bad value and what is allowed, and is raised before any
+compute is spent. Knobs a model cannot honour are refused here (plan time), never ignored later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import SAMPLING_VERSION
+from .adapters import check_settings, get_adapter_class
+from .cards import load_card
+from .datasets import get_dataset
+from .errors import HarnessError, ProtocolError
+from .suggest import did_you_mean
+from .types import Cell, SamplerSettings, ShardTask
+
+# key → (description of what is allowed, default or REQUIRED)
+REQUIRED = object()
+TOP_KEYS: dict[str, tuple[str, Any]] = {
+    "name": ("a name of letters, digits, '-' or '_'", REQUIRED),
+    "description": ("free text", ""),
+    "seed": ("an integer >= 0", 0),
+    "models": ("a non-empty list of model cards (name, or {card, steps, cfg})", REQUIRED),
+    "datasets": ("a non-empty list of dataset ids", REQUIRED),
+    "steps": ("a non-empty list of integers >= 1", REQUIRED),
+    "cfg": ("a non-empty list of numbers >= 0 (or null for models without guidance)", [None]),
+    "sampler": ("a sampler name, e.g. 'euler'", "euler"),
+    "n": ("an integer >= 1 (samples per cell)", REQUIRED),
+    "shard_size": ("an integer >= 1 (samples per shard)", 64),
+    "batch_size": ("an integer >= 1 (samples per generator call)", 16),
+    "metrics": ("a list of metric names", []),
+    "reference_n": ("an integer >= 2 (reference images for corpus metrics)", 1000),
+}
+MODEL_KEYS = {"card", "steps", "cfg"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    card: str
+    steps: tuple[int, ...] | None  # per-model override of the protocol's steps
+    cfg: tuple[float | None, ...] | None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    seed: int
+    models: tuple[ModelEntry, ...]
+    datasets: tuple[str, ...]
+    steps: tuple[int, ...]
+    cfg: tuple[float | None, ...]
+    sampler: str
+    n: int
+    shard_size: int
+    batch_size: int
+    metrics: tuple[str, ...]
+    reference_n: int
+    source: str = "<dict>"
+
+
+@dataclass(frozen=True)
+class Plan:
+    protocol: Protocol
+    cells: tuple[Cell, ...]
+
+    def shards(self, cell_dirs: dict[str, str], device: str = "cpu") -> list[ShardTask]:
+        p = self.protocol
+        return [ShardTask(cell_dir=cell_dirs[c.cell_id], start=s, stop=min(s + p.shard_size, c.n),
+                          batch_size=p.batch_size, device=device)
+                for c in self.cells for s in range(0, c.n, p.shard_size)]
+
+    def shard_count(self, cell: Cell) -> int:
+        return -(-cell.n // self.protocol.shard_size)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["steps=[1,2]", "n=8"]`` → ``{"steps": [1, 2], "n": 8}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ProtocolError(f"--set {pair!r}: expected key=value, e.g. --set n=64 or --set steps=[1,2,4]")
+        key, value = pair.split("=", 1)
+        key = key.strip()
+        if key not in TOP_KEYS:
+            raise ProtocolError(f"--set {pair!r}: unknown key {key!r}{did_you_mean(key, TOP_KEYS)}; "
+                                f"allowed: {', '.join(TOP_KEYS)}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ProtocolError(f"--set {pair!r}: value {value!r} is not valid YAML") from None
+    return out
+
+
+def load_protocol(path: str | Path, overrides: list[str] | None = None) -> Protocol:
+    path = Path(path)
+    if not path.exists():
+        raise ProtocolError(f"{path}: protocol file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ProtocolError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{path}: a protocol must be a YAML mapping of keys, got {type(raw).__name__}")
+    raw.update(parse_overrides(overrides or []))
+    return protocol_from_dict(raw, source=str(path))
+
+
+def _int(src: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected an integer >= {minimum}")
+    return value
+
+
+def _int_list(src: str, key: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected {TOP_KEYS['steps'][0]}")
+    return tuple(_int(src, f"{key}[{i}]", v, 1) for i, v in enumerate(value))
+
+
+def _cfg_list(src: str, key: str, value: Any) -> tuple[float | None, ...]:
+    if not isinstance(value, list) or not value:
+        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected {TOP_KEYS['cfg'][0]}")
+    out: list[float | None] = []
+    for i, v in enumerate(value):
+        if v is None or (isinstance(v, str) and v.lower() in ("none", "null")):
+            out.append(None)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
+            out.append(float(v))
+        else:
+            raise ProtocolError(f"{src}: key '{key}[{i}]' has value {v!r}; expected a number >= 0 or null")
+    return tuple(out)
+
+
+def _str_list(src: str, key: str, value: Any, allow_empty: bool = False) -> tuple[str, ...]:
+    if not isinstance(value, list) or (not value and not allow_empty) or \
+            not all(isinstance(v, str) and v for v in value):
+        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected {TOP_KEYS[key][0]}")
+    return tuple(value)
+
+
+def _model_entry(src: str, i: int, value: Any) -> ModelEntry:
+    where = f"models[{i}]"
+    if isinstance(value, str) and value:
+        return ModelEntry(card=value, steps=None, cfg=None)
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{src}: key {where!r} has value {value!r}; expected a card name or "
+                            f"a mapping with keys {sorted(MODEL_KEYS)}")
+    for k in value:
+        if k not in MODEL_KEYS:
+            raise ProtocolError(f"{src}: unknown key '{where}.{k}'{did_you_mean(str(k), MODEL_KEYS)}; "
+                                f"allowed: {', '.join(sorted(MODEL_KEYS))}")
+    if not isinstance(value.get("card"), str) or not value["card"]:
+        raise ProtocolError(f"{src}: key '{where}.card' has value {value.get('card')!r}; expected a card name")
+    steps = _int_list(src, f"{where}.steps", value["steps"]) if "steps" in value else None
+    cfg = _cfg_list(src, f"{where}.cfg", value["cfg"]) if "cfg" in value else None
+    return ModelEntry(card=value["card"], steps=steps, cfg=cfg)
+
+
+def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
+    src = source
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ProtocolError(f"{src}: unknown key {key!r}{did_you_mean(str(key), TOP_KEYS)}; "
+                                f"allowed: {', '.join(TOP_KEYS)}")
+    for key, (allowed, default) in TOP_KEYS.items():
+        if default is REQUIRED and key not in raw:
+            raise ProtocolError(f"{src}: missing required key {key!r} ({allowed})")
+    get = {k: raw.get(k, d) for k, (_, d) in TOP_KEYS.items()}
+    name = get["name"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ProtocolError(f"{src}: key 'name' has value {name!r}; expected {TOP_KEYS['name'][0]}")
+    models = get["models"]
+    if not isinstance(models, list) or not models:
+        raise ProtocolError(f"{src}: key 'models' has value {models!r}; expected {TOP_KEYS['models'][0]}")
+    if not isinstance(get["sampler"], str):
+        raise ProtocolError(f"{src}: key 'sampler' has value {get['sampler']!r}; expected a sampler name")
+    return Protocol(
+        name=name, description=str(get["description"] or ""), seed=_int(src, "seed", get["seed"], 0),
+        models=tuple(_model_entry(src, i, m) for i, m in enumerate(models)),
+        datasets=_str_list(src, "datasets", get["datasets"]),
+        steps=_int_list(src, "steps", get["steps"]), cfg=_cfg_list(src, "cfg", get["cfg"]),
+        sampler=get["sampler"], n=_int(src, "n", get["n"], 1),
+        shard_size=_int(src, "shard_size", get["shard_size"], 1),
+        batch_size=_int(src, "batch_size", get["batch_size"], 1),
+        metrics=_str_list(src, "metrics", get["metrics"], allow_empty=True),
+        reference_n=_int(src, "reference_n", get["reference_n"], 2), source=src)
+
+
+def make_plan(protocol: Protocol) -> Plan:
+    """Expand to cells (models × datasets × steps × cfg), refusing anything a model cannot honour."""
+    from .metrics import get_metric
+
+    src = protocol.source
+    metrics = [get_metric(m) for m in protocol.metrics]
+    cells: list[Cell] = []
+    for i, entry in enumerate(protocol.models):
+        where = f"{src}: models[{i}]: "
+        card = load_card(entry.card, where=where)
+        adapter_cls = get_adapter_class(card.family, where=where)
+        caps = adapter_cls.capabilities_for(card)
+        for ds_name in protocol.datasets:
+            dataset = get_dataset(ds_name, where=f"{src}: datasets: ")
+            if caps.conditioning == "class" and dataset.num_classes != caps.num_classes:
+                raise ProtocolError(f"{where}model {card.name!r} is conditioned on {caps.num_classes} classes but "
+                                    f"dataset {ds_name!r} has {dataset.num_classes}")
+            for metric in metrics:
+                if metric.name == "class_alignment" and caps.conditioning != "class":
+                    raise ProtocolError(f"{where}metric 'class_alignment' needs a class-conditional model; "
+                                        f"{card.name!r} is conditioned on {caps.conditioning}")
+            if any(m.needs_reference for m in metrics) and protocol.reference_n > dataset.size:
+                raise ProtocolError(f"{src}: key 'reference_n' has value {protocol.reference_n}; dataset "
+                                    f"{ds_name!r} has only {dataset.size} reference images")
+            ref = dataset.ref()
+            for steps in entry.steps or protocol.steps:
+                for cfg in entry.cfg or protocol.cfg:
+                    settings = SamplerSettings(steps=steps, cfg=cfg, sampler=protocol.sampler)
+                    try:
+                        check_settings(card, caps, settings)
+                    except ProtocolError as e:
+                        raise ProtocolError(f"{src}: {e}") from None
+                    cells.append(Cell(model=card, settings=settings, dataset=ref, seed=protocol.seed,
+                                      n=protocol.n, sampling_version=SAMPLING_VERSION))
+    ids = [c.cell_id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ProtocolError(f"{src}: the protocol lists the same cell twice (a model, steps or cfg repeated)")
+    if not cells:
+        raise HarnessError(f"{src}: the protocol expands to no cells")
+    return Plan(protocol=protocol, cells=tuple(cells))

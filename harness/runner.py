@@ -1,0 +1,105 @@
+"""``harness run``: plan → generate → extract → score → report, each stage skipping what is done."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .adapters import get_adapter_class
+from .errors import HarnessError
+from .execution import Executor
+from .metrics import get_metric
+from .pipeline import ExtractTask, extract_shard, reference_stats, score_cell
+from .protocol import Plan
+from .report import rows_to_frame, write_parquet, write_report
+from .sampling import generate_shard, shard_is_complete
+from .store import atomic_write_json, ensure_writable, manifest_path, read_manifest, write_cell
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def write_run_record(run_dir: Path, plan: Plan, cell_dirs: dict[str, str]) -> None:
+    """run.json: what `harness status` and `harness report` read (no live launcher needed)."""
+    p = plan.protocol
+    atomic_write_json(run_dir / "run.json", {
+        "protocol": {k: v for k, v in asdict(p).items()}, "shard_size": p.shard_size,
+        "cells": [{"cell_id": c.cell_id, "dir": str(Path(cell_dirs[c.cell_id]).relative_to(run_dir)),
+                   "model": c.model.name, "dataset": c.dataset.id, "steps": c.settings.steps,
+                   "cfg": c.settings.cfg, "n": c.n} for c in plan.cells]})
+
+
+def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, device: str = "cpu") -> Path:
+    p = plan.protocol
+    ensure_writable(run_dir)
+    ensure_writable(cache_dir)
+    cell_dirs = {c.cell_id: str(write_cell(run_dir, c)) for c in plan.cells}
+    write_run_record(run_dir, plan, cell_dirs)
+
+    shards = plan.shards(cell_dirs, device)
+    todo = [t for t in shards if not shard_is_complete(t)]
+    if todo:
+        say(f"generate: {len(todo)} of {len(shards)} shards to do")
+        results = executor.map(generate_shard, todo, desc="generate")
+        made = sum(r.generated for r in results)
+        say(f"generate: {made} samples generated, {sum(r.reused for r in results)} reused from earlier runs")
+    else:
+        say(f"generate: nothing to do, all {len(shards)} shards complete")
+
+    metrics = [get_metric(m) for m in p.metrics]
+    extractors = tuple(sorted({m.extractor for m in metrics}))
+    if extractors:
+        from .features import get_extractor
+        from .pipeline import feature_path
+
+        cache = cache_dir
+        tasks = []
+        for t in shards:
+            digest = read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)).content_digest
+            if not all(feature_path(cache, get_extractor(e).spec.key, digest).exists() for e in extractors):
+                tasks.append(ExtractTask(t.cell_dir, t.start, t.stop, extractors, str(cache), device))
+        if tasks:
+            say(f"extract: {len(tasks)} of {len(shards)} shards need features ({', '.join(extractors)})")
+            executor.map(extract_shard, tasks, desc="extract")
+        else:
+            say(f"extract: nothing to do, features of all {len(shards)} shards are cached")
+        for m in metrics:
+            if m.needs_reference:
+                for ds in p.datasets:
+                    reference_stats(cache, ds, m.extractor, m.output, p.reference_n, device)
+
+    rows, computed = [], 0
+    for cell in plan.cells:
+        guidance = get_adapter_class(cell.model.family).capabilities_for(cell.model).guidance
+        cell_rows, n_new = score_cell(p.name, Path(cell_dirs[cell.cell_id]), p.shard_size, p.metrics, cache_dir,
+                                      p.reference_n, guidance, device)
+        rows += cell_rows
+        computed += n_new
+    say(f"score: {computed} metric values computed, {len(rows) - computed} read from cache")
+    frame = rows_to_frame(rows)
+    if frame.value.isna().any():
+        raise HarnessError("a metric produced NaN; nothing was written")
+    write_parquet(frame, run_dir / "results.parquet")
+    written = write_report(run_dir, frame)
+    say(f"report: {run_dir / 'results.parquet'}, " + ", ".join(str(w) for w in written))
+    return run_dir
+
+
+def run_status(run_dir: Path) -> list[dict]:
+    """Per-cell progress read from files only: manifests present vs shards planned."""
+    path = run_dir / "run.json"
+    if not path.exists():
+        raise HarnessError(f"{path}: not a run directory (no run.json); start one with `harness run`")
+    record = json.loads(path.read_text())
+    size = record["shard_size"]
+    out = []
+    for c in record["cells"]:
+        ranges = [(s, min(s + size, c["n"])) for s in range(0, c["n"], size)]
+        paths = [manifest_path(run_dir / c["dir"], a, b) for a, b in ranges]
+        planned = len(ranges)
+        done = sum(p.exists() for p in paths)
+        partial = sum(p.with_suffix(".journal").exists() for p in paths)
+        out.append({**c, "shards_done": done, "shards_planned": planned, "in_progress": partial})
+    return out

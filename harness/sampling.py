@@ -1,0 +1,166 @@
+"""Per-sample seeds and the generate task: one ShardTask → PNGs + a manifest, resumable at any point.
+
+Resume protocol: each finished sample is first written as a PNG (atomic rename), then appended to the
+shard's journal (one JSON line, fsync'd). A restarted task keeps exactly the journal entries whose
+PNG still hashes to the recorded sha256 and regenerates the rest. The manifest is written last,
+atomically, and the journal removed: a shard is done iff its manifest exists and verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .adapters import Adapter, get_adapter_class
+from .datasets import get_dataset
+from .errors import GenerationError, ShardError
+from .hashing import sha256_bytes
+from .store import (atomic_write_bytes, encode_png, file_matches, image_name, manifest_path, read_cell,
+                    read_manifest, write_manifest)
+from .types import Cell, SampleRecord, SampleRequest, ShardManifest, ShardTask
+
+
+def sample_seed(protocol_seed: int, dataset_id: str, index: int) -> int:
+    """Seed of sample ``index``: a hash of (protocol seed, dataset, index), never of rank, batch or shard."""
+    h = hashlib.sha256(f"onestep-bench/v1:{protocol_seed}:{dataset_id}:{index}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def requests_for(cell: Cell, indices: list[int]) -> list[SampleRequest]:
+    dataset = get_dataset(cell.dataset.id)
+    return [SampleRequest(index=i, seed=sample_seed(cell.seed, cell.dataset.id, i), settings=cell.settings,
+                          label=dataset.label_for(i), prompt=dataset.prompt_for(i)) for i in indices]
+
+
+# Adapters stay loaded for the life of a worker process: shards of one model reuse them.
+_ADAPTERS: dict[tuple[str, str], Adapter] = {}
+
+
+def loaded_adapter(cell: Cell, device: str) -> Adapter:
+    key = (cell.model.weights_digest + repr(sorted(cell.model.params.items())), device)
+    if key not in _ADAPTERS:
+        adapter = get_adapter_class(cell.model.family)(cell.model)
+        adapter.load(device)
+        _ADAPTERS[key] = adapter
+    return _ADAPTERS[key]
+
+
+def _fault_point(name: str) -> None:
+    """Test hook: HARNESS_FAULT=name:K SIGKILLs this process the K-th time ``name`` is reached."""
+    spec = os.environ.get("HARNESS_FAULT", "")
+    if not spec.startswith(name + ":"):
+        return
+    counter = _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if counter == int(spec.split(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def check_image(image: np.ndarray, index: int, resolution: int) -> None:
+    """Refuse what must never be written: wrong shape/dtype, constant frames (e.g. all black)."""
+    if image.dtype != np.uint8 or image.shape != (resolution, resolution, 3):
+        raise GenerationError(f"sample {index}: generator returned {image.dtype} {image.shape}; "
+                              f"expected uint8 ({resolution}, {resolution}, 3)")
+    if image.min() == image.max():
+        raise GenerationError(f"sample {index}: generator returned a constant image (every pixel "
+                              f"{int(image.flat[0])}); refusing to write it")
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    shard: str
+    cell_id: str
+    generated: int
+    reused: int
+
+
+def _read_journal(path: Path, directory: Path) -> dict[int, SampleRecord]:
+    done: dict[int, SampleRecord] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            rec = SampleRecord(**json.loads(line))
+        except (ValueError, TypeError):
+            continue  # a line cut short by a kill: that sample is simply regenerated
+        if file_matches(directory, rec):
+            done[rec.index] = rec
+    return done
+
+
+def generate_shard(task: ShardTask) -> ShardResult:
+    """The generate task (same function under every executor). Idempotent and resumable."""
+    directory = Path(task.cell_dir)
+    cell = read_cell(directory)
+    mpath = manifest_path(directory, task.start, task.stop)
+    journal = mpath.with_suffix(".journal")
+    done: dict[int, SampleRecord] = {}
+    if mpath.exists():
+        try:
+            manifest = read_manifest(mpath)
+            done = {r.index: r for r in manifest.samples if file_matches(directory, r)}
+        except ShardError:
+            done = {}
+        if len(done) == task.stop - task.start:
+            return ShardResult(task.name, cell.cell_id, generated=0, reused=len(done))
+        mpath.unlink()  # damaged: regenerate what fails verification, rewrite the manifest
+    done.update({i: r for i, r in _read_journal(journal, directory).items() if i not in done})
+    todo = [i for i in range(task.start, task.stop) if i not in done]
+    if todo:
+        adapter = loaded_adapter(cell, task.device)
+        resolution = adapter.capabilities.resolution
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        with open(journal, "a") as jf:
+            for b in range(0, len(todo), task.batch_size):
+                chunk = todo[b:b + task.batch_size]
+                # Pad every call to exactly batch_size rows so a sample's pixels never depend on how
+                # many neighbours its shard happened to leave it (shard size 1, 3, 16 → same bytes).
+                padded = chunk + [chunk[-1]] * (task.batch_size - len(chunk))
+                t0 = time.perf_counter()
+                outputs = adapter.sample(requests_for(cell, padded))[:len(chunk)]
+                per_image = (time.perf_counter() - t0) / len(padded)
+                for index, req, out in zip(chunk, requests_for(cell, chunk), outputs, strict=True):
+                    check_image(out.image, index, resolution)
+                    expected = adapter.expected_nfe(cell.settings)
+                    if out.nfe != expected:
+                        raise GenerationError(f"sample {index}: adapter {cell.model.family!r} reported NFE "
+                                              f"{out.nfe} but declares {expected} for {cell.settings}")
+                    data = encode_png(out.image)
+                    rec = SampleRecord(index=index, seed=req.seed, label=req.label, prompt=req.prompt,
+                                       file=image_name(index), sha256=sha256_bytes(data), nfe=out.nfe,
+                                       seconds=round(per_image, 6))
+                    atomic_write_bytes(directory / rec.file, data)
+                    _fault_point("after_png")
+                    jf.write(json.dumps(asdict(rec)) + "\n")
+                    jf.flush()
+                    os.fsync(jf.fileno())
+                    _fault_point("after_journal")
+                    done[index] = rec
+    _fault_point("before_manifest")
+    samples = tuple(done[i] for i in range(task.start, task.stop))
+    write_manifest(mpath, ShardManifest(cell_id=cell.cell_id, start=task.start, stop=task.stop,
+                                        samples=samples, harness_version=__version__))
+    journal.unlink(missing_ok=True)
+    return ShardResult(task.name, cell.cell_id, generated=len(todo), reused=len(samples) - len(todo))
+
+
+def shard_is_complete(task: ShardTask) -> bool:
+    """True when the manifest exists and every PNG it lists still hashes to its recorded sha256."""
+    path = manifest_path(Path(task.cell_dir), task.start, task.stop)
+    if not path.exists():
+        return False
+    try:
+        manifest = read_manifest(path)
+    except ShardError:
+        return False
+    return all(file_matches(Path(task.cell_dir), r) for r in manifest.samples)

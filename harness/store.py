@@ -1,0 +1,162 @@
+"""The run directory on disk: cell specs, images, shard manifests; atomic writes.
+
+Layout (every name is a content hash or a sample index, never a rank or a timestamp)::
+
+    RUN/cells/<cell_id>/cell.json                 the cell, written at plan time
+    RUN/cells/<cell_id>/images/<index>.png        lossless samples
+    RUN/cells/<cell_id>/shards/<start>-<stop>.json       manifest: the shard is done iff it exists
+    RUN/cells/<cell_id>/shards/<start>-<stop>.journal    progress of an unfinished shard
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import HarnessError, ShardError
+from .hashing import sha256_bytes
+from .types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def ensure_writable(directory: Path) -> None:
+    """Refuse a results directory we cannot write, before any compute is spent."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-", delete=True)
+        probe.close()
+    except OSError as e:
+        raise HarnessError(f"{directory}: results directory is not writable ({e.strerror}); "
+                           f"choose another with --results DIR") from None
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Deterministic lossless PNG (no metadata, fixed compression): same pixels → same bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+# ---- cells ---------------------------------------------------------------------------------------
+
+def cell_to_dict(cell: Cell) -> dict:
+    return {"cell_id": cell.cell_id, "model": asdict(cell.model), "settings": asdict(cell.settings),
+            "dataset": asdict(cell.dataset), "seed": cell.seed, "n": cell.n,
+            "sampling_version": cell.sampling_version}
+
+
+def cell_from_dict(d: dict) -> Cell:
+    cell = Cell(model=ModelCard(**d["model"]), settings=SamplerSettings(**d["settings"]),
+                dataset=DatasetRef(**d["dataset"]), seed=d["seed"], n=d["n"],
+                sampling_version=d["sampling_version"])
+    if cell.cell_id != d["cell_id"]:
+        raise ShardError(f"cell.json for {d['cell_id']} hashes to {cell.cell_id}: the file was edited "
+                         f"or written by an incompatible harness version")
+    return cell
+
+
+def cell_dir(run_dir: Path, cell: Cell) -> Path:
+    return run_dir / "cells" / cell.cell_id
+
+
+def write_cell(run_dir: Path, cell: Cell) -> Path:
+    d = cell_dir(run_dir, cell)
+    spec = d / "cell.json"
+    if not spec.exists():
+        atomic_write_json(spec, cell_to_dict(cell))
+    return d
+
+
+def read_cell(directory: Path) -> Cell:
+    path = directory / "cell.json"
+    try:
+        return cell_from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ShardError(f"{path}: cannot read the cell spec ({e})") from None
+
+
+# ---- manifests -----------------------------------------------------------------------------------
+
+def image_name(index: int) -> str:
+    return f"images/{index:07d}.png"
+
+
+def manifest_path(directory: Path, start: int, stop: int) -> Path:
+    return directory / "shards" / f"{start:07d}-{stop:07d}.json"
+
+
+def write_manifest(path: Path, manifest: ShardManifest) -> None:
+    atomic_write_json(path, {"cell_id": manifest.cell_id, "start": manifest.start, "stop": manifest.stop,
+                             "harness_version": manifest.harness_version,
+                             "content_digest": manifest.content_digest,
+                             "samples": [asdict(s) for s in manifest.samples]})
+
+
+def read_manifest(path: Path) -> ShardManifest:
+    try:
+        d = json.loads(path.read_text())
+        samples = tuple(SampleRecord(**s) for s in d["samples"])
+        m = ShardManifest(cell_id=d["cell_id"], start=d["start"], stop=d["stop"], samples=samples,
+                          harness_version=d["harness_version"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ShardError(f"{path}: unreadable shard manifest ({e})") from None
+    if [s.index for s in samples] != list(range(m.start, m.stop)):
+        raise ShardError(f"{path}: manifest lists samples {[s.index for s in samples][:5]}...; "
+                         f"expected indices {m.start}..{m.stop - 1}")
+    return m
+
+
+def file_matches(directory: Path, record: SampleRecord) -> bool:
+    path = directory / record.file
+    try:
+        return sha256_bytes(path.read_bytes()) == record.sha256
+    except OSError:
+        return False
+
+
+def verified_images(directory: Path, manifest: ShardManifest) -> np.ndarray:
+    """Decode a shard's images, refusing any whose bytes differ from the manifest (never score garbage)."""
+    images = []
+    for rec in manifest.samples:
+        path = directory / rec.file
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise ShardError(f"{path}: listed in the manifest but missing; run `harness run` again "
+                             f"to regenerate it") from None
+        if sha256_bytes(data) != rec.sha256:
+            raise ShardError(f"{path}: sha256 does not match its manifest (corrupt or edited); run "
+                             f"`harness run` again to regenerate it")
+        with Image.open(io.BytesIO(data)) as im:
+            images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return np.stack(images)

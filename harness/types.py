@@ -1,0 +1,156 @@
+"""Frozen value types that flow between the stages. Only ids, numbers and paths: all picklable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .hashing import digest
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A named checkpoint of one family. ``weights_digest`` identifies the exact weights."""
+
+    name: str
+    family: str
+    weights: str | None  # local path of the checkpoint, or None for seeded random init
+    weights_digest: str  # sha256 of the checkpoint, or a digest of (arch params, init seed)
+    params: dict[str, Any] = field(default_factory=dict)  # architecture / family options
+    dtype: str = "float32"
+    source: str = ""  # the card file it came from (for error messages only, not hashed)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two cards the same model: never the file it was read from."""
+        return {"family": self.family, "weights_digest": self.weights_digest,
+                "params": self.params, "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The knobs of one cell. ``cfg=None`` means "no guidance knob" (models without guidance)."""
+
+    steps: int
+    cfg: float | None
+    sampler: str = "euler"
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """One image to make: which sample of which cell, conditioned on what, from which seed."""
+
+    index: int
+    seed: int
+    settings: SamplerSettings
+    label: int | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    image: Any  # numpy uint8 array, H x W x 3
+    nfe: int  # network evaluations actually executed for this sample (CFG doubling counted)
+    seconds: float  # wall time attributed to this sample (batch time / batch size)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset as the plan sees it: what conditions it provides, and the digest of its content."""
+
+    id: str
+    digest: str
+    num_classes: int | None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, settings, dataset, seed policy, n) combination. Its id is a content hash."""
+
+    model: ModelCard
+    settings: SamplerSettings
+    dataset: DatasetRef
+    seed: int
+    n: int
+    sampling_version: int
+
+    @property
+    def cell_id(self) -> str:
+        return digest({
+            "model": self.model.identity(),
+            "settings": self.settings,
+            "dataset": {"id": self.dataset.id, "digest": self.dataset.digest},
+            "seed_policy": {"kind": "sha256(seed,dataset,index)", "seed": self.seed},
+            "n": self.n,
+            "sampling_version": self.sampling_version,
+        })
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Tiny picklable descriptor of one unit of generation work: a slice of one cell's samples."""
+
+    cell_dir: str  # holds cell.json written at plan time; images and manifests go here
+    start: int
+    stop: int
+    batch_size: int
+    device: str = "cpu"
+
+    @property
+    def name(self) -> str:
+        return f"{self.start:07d}-{self.stop:07d}"
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One line of a shard manifest."""
+
+    index: int
+    seed: int
+    label: int | None
+    prompt: str | None
+    file: str
+    sha256: str
+    nfe: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ShardManifest:
+    cell_id: str
+    start: int
+    stop: int
+    samples: tuple[SampleRecord, ...]
+    harness_version: str
+
+    @property
+    def content_digest(self) -> str:
+        """Digest of the pixels (via PNG sha256s): the key of every feature computed from the shard."""
+        return digest([s.sha256 for s in self.samples], length=24)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One tidy result row (ARCHITECTURE §5)."""
+
+    run: str
+    cell_id: str
+    model: str
+    family: str
+    steps: int
+    cfg: float | None
+    guidance: str
+    dataset: str
+    n: int
+    seed_policy: str
+    metric: str
+    variant: str
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    higher_is_better: bool
+    nfe_mean: float
+    sec_per_image: float
+    extractor_id: str
+    reference_id: str
+    harness_version: str
+    created_at: str

@@ -1,0 +1,1 @@
+"""Small reusable networks for the in-repo generator families (no adapter is registered here)."""

@@ -1,0 +1,92 @@
+"""ReferenceStats artefacts: round trip, atomic writes, corrupt files, identity; real streamed statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from harness.datasets import get_dataset
+from harness.errors import HarnessError, ProtocolError
+from harness.features import get_extractor
+from harness.features.reference import ReferenceStats, compute_reference_stats
+
+
+def _stats(n: int = 50, key: str = "k" * 24) -> ReferenceStats:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6))
+    return ReferenceStats(mu=x.mean(0), sigma=np.cov(x, rowvar=False), n=n, extractor_key=key,
+                          source_digest="abc123", spec={"output": "pool3", "extractor": {"layer": "pool3"}})
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    stats = _stats()
+    path = stats.save(tmp_path / "sub" / "ref.npz")
+    loaded = ReferenceStats.load(path)
+    assert loaded == stats
+    assert loaded.mu.dtype == np.float64 and loaded.sigma.dtype == np.float64
+    assert loaded.reference_id == stats.reference_id
+    assert loaded != dataclasses.replace(stats, mu=stats.mu + 1e-12)
+
+
+def test_save_is_atomic_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "ref.npz"
+    _stats(n=50).save(path)
+    _stats(n=60).save(path)  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.npz"]
+    assert ReferenceStats.load(path).n == 60
+
+    def broken_savez(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        _stats(n=70).save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.npz"]  # temp removed, old file intact
+    assert ReferenceStats.load(path).n == 60
+
+
+def test_missing_and_corrupt_files_name_the_path(tmp_path):
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(HarnessError, match=str(missing)):
+        ReferenceStats.load(missing)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    with pytest.raises(HarnessError, match=f"{corrupt}.*corrupt"):
+        ReferenceStats.load(corrupt)
+    truncated = tmp_path / "truncated.npz"
+    _stats().save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(HarnessError, match=str(truncated)):
+        ReferenceStats.load(truncated)
+    foreign = tmp_path / "adm.npz"
+    np.savez(foreign, mu=np.zeros(3), sigma=np.eye(3))
+    with pytest.raises(HarnessError, match=f"{foreign}.*missing"):
+        ReferenceStats.load(foreign)
+
+
+def test_reference_id_tracks_n_extractor_and_source():
+    base = _stats()
+    ids = {base.reference_id,
+           dataclasses.replace(base, n=51).reference_id,
+           dataclasses.replace(base, extractor_key="j" * 24).reference_id,
+           dataclasses.replace(base, source_digest="other").reference_id}
+    assert len(ids) == 4
+    assert dataclasses.replace(base, spec={"note": "names do not matter"}).reference_id == base.reference_id
+
+
+def test_compute_reference_stats_streams_real_features(tmp_path):
+    dataset = get_dataset("mnist-5k")
+    extractor = get_extractor("mnist-cnn")
+    extractor.load()
+    stats = compute_reference_stats(dataset, 300, extractor, output="penultimate", progress=False)
+    images = np.concatenate(list(dataset.reference_images(300)))
+    feats = extractor.extract(images)["penultimate"].astype(np.float64)
+    assert stats.n == 300 and stats.source_digest == dataset.digest
+    assert stats.extractor_key == extractor.spec.key and stats.spec["output"] == "penultimate"
+    np.testing.assert_allclose(stats.mu, feats.mean(0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(stats.sigma, np.cov(feats, rowvar=False), rtol=1e-8, atol=1e-8)
+    assert ReferenceStats.load(stats.save(tmp_path / "r.npz")) == stats
+    with pytest.raises(ProtocolError, match="no output 'pool3'"):
+        compute_reference_stats(dataset, 10, extractor, output="pool3", progress=False)
