@@ -29,8 +29,8 @@ class Executor(ABC):
     def map(self, fn: Callable[[T], R], tasks: Sequence[T], desc: str) -> list[R]:
         """Run ``fn`` on every task; results in task order. The first failure stops the run."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook: only pooled executors hold resources
+        """Release workers; a no-op for in-process executors."""
 
 
 def _progress(total: int, desc: str) -> tqdm:

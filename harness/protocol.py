@@ -202,7 +202,12 @@ def make_plan(protocol: Protocol) -> Plan:
     from .metrics import get_metric
 
     src = protocol.source
-    metrics = [get_metric(m) for m in protocol.metrics]
+    metrics = []
+    for i, name in enumerate(protocol.metrics):
+        try:
+            metrics.append(get_metric(name))
+        except ProtocolError as e:
+            raise ProtocolError(f"{src}: key 'metrics[{i}]': {e}") from None
     cells: list[Cell] = []
     for i, entry in enumerate(protocol.models):
         where = f"{src}: models[{i}]: "

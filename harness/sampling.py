@@ -23,8 +23,16 @@ from .adapters import Adapter, get_adapter_class
 from .datasets import get_dataset
 from .errors import GenerationError, ShardError
 from .hashing import sha256_bytes
-from .store import (atomic_write_bytes, encode_png, file_matches, image_name, manifest_path, read_cell,
-                    read_manifest, write_manifest)
+from .store import (
+    atomic_write_bytes,
+    encode_png,
+    file_matches,
+    image_name,
+    manifest_path,
+    read_cell,
+    read_manifest,
+    write_manifest,
+)
 from .types import Cell, SampleRecord, SampleRequest, ShardManifest, ShardTask
 
 
