@@ -71,9 +71,11 @@ def test_reference_id_tracks_n_extractor_and_source():
     ids = {base.reference_id,
            dataclasses.replace(base, n=51).reference_id,
            dataclasses.replace(base, extractor_key="j" * 24).reference_id,
-           dataclasses.replace(base, source_digest="other").reference_id}
-    assert len(ids) == 4
-    assert dataclasses.replace(base, spec={"note": "names do not matter"}).reference_id == base.reference_id
+           dataclasses.replace(base, source_digest="other").reference_id,
+           dataclasses.replace(base, spec={**base.spec, "output": "another-layer"}).reference_id}
+    assert len(ids) == 5
+    renamed = dataclasses.replace(base, spec={**base.spec, "dataset": "a-different-name"})
+    assert renamed.reference_id == base.reference_id  # names are labels, not identity
 
 
 def test_compute_reference_stats_streams_real_features(tmp_path):

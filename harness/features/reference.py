@@ -38,7 +38,9 @@ class ReferenceStats:
 
     @property
     def reference_id(self) -> str:
-        return digest({"extractor": self.extractor_key, "source": self.source_digest, "n": self.n})
+        # The output (layer) is part of the identity: one extractor can expose several.
+        return digest({"extractor": self.extractor_key, "output": self.spec.get("output"),
+                       "source": self.source_digest, "n": self.n})
 
     def __eq__(self, other: object) -> bool:  # arrays compare by value (dataclass eq would be ambiguous)
         if not isinstance(other, ReferenceStats):
