@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -39,11 +40,12 @@ def _fmt(value: float, low: float, high: float) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def leaderboard_markdown(frame: pd.DataFrame) -> str:
+def leaderboard_markdown(frame: pd.DataFrame, description: str = "") -> str:
     """One table per dataset: a row per (model, steps, cfg), a column per metric (value [95% CI])."""
+    head = ["# Leaderboard", ""] + ([f"> {description}", ""] if description else [])
     if frame.empty:
-        return "# Leaderboard\n\nNo metric rows (the protocol lists no metrics).\n"
-    out = ["# Leaderboard", ""]
+        return "\n".join(head + ["No metric rows (the protocol lists no metrics).", ""])
+    out = head
     for dataset, part in frame.groupby("dataset", sort=True):
         part = part.assign(cell=[_fmt(v, lo, hi) for v, lo, hi in zip(part.value, part.ci_low, part.ci_high)],
                            cfg=part.cfg.map(lambda c: "none" if pd.isna(c) else f"{c:g}"))
@@ -58,6 +60,10 @@ def leaderboard_markdown(frame: pd.DataFrame) -> str:
         out += ["Variants: " + "; ".join(f"`{m}` = {r.variant} (extractor {r.extractor_id}"
                                           + (f", reference {r.reference_id})" if r.reference_id else ")")
                                           for m, r in variants.iterrows()), ""]
+        small = part[(part.metric == "fid") & (part.n < 2048)]
+        if not small.empty:
+            out += [f"FID here uses n = {small.n.min()} samples per cell (< 2048): it is biased upward and its "
+                    f"covariance is rank-deficient; compare FIDs only at equal n.", ""]
     return "\n".join(out)
 
 
@@ -98,7 +104,9 @@ def plot_metric_vs_steps(frame: pd.DataFrame, metric: str, path: Path) -> None:
 def write_report(run_dir: Path, frame: pd.DataFrame) -> list[Path]:
     """leaderboard.md and plots/<metric>_vs_steps.png from the tidy frame; returns the paths written."""
     written = [run_dir / "leaderboard.md"]
-    atomic_write_bytes(written[0], leaderboard_markdown(frame).encode())
+    record = run_dir / "run.json"
+    description = json.loads(record.read_text())["protocol"].get("description", "") if record.exists() else ""
+    atomic_write_bytes(written[0], leaderboard_markdown(frame, description).encode())
     for (metric, dataset), _ in frame.groupby(["metric", "dataset"]):
         path = run_dir / "plots" / f"{metric}_vs_steps_{dataset}.png"
         plot_metric_vs_steps(frame[(frame.metric == metric) & (frame.dataset == dataset)], metric, path)
