@@ -11,7 +11,7 @@ import multiprocessing as mp
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
 from tqdm import tqdm
@@ -83,7 +83,7 @@ class LocalExecutor(Executor):
         pending = set(futures)
         with _progress(len(tasks), desc) as bar:
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     if fut.exception() is not None:
                         for other in pending:

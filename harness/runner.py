@@ -9,8 +9,9 @@ from pathlib import Path
 from .adapters import get_adapter_class
 from .errors import HarnessError
 from .execution import Executor
+from .features import get_extractor
 from .metrics import get_metric
-from .pipeline import ExtractTask, extract_shard, reference_stats, score_cell
+from .pipeline import ExtractTask, extract_shard, feature_path, reference_stats, score_cell
 from .protocol import Plan
 from .report import rows_to_frame, write_parquet, write_report
 from .sampling import generate_shard, shard_is_complete
@@ -25,7 +26,7 @@ def write_run_record(run_dir: Path, plan: Plan, cell_dirs: dict[str, str]) -> No
     """run.json: what `harness status` and `harness report` read (no live launcher needed)."""
     p = plan.protocol
     atomic_write_json(run_dir / "run.json", {
-        "protocol": {k: v for k, v in asdict(p).items()}, "shard_size": p.shard_size,
+        "protocol": asdict(p), "shard_size": p.shard_size,
         "cells": [{"cell_id": c.cell_id, "dir": str(Path(cell_dirs[c.cell_id]).relative_to(run_dir)),
                    "model": c.model.name, "dataset": c.dataset.id, "steps": c.settings.steps,
                    "cfg": c.settings.cfg, "n": c.n} for c in plan.cells]})
@@ -51,15 +52,11 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     metrics = [get_metric(m) for m in p.metrics]
     extractors = tuple(sorted({m.extractor for m in metrics}))
     if extractors:
-        from .features import get_extractor
-        from .pipeline import feature_path
-
-        cache = cache_dir
         tasks = []
         for t in shards:
             digest = read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)).content_digest
-            if not all(feature_path(cache, get_extractor(e).spec.key, digest).exists() for e in extractors):
-                tasks.append(ExtractTask(t.cell_dir, t.start, t.stop, extractors, str(cache), device))
+            if not all(feature_path(cache_dir, get_extractor(e).spec.key, digest).exists() for e in extractors):
+                tasks.append(ExtractTask(t.cell_dir, t.start, t.stop, extractors, str(cache_dir), device))
         if tasks:
             say(f"extract: {len(tasks)} of {len(shards)} shards need features ({', '.join(extractors)})")
             executor.map(extract_shard, tasks, desc="extract")
@@ -68,7 +65,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
         for m in metrics:
             if m.needs_reference:
                 for ds in p.datasets:
-                    reference_stats(cache, ds, m.extractor, m.output, p.reference_n, device)
+                    reference_stats(cache_dir, ds, m.extractor, m.output, p.reference_n, device)
 
     rows, computed = [], 0
     for cell in plan.cells:

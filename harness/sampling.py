@@ -157,15 +157,16 @@ def generate_shard(task: ShardTask) -> ShardResult:
                 # Pad every call to exactly batch_size rows so a sample's pixels never depend on how
                 # many neighbours its shard happened to leave it (shard size 1, 3, 16 → same bytes).
                 padded = chunk + [chunk[-1]] * (task.batch_size - len(chunk))
+                requests = requests_for(cell, padded)
                 t0 = time.perf_counter()
-                outputs = adapter.sample(requests_for(cell, padded))[:len(chunk)]
+                outputs = adapter.sample(requests)[:len(chunk)]
                 per_image = (time.perf_counter() - t0) / len(padded)
                 for index, out in zip(chunk, outputs, strict=True):
                     check_image(out.image, index, resolution)
                     if out.nfe != expected_nfe:
                         raise GenerationError(f"sample {index}: adapter {cell.model.family!r} reported NFE "
                                               f"{out.nfe} but declares {expected_nfe} for {cell.settings}")
-                done.update(_write_batch(directory, jf, requests_for(cell, chunk), outputs, per_image))
+                done.update(_write_batch(directory, jf, requests[:len(chunk)], outputs, per_image))
     _fault_point("before_manifest")
     samples = tuple(done[i] for i in range(task.start, task.stop))
     write_manifest(mpath, ShardManifest(cell_id=cell.cell_id, start=task.start, stop=task.stop,

@@ -74,6 +74,9 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, uninterrupted, fault):
     killed = harness("run", SMOKE, *FAST, "--executor", "debug", "--results", str(run), cache=cache, fault=fault)
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
     assert not (run / "results.parquet").exists()
+    status = harness("status", "--results", str(run), cache=cache)
+    assert status.returncode == 0 and "pending" in status.stdout and "/8 shards complete" in status.stdout
+    assert "8/8 shards complete" not in status.stdout
     resumed = harness("run", SMOKE, *FAST, "--executor", "debug", "--results", str(run), cache=cache)
     assert resumed.returncode == 0, resumed.stderr
     assert "reused from earlier runs" in resumed.stdout
