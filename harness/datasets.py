@@ -52,8 +52,8 @@ class Dataset(ABC):
         return None
 
     @abstractmethod
-    def reference_images(self, n: int, batch_size: int = 256) -> Iterator[np.ndarray]:
-        """The first ``n`` reference images as uint8 (B, H, W, 3) batches."""
+    def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
+        """Reference images ``start .. n-1`` as uint8 (B, H, W, 3) batches."""
 
     def ref(self) -> DatasetRef:
         return DatasetRef(id=self.id, digest=self.digest, num_classes=self.num_classes)
@@ -96,12 +96,12 @@ class Mnist5k(Dataset):
     def size(self) -> int:
         return len(self._arrays[0])
 
-    def reference_images(self, n: int, batch_size: int = 256) -> Iterator[np.ndarray]:
+    def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
         images, _ = self._arrays
         if n > len(images):
             raise ProtocolError(f"dataset {self.id!r}: reference_n={n} exceeds the {len(images)} images it has")
-        for start in range(0, n, batch_size):
-            gray = images[start:min(start + batch_size, n)]
+        for first in range(start, n, batch_size):
+            gray = images[first:min(first + batch_size, n)]
             yield np.repeat(gray[..., None], 3, axis=-1)
 
 

@@ -25,6 +25,7 @@ from .features.base import Extractor
 from .hashing import digest
 from .metrics import get_metric
 from .metrics.base import MetricResult, ShardFeatures
+from .metrics.fid import StreamingStats
 from .store import atomic_write_bytes, atomic_write_json, manifest_path, read_cell, read_manifest, verified_images
 from .types import Cell, MetricRow, ShardManifest
 
@@ -108,19 +109,70 @@ def _shard_features(cache: Path, extractor_key: str, output: str,
         yield ShardFeatures(features=feats, labels=tuple(s.label for s in m.samples))
 
 
-def reference_stats(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int, device: str = "cpu"):
-    """Reference statistics for (dataset content, extractor spec, n): computed once, then loaded."""
-    from .features.reference import ReferenceStats, compute_reference_stats
+@dataclass(frozen=True)
+class ReferenceChunkTask:
+    """Picklable descriptor: feature statistics of reference images [start, stop) of one dataset."""
 
-    dataset = get_dataset(dataset_id)
-    ext = get_extractor(extractor_name)
-    key = digest({"dataset": dataset.digest, "extractor": ext.spec.key, "output": output, "n": n}, length=24)
-    path = cache / "refstats" / f"{key}.npz"
-    if path.exists():
-        return ReferenceStats.load(path)
-    stats = compute_reference_stats(dataset, n, loaded_extractor(extractor_name, device), output=output)
+    dataset: str
+    extractor: str
+    output: str
+    start: int
+    stop: int
+    device: str = "cpu"
+
+
+# Fixed chunk boundaries: the merged float64 statistics are the same under every executor.
+REFERENCE_CHUNK = 128
+
+
+def reference_chunk(task: ReferenceChunkTask) -> StreamingStats:
+    ext = loaded_extractor(task.extractor, task.device)
+    stats = StreamingStats()
+    for batch in get_dataset(task.dataset).reference_images(task.stop, batch_size=REFERENCE_CHUNK, start=task.start):
+        stats.update(ext.extract(batch)[task.output].reshape(len(batch), -1))
+    return stats
+
+
+def feature_task(task: ExtractTask | ReferenceChunkTask) -> int | StreamingStats:
+    """One entry point for the feature stage, so shards and reference chunks share one executor pass."""
+    return reference_chunk(task) if isinstance(task, ReferenceChunkTask) else extract_shard(task)
+
+
+def reference_path(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int) -> Path:
+    """(dataset content, extractor spec, output, n) → the statistics file; names play no part."""
+    key = digest({"dataset": get_dataset(dataset_id).digest, "extractor": get_extractor(extractor_name).spec.key,
+                  "output": output, "n": n}, length=24)
+    return cache / "refstats" / f"{key}.npz"
+
+
+def reference_chunks(dataset_id: str, extractor_name: str, output: str, n: int,
+                     device: str = "cpu") -> list[ReferenceChunkTask]:
+    return [ReferenceChunkTask(dataset_id, extractor_name, output, s, min(s + REFERENCE_CHUNK, n), device)
+            for s in range(0, n, REFERENCE_CHUNK)]
+
+
+def save_reference(path: Path, dataset_id: str, extractor_name: str, output: str, n: int,
+                   chunks: list[StreamingStats]):
+    """Merge chunk statistics in index order into the reference artefact and save it."""
+    from .features.reference import reference_from_stats
+
+    merged = StreamingStats()
+    for part in chunks:
+        merged.merge(part)
+    stats = reference_from_stats(get_dataset(dataset_id), n, get_extractor(extractor_name).spec, output, merged)
     stats.save(path)
     return stats
+
+
+def reference_stats(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int, device: str = "cpu"):
+    """Reference statistics for (dataset content, extractor spec, output, n): computed once, then loaded."""
+    from .features.reference import ReferenceStats
+
+    path = reference_path(cache, dataset_id, extractor_name, output, n)
+    if path.exists():
+        return ReferenceStats.load(path)
+    tasks = reference_chunks(dataset_id, extractor_name, output, n, device)
+    return save_reference(path, dataset_id, extractor_name, output, n, [reference_chunk(t) for t in tasks])
 
 
 def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[str, ...], cache: Path,

@@ -11,7 +11,17 @@ from .errors import HarnessError
 from .execution import Executor
 from .features import get_extractor
 from .metrics import get_metric
-from .pipeline import ExtractTask, extract_shard, feature_path, reference_stats, score_cell
+from .pipeline import (
+    REFERENCE_CHUNK,
+    ExtractTask,
+    ReferenceChunkTask,
+    feature_path,
+    feature_task,
+    reference_chunks,
+    reference_path,
+    save_reference,
+    score_cell,
+)
 from .protocol import Plan
 from .report import rows_to_frame, write_parquet, write_report
 from .sampling import generate_shard, shard_is_complete
@@ -51,21 +61,29 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
 
     metrics = [get_metric(m) for m in p.metrics]
     extractors = tuple(sorted({m.extractor for m in metrics}))
-    if extractors:
-        tasks = []
-        for t in shards:
-            digest = read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)).content_digest
-            if not all(feature_path(cache_dir, get_extractor(e).spec.key, digest).exists() for e in extractors):
-                tasks.append(ExtractTask(t.cell_dir, t.start, t.stop, extractors, str(cache_dir), device))
-        if tasks:
-            say(f"extract: {len(tasks)} of {len(shards)} shards need features ({', '.join(extractors)})")
-            executor.map(extract_shard, tasks, desc="extract")
-        else:
-            say(f"extract: nothing to do, features of all {len(shards)} shards are cached")
-        for m in metrics:
-            if m.needs_reference:
-                for ds in p.datasets:
-                    reference_stats(cache_dir, ds, m.extractor, m.output, p.reference_n, device)
+    tasks: list[ExtractTask | ReferenceChunkTask] = []
+    for t in shards:
+        digest = read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)).content_digest
+        if not all(feature_path(cache_dir, get_extractor(e).spec.key, digest).exists() for e in extractors):
+            tasks.append(ExtractTask(t.cell_dir, t.start, t.stop, extractors, str(cache_dir), device))
+    n_shard_tasks = len(tasks)
+    references = {}  # path → (dataset, extractor, output, its chunk tasks)
+    for m in metrics:
+        for ds in p.datasets if m.needs_reference else ():
+            path = reference_path(cache_dir, ds, m.extractor, m.output, p.reference_n)
+            if not path.exists() and path not in references:
+                chunks = reference_chunks(ds, m.extractor, m.output, p.reference_n, device)
+                references[path] = (ds, m.extractor, m.output, len(tasks), len(tasks) + len(chunks))
+                tasks += chunks
+    if tasks:
+        say(f"extract: {n_shard_tasks} of {len(shards)} shards need features ({', '.join(extractors)}); "
+            f"{len(references)} reference statistics to compute ({len(tasks) - n_shard_tasks} chunks "
+            f"of {REFERENCE_CHUNK} images)")
+        results = executor.map(feature_task, tasks, desc="extract")
+        for path, (ds, ext, output, a, b) in references.items():
+            save_reference(path, ds, ext, output, p.reference_n, results[a:b])
+    elif extractors:
+        say(f"extract: nothing to do, features of all {len(shards)} shards and the reference statistics are cached")
 
     rows, computed = [], 0
     for cell in plan.cells:

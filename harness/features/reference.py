@@ -21,7 +21,7 @@ from ..datasets import Dataset
 from ..errors import HarnessError, ProtocolError
 from ..hashing import canonical_json, digest
 from ..metrics.fid import StreamingStats
-from .base import Extractor
+from .base import Extractor, ExtractorSpec
 
 FORMAT_VERSION = 1
 _KEYS = ("format_version", "mu", "sigma", "n", "extractor_key", "source_digest", "spec_json")
@@ -112,6 +112,12 @@ def compute_reference_stats(dataset: Dataset, n: int, extractor: Extractor, outp
         for batch in dataset.reference_images(n):
             stats.update(extractor.extract(batch)[output].reshape(len(batch), -1))
             bar.update(len(batch))
+    return reference_from_stats(dataset, n, spec, output, stats)
+
+
+def reference_from_stats(dataset: Dataset, n: int, spec: ExtractorSpec, output: str,
+                         stats: StreamingStats) -> ReferenceStats:
+    """The artefact for accumulated statistics (also merged from parallel chunks by the runner)."""
     if stats.n != n:
         raise HarnessError(f"dataset {dataset.id!r}: yielded {stats.n} reference images, expected {n}")
     return ReferenceStats(mu=stats.mean, sigma=stats.cov, n=n, extractor_key=spec.key,
