@@ -92,3 +92,21 @@ def test_compute_reference_stats_streams_real_features(tmp_path):
     assert ReferenceStats.load(stats.save(tmp_path / "r.npz")) == stats
     with pytest.raises(ProtocolError, match="no output 'pool3'"):
         compute_reference_stats(dataset, 10, extractor, output="pool3", progress=False)
+
+
+def test_parallel_chunks_equal_one_stream(tmp_path):
+    """The runner's chunked reference (merged in index order) equals one streamed pass over the images."""
+    from harness.features.mnist_cnn import MnistCnn
+    from harness.pipeline import REFERENCE_CHUNK, reference_chunks, reference_stats
+
+    n = 2 * REFERENCE_CHUNK + 44  # a short last chunk too
+    assert [(t.start, t.stop) for t in reference_chunks("mnist-5k", "mnist-cnn", "penultimate", n)] == [
+        (0, 128), (128, 256), (256, 300)]
+    chunked = reference_stats(tmp_path, "mnist-5k", "mnist-cnn", "penultimate", n)
+    extractor = MnistCnn()
+    extractor.load()
+    streamed = compute_reference_stats(get_dataset("mnist-5k"), n, extractor, output="penultimate", progress=False)
+    assert chunked.n == streamed.n == n and chunked.reference_id == streamed.reference_id
+    np.testing.assert_allclose(chunked.mu, streamed.mu, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(chunked.sigma, streamed.sigma, rtol=0, atol=1e-9)
+    assert reference_stats(tmp_path, "mnist-5k", "mnist-cnn", "penultimate", n) == chunked  # loaded, not redone
