@@ -59,12 +59,18 @@ def card_from_dict(raw: Any, source: str = "<dict>") -> ModelCard:
         weights_digest = "random-init:" + digest({"family": raw["family"], "params": params})
     else:
         sha = raw.get("weights_sha256")
+        if isinstance(sha, int):
+            raise ProtocolError(f"{source}: key 'weights_sha256' was read as a number ({sha}); quote it in the "
+                                f"YAML so it stays the 64-hex string of {weights!r}")
         if not isinstance(sha, str) or len(sha) != 64:
             raise ProtocolError(f"{source}: key 'weights_sha256' must be the 64-hex sha256 of {weights!r}, "
                                 f"got {sha!r}")
         wpath = Path(weights)
         if not wpath.is_absolute():
             wpath = (Path(source).parent / wpath).resolve()
+        if not wpath.is_file():
+            raise ProtocolError(f"{source}: weights file {str(wpath)!r} not found (key 'weights'); "
+                                f"put the checkpoint there or fix the card")
         weights, weights_digest = str(wpath), sha
     return ModelCard(name=raw["name"], family=raw["family"], weights=weights, weights_digest=weights_digest,
                      params=params, dtype=str(raw.get("dtype", "float32")), source=source)

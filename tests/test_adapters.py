@@ -136,8 +136,12 @@ def test_checkpoint_arch_mismatch_and_missing_file(fm: FlowMatchingAdapter, tmp_
     sha = fm.save_checkpoint(tmp_path / "fm.pt")
     with pytest.raises(HarnessError, match="architecture"):
         FlowMatchingAdapter(card_from_dict(_ckpt_card(tmp_path / "fm.pt", sha, hidden=64))).load("cpu")
+    with pytest.raises(ProtocolError, match="nope.pt' not found"):  # refused when the card is read (plan time)
+        card_from_dict(_ckpt_card(tmp_path / "nope.pt", sha))
+    card = card_from_dict(_ckpt_card(tmp_path / "fm.pt", sha))
+    (tmp_path / "fm.pt").unlink()  # vanished between planning and loading
     with pytest.raises(HarnessError, match="cannot read"):
-        FlowMatchingAdapter(card_from_dict(_ckpt_card(tmp_path / "nope.pt", sha))).load("cpu")
+        FlowMatchingAdapter(card).load("cpu")
 
 
 @pytest.mark.parametrize("params, match", [

@@ -57,6 +57,11 @@ def test_second_run_does_nothing_and_gives_the_same_parquet(tmp_path, shared_cac
     assert nfe == {(1, 1.0): 1, (1, 2.0): 2, (2, 1.0): 2, (2, 2.0): 4}
     status = harness("status", "--results", str(run), cache=shared_cache)
     assert "8/8 shards complete" in status.stdout
+    board = (run / "leaderboard.md").read_text()
+    assert "| fm-tiny |" in board and "fid ↓" in board and "class_alignment ↑" in board
+    (run / "leaderboard.md").unlink()
+    report = harness("report", "--results", str(run), cache=shared_cache)
+    assert report.returncode == 0 and (run / "leaderboard.md").read_text() == board
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +100,27 @@ def test_shard_size_and_executor_do_not_change_a_pixel(tmp_path, uninterrupted):
                        "--executor", executor, "--results", str(run), cache=tmp_path / "cache")
         assert done.returncode == 0, done.stderr
         assert images(run) == reference, (shard_size, executor)
+
+
+def test_worker_failure_is_one_line_and_writes_nothing(tmp_path):
+    """A checkpoint whose sha256 is wrong fails inside a local worker; the error reaches the CLI as one line."""
+    from harness.adapters import discover
+
+    adapter = discover()["flow_matching"].tiny()
+    ckpt = tmp_path / "fm.pt"
+    sha = adapter.save_checkpoint(ckpt)
+    params = ", ".join(f"{k}: {v}" for k, v in adapter.card.params.items())
+    card = tmp_path / "bad-sha.yaml"
+    card.write_text(f"name: bad-sha\nfamily: flow_matching\nweights: {ckpt}\n"
+                    f"weights_sha256: {'f' * 64}\nparams: {{{params}}}\n")
+    assert sha != "f" * 64
+    run = tmp_path / "run"
+    bad = harness("run", SMOKE, "--set", f"models=[{card}]", "--set", "metrics=[]", "--executor", "local",
+                  "--results", str(run), cache=tmp_path / "cache")
+    assert bad.returncode == 2, bad.stderr
+    last = bad.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "sha256 mismatch" in last and str(ckpt) in last
+    assert not list(run.glob("cells/*/images/*.png")) and not (run / "results.parquet").exists()
 
 
 def test_bad_input_exits_before_generating(tmp_path):

@@ -125,3 +125,26 @@ def test_plan_prints_totals(capsys):
     # smoke: steps {1,2} x cfg {1,2}, n=6, shard 4 → 4 cells, 8 shards, 24 samples;
     # NFE per sample 1, 2 (cfg doubles), 2, 4 → 6 * (1 + 2 + 2 + 4) = 54
     assert "4 cells, 8 shards, 24 samples, 54 total NFE" in out
+
+
+def test_unquoted_numeric_sha_is_explained(tmp_path):
+    from harness.cards import load_card
+
+    (tmp_path / "w.pt").write_bytes(b"x")
+    card = write(tmp_path, f"name: c\nfamily: flow_matching\nweights: {tmp_path / 'w.pt'}\n"
+                           f"weights_sha256: {'1' * 64}\n", "c.yaml")
+    with pytest.raises(ProtocolError, match="read as a number .* quote it"):
+        load_card(str(card))
+
+
+def test_ls_lists_registered_pieces(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    for expected in ("flow_matching", "fm-tiny-noguide", "mnist-5k", "class_alignment", "inception-fid-helper",
+                     "smoke.yaml", "quickstart.yaml"):
+        assert expected in out
+
+
+def test_status_of_a_non_run_directory(capsys, tmp_path):
+    code, err = run_cli(capsys, "status", "--results", str(tmp_path))
+    assert code == 2 and "not a run directory" in err and "\n" not in err
