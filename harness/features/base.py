@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ..errors import HarnessError
 from ..hashing import digest
 
 
@@ -37,6 +39,17 @@ class Extractor(ABC):
 
     name: str = ""
     outputs: tuple[str, ...] = ()  # names of the arrays ``extract`` returns
+
+    def __init__(self, batch_size: int) -> None:
+        if batch_size < 1:
+            raise HarnessError(f"extractor {self.name!r}: batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self._net: Any = None  # set by load()
+        self._device: Any = "cpu"
+
+    def _require_loaded(self) -> None:
+        if self._net is None:
+            raise HarnessError(f"extractor {self.name!r}: call load() before extract()")
 
     @property
     @abstractmethod

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import HarnessError
 from . import check_images, verified_package_file
 from .base import Extractor, ExtractorSpec
 
@@ -67,11 +66,7 @@ class InceptionFidHelper(Extractor):
     outputs = ("pool3",)
 
     def __init__(self, batch_size: int = 32) -> None:
-        if batch_size < 1:
-            raise HarnessError(f"extractor {self.name!r}: batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self._net: torch.jit.ScriptModule | None = None
-        self._device = torch.device("cpu")
+        super().__init__(batch_size)
 
     @property
     def spec(self) -> ExtractorSpec:
@@ -102,8 +97,7 @@ class InceptionFidHelper(Extractor):
 
     @torch.inference_mode()
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        if self._net is None:
-            raise HarnessError(f"extractor {self.name!r}: call load() before extract()")
+        self._require_loaded()
         images = check_images(images, self.name)
         out = np.empty((len(images), FEATURE_DIM), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):

@@ -64,11 +64,7 @@ class MnistCnn(Extractor):
     outputs = ("logits", "penultimate")
 
     def __init__(self, batch_size: int = 512) -> None:
-        if batch_size < 1:
-            raise HarnessError(f"extractor {self.name!r}: batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self._net: torch.nn.Module | None = None
-        self._device = torch.device("cpu")
+        super().__init__(batch_size)
 
     @property
     def spec(self) -> ExtractorSpec:
@@ -99,8 +95,7 @@ class MnistCnn(Extractor):
 
     @torch.inference_mode()
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        if self._net is None:
-            raise HarnessError(f"extractor {self.name!r}: call load() before extract()")
+        self._require_loaded()
         images = check_images(images, self.name)
         n = len(images)
         logits = np.empty((n, 10), dtype=np.float32)
