@@ -82,11 +82,6 @@ def encode_png(image: np.ndarray) -> bytes:
             + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
 
 
-def decode_png(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
 # ---- cells ---------------------------------------------------------------------------------------
 
 def cell_to_dict(cell: Cell) -> dict:
