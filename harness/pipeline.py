@@ -1,7 +1,7 @@
 """The stages after generation: extract (per shard, cached by content) and score (per cell × metric).
 
 Feature files are keyed by (extractor spec key, shard content digest); reference statistics by
-(dataset digest, extractor spec key, n); scores by everything that feeds them. So a re-run computes
+(dataset digest, extractor spec key, output, n); scores by everything that feeds them. So a re-run computes
 nothing that already exists, and any changed input produces a new key instead of a stale reuse.
 """
 
@@ -51,6 +51,12 @@ def feature_path(cache_dir: Path, extractor_key: str, content_digest: str) -> Pa
     return cache_dir / "features" / extractor_key / f"{content_digest}.npz"
 
 
+def missing_extractors(cache: Path, extractors: tuple[str, ...], content_digest: str) -> list[str]:
+    """The extractors whose features of this shard content are not cached yet."""
+    return [name for name in extractors
+            if not feature_path(cache, get_extractor(name).spec.key, content_digest).exists()]
+
+
 _EXTRACTORS: dict[tuple[str, str], Extractor] = {}
 
 
@@ -68,8 +74,7 @@ def extract_shard(task: ExtractTask) -> int:
     Returns how many extractor outputs were computed (0 when everything was cached)."""
     directory, cache = Path(task.cell_dir), Path(task.cache_dir)
     manifest = read_manifest(manifest_path(directory, task.start, task.stop))
-    missing = [name for name in task.extractors
-               if not feature_path(cache, get_extractor(name).spec.key, manifest.content_digest).exists()]
+    missing = missing_extractors(cache, task.extractors, manifest.content_digest)
     if not missing:
         return 0
     images = verified_images(directory, manifest)

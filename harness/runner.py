@@ -9,14 +9,13 @@ from pathlib import Path
 from .adapters import get_adapter_class
 from .errors import HarnessError
 from .execution import Executor
-from .features import get_extractor
 from .metrics import get_metric
 from .pipeline import (
     REFERENCE_CHUNK,
     ExtractTask,
     ReferenceChunkTask,
-    feature_path,
     feature_task,
+    missing_extractors,
     reference_chunks,
     reference_path,
     save_reference,
@@ -64,10 +63,10 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     tasks: list[ExtractTask | ReferenceChunkTask] = []
     for t in shards:
         digest = read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)).content_digest
-        if not all(feature_path(cache_dir, get_extractor(e).spec.key, digest).exists() for e in extractors):
+        if missing_extractors(cache_dir, extractors, digest):
             tasks.append(ExtractTask(t.cell_dir, t.start, t.stop, extractors, str(cache_dir), device))
     n_shard_tasks = len(tasks)
-    references = {}  # path → (dataset, extractor, output, its chunk tasks)
+    references = {}  # path → (dataset, extractor, output, start and stop of its chunks in ``tasks``)
     for m in metrics:
         for ds in p.datasets if m.needs_reference else ():
             path = reference_path(cache_dir, ds, m.extractor, m.output, p.reference_n)
