@@ -27,20 +27,17 @@ from .hashing import sha256_bytes
 from .types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
 
 
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, then rename: readers never see half a file.
 
-    No fsync unless ``durable``: a killed process loses nothing it wrote, and every reader verifies
-    what it reads (manifests parse and list sha256s), so a file lost to a power cut is redone, not
-    trusted. fsync per file measured 10-30 ms on the shared CI disks."""
+    No fsync (10-30 ms per file on the shared CI disks): a killed process loses nothing it wrote. Only
+    a power cut can leave a short file; manifests and reference statistics are verified when read and
+    redone, while a damaged feature or score cache file must be deleted by hand (it is only a cache)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
