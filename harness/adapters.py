@@ -35,7 +35,9 @@ class Capabilities:
     samplers: tuple[str, ...] = ("euler",)
     num_classes: int | None = None
     one_step: bool = False  # a native one-step model (vs. a multi-step model run at few steps)
-    natural_cfg: float | None = None  # the guidance value the model was released with
+    natural_cfg: float | None = None  # the guidance value the model was released with ("natural" in protocols)
+    knobs: tuple[str, ...] = ()  # family-specific settings it honours (SamplerSettings.knobs); others refused
+    guidance_note: str = ""  # what the cfg number means for this model, shown by `harness plan`
 
 
 class Adapter(ABC):
@@ -60,8 +62,9 @@ class Adapter(ABC):
         """Load weights for ``self.card`` onto ``device``."""
 
     @abstractmethod
-    def expected_nfe(self, settings: SamplerSettings) -> int:
-        """The declared NFE accounting of one sample; outputs must report exactly this."""
+    def expected_nfe(self, settings: SamplerSettings) -> int | None:
+        """The declared NFE of one sample (outputs must report exactly this), or None for an adaptive
+        solver whose NFE is only known after sampling (outputs then report what was executed)."""
 
     @abstractmethod
     def _sample_batch(self, requests: list[SampleRequest]) -> list[SampleOutput]:
@@ -147,6 +150,10 @@ def check_settings(card: ModelCard, caps: Capabilities, settings: SamplerSetting
                             f"give a number (natural value: {caps.natural_cfg})")
     if settings.cfg is not None and not (np.isfinite(settings.cfg) and settings.cfg >= 0):
         raise ProtocolError(f"{who}: cfg={settings.cfg} must be a finite number >= 0")
+    for name, _ in settings.knobs:
+        if name not in caps.knobs:
+            raise ProtocolError(f"{who}: knob {name!r} is not honoured by this family; "
+                                f"allowed knobs: {', '.join(caps.knobs) or 'none'}")
 
 
 def to_uint8_images(x: np.ndarray, indices: list[int], value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:

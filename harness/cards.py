@@ -1,24 +1,35 @@
 """Model cards: ``model_zoo/cards/NAME.yaml`` (or any path) → ModelCard.
 
-Card file keys: name, family, weights (path or null for seeded random init), weights_sha256
-(required with weights), dtype, params (family options). The weights digest enters every cell id,
-so two cards naming the same file share cells, and a changed checkpoint never reuses old images.
+Card file keys: name, family, dtype, params (family options), description, and one of
+- ``weights: PATH`` + ``weights_sha256`` (a local checkpoint; must exist when the card is read),
+- ``hub: {repo: ORG/NAME, revision: <40-hex commit>}`` (resolved from the local Hugging Face cache only
+  when the model is loaded, so plans of hub models work on a machine without the weights),
+- neither: seeded random init (tests, the offline demo before training).
+The weights digest (file sha256, or repo@commit) enters every cell id, so a changed checkpoint never
+reuses old images. ``recipes`` names setting sets (e.g. the upstream ``official`` recipe and the
+paper's ``matched`` settings) that a protocol can select with ``{card: NAME, recipe: official}``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import ProtocolError
+from .errors import HarnessError, ProtocolError
 from .hashing import digest
 from .suggest import did_you_mean
-from .types import ModelCard
+from .types import HUB_SCHEME, ModelCard
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "model_zoo" / "cards"
-CARD_KEYS = {"name", "family", "weights", "weights_sha256", "dtype", "params", "description"}
+CARD_KEYS = {"name", "family", "weights", "weights_sha256", "hub", "dtype", "params", "description", "recipes"}
+RECIPE_KEYS = {"steps", "cfg", "sampler", "knobs", "citation", "note"}
+
+
+class WeightsMissingError(HarnessError):
+    """A checkpoint a model card names is not on this machine."""
 
 
 def available_cards(cards_dir: Path = CARDS_DIR) -> dict[str, Path]:
@@ -54,6 +65,11 @@ def card_from_dict(raw: Any, source: str = "<dict>") -> ModelCard:
     params = raw.get("params") or {}
     if not isinstance(params, dict):
         raise ProtocolError(f"{source}: key 'params' must be a mapping, got {params!r}")
+    if raw.get("hub") is not None:
+        if raw.get("weights") is not None:
+            raise ProtocolError(f"{source}: give either 'weights' (a local file) or 'hub' (repo + revision), not both")
+        weights, weights_digest = _hub_weights(raw["hub"], source)
+        return _card(raw, source, params, weights, weights_digest)
     weights = raw.get("weights")
     if weights is None:
         weights_digest = "random-init:" + digest({"family": raw["family"], "params": params})
@@ -72,5 +88,77 @@ def card_from_dict(raw: Any, source: str = "<dict>") -> ModelCard:
             raise ProtocolError(f"{source}: weights file {str(wpath)!r} not found (key 'weights'); "
                                 f"put the checkpoint there or fix the card")
         weights, weights_digest = str(wpath), sha
+    return _card(raw, source, params, weights, weights_digest)
+
+
+def _card(raw: dict, source: str, params: dict, weights: str | None, weights_digest: str) -> ModelCard:
     return ModelCard(name=raw["name"], family=raw["family"], weights=weights, weights_digest=weights_digest,
-                     params=params, dtype=str(raw.get("dtype", "float32")), source=source)
+                     params=params, dtype=str(raw.get("dtype", "float32")), source=source,
+                     recipes=_recipes(raw.get("recipes"), source))
+
+
+def _hub_weights(hub: Any, source: str) -> tuple[str, str]:
+    if not isinstance(hub, dict) or set(hub) != {"repo", "revision"}:
+        raise ProtocolError(f"{source}: key 'hub' must be a mapping with exactly 'repo' and 'revision', got {hub!r}")
+    repo, revision = hub["repo"], hub["revision"]
+    if not isinstance(repo, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise ProtocolError(f"{source}: key 'hub.repo' must be 'org/name', got {repo!r}")
+    if not isinstance(revision, str) or not revision:
+        raise ProtocolError(f"{source}: key 'hub.revision' must be a commit id (or a branch name until the card is "
+                            f"pinned), got {revision!r}")
+    return f"{HUB_SCHEME}{repo}@{revision}", f"hf:{repo}@{revision}"
+
+
+def is_pinned(card: ModelCard) -> bool:
+    """A hub card names exact weights only through a full commit id; a branch or tag can move."""
+    return card.hub is None or re.fullmatch(r"[0-9a-f]{40}", card.hub[1]) is not None
+
+
+def require_pinned(card: ModelCard) -> None:
+    """Refuse to generate from an unpinned hub card: its cells would not be content-addressed.
+
+    Plans of unpinned cards are allowed (so presets can be inspected anywhere); runs are not."""
+    if not is_pinned(card):
+        repo, revision = card.hub
+        raise ProtocolError(f"model card {card.name!r} ({card.source}): hub.revision {revision!r} is a branch or tag, "
+                            f"not a commit, so its images could silently change; set hub.revision to the 40-hex "
+                            f"commit of {repo} you have (`harness weights fetch {card.name}` prints it)")
+
+
+def _recipes(raw: Any, source: str) -> dict[str, dict[str, Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{source}: key 'recipes' must be a mapping of name -> settings, got {raw!r}")
+    out = {}
+    for name, recipe in raw.items():
+        where = f"{source}: recipes.{name}"
+        if not isinstance(recipe, dict):
+            raise ProtocolError(f"{where}: expected a mapping with keys {sorted(RECIPE_KEYS)}, got {recipe!r}")
+        for key in recipe:
+            if key not in RECIPE_KEYS:
+                raise ProtocolError(f"{where}: unknown key {key!r}{did_you_mean(str(key), RECIPE_KEYS)}; "
+                                    f"allowed: {', '.join(sorted(RECIPE_KEYS))}")
+        if "steps" not in recipe:
+            raise ProtocolError(f"{where}: missing key 'steps'")
+        if "knobs" in recipe and not isinstance(recipe["knobs"], dict):
+            raise ProtocolError(f"{where}.knobs: expected a mapping of knob -> value, got {recipe['knobs']!r}")
+        out[str(name)] = dict(recipe)
+    return out
+
+
+def resolve_hub_snapshot(card: ModelCard) -> Path:
+    """The local folder of a hub card's exact revision, from the Hugging Face cache only (never downloads)."""
+    if card.hub is None:
+        raise HarnessError(f"model card {card.name!r} has no hub checkpoint (weights={card.weights!r})")
+    repo, revision = card.hub
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as e:
+        raise WeightsMissingError(
+            f"model card {card.name!r} ({card.source}): checkpoint {repo}@{revision} is not in the local Hugging "
+            f"Face cache ({type(e).__name__}); on a machine with internet run `harness weights fetch {card.name}` "
+            f"(or `huggingface-cli download {repo} --revision {revision}`) and copy the cache here") from None

@@ -64,18 +64,26 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
     total_shards = sum(plan.shard_count(c) for c in plan.cells)
     total_nfe = 0
     lines = []
+    adaptive = 0
     for c in plan.cells:
         adapter = get_adapter_class(c.model.family)(c.model)
+        caps = adapter.capabilities
         nfe = adapter.expected_nfe(c.settings)
-        total_nfe += nfe * c.n
+        if nfe is None:
+            adaptive += 1
+        else:
+            total_nfe += nfe * c.n
         cfg = "none" if c.settings.cfg is None else f"{c.settings.cfg:g}"
+        knobs = "".join(f" {k}={v}" for k, v in c.settings.knobs)
         lines.append(f"  {c.cell_id}  {c.model.name:<18} {c.dataset.id:<10} steps={c.settings.steps:<4} "
-                     f"cfg={cfg:<5} n={c.n:<6} shards={plan.shard_count(c):<4} nfe/sample={nfe}")
+                     f"cfg={cfg:<5} guidance={caps.guidance:<8} sampler={c.settings.sampler:<6} n={c.n:<6} "
+                     f"shards={plan.shard_count(c):<4} nfe/sample={'adaptive' if nfe is None else nfe}{knobs}")
     if print_table:
         print(f"protocol {p.name} ({p.source})")
         print("\n".join(lines))
+    unknown = f" (+ {adaptive} adaptive-solver cells, NFE known after sampling)" if adaptive else ""
     print(f"{len(plan.cells)} cells, {total_shards} shards, {len(plan.cells) * p.n} samples, "
-          f"{total_nfe} total NFE; metrics: {', '.join(p.metrics) or 'none'}")
+          f"{total_nfe} total NFE{unknown}; metrics: {', '.join(p.metrics) or 'none'}")
     return 0
 
 

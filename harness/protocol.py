@@ -19,7 +19,7 @@ from .cards import load_card
 from .datasets import get_dataset
 from .errors import HarnessError, ProtocolError
 from .suggest import did_you_mean
-from .types import Cell, SamplerSettings, ShardTask
+from .types import Cell, ModelCard, SamplerSettings, ShardTask
 
 # key → (description of what is allowed, default or REQUIRED)
 REQUIRED = object()
@@ -27,10 +27,12 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "name": ("a name of letters, digits, '-' or '_'", REQUIRED),
     "description": ("free text", ""),
     "seed": ("an integer >= 0", 0),
-    "models": ("a non-empty list of model cards (name, or {card, steps, cfg})", REQUIRED),
+    "models": ("a non-empty list of model cards (name, or {card, steps, cfg, sampler, knobs} or {card, recipe})",
+               REQUIRED),
     "datasets": ("a non-empty list of dataset ids", REQUIRED),
     "steps": ("a non-empty list of integers >= 1", REQUIRED),
-    "cfg": ("a non-empty list of numbers >= 0 (or null for models without guidance)", [None]),
+    "cfg": ("a non-empty list of numbers >= 0, 'natural' (the model's released value) or null (no guidance)",
+            [None]),
     "sampler": ("a sampler name, e.g. 'euler'", "euler"),
     "n": ("an integer >= 1 (samples per cell)", REQUIRED),
     "shard_size": ("an integer >= 1 (samples per shard)", 64),
@@ -38,14 +40,19 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "metrics": ("a list of metric names", []),
     "reference_n": ("an integer >= 2 (reference images for corpus metrics)", 1000),
 }
-MODEL_KEYS = {"card", "steps", "cfg"}
+MODEL_KEYS = {"card", "steps", "cfg", "sampler", "knobs", "recipe"}
+NATURAL = "natural"  # a cfg entry meaning "the guidance value this model was released with"
+CfgValue = float | None | str
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     card: str
     steps: tuple[int, ...] | None  # per-model override of the protocol's steps
-    cfg: tuple[float | None, ...] | None
+    cfg: tuple[CfgValue, ...] | None
+    sampler: str | None = None
+    knobs: tuple[tuple[str, Any], ...] = ()
+    recipe: str | None = None  # a named setting set of the card (steps, cfg, sampler, knobs)
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class Protocol:
     models: tuple[ModelEntry, ...]
     datasets: tuple[str, ...]
     steps: tuple[int, ...]
-    cfg: tuple[float | None, ...]
+    cfg: tuple[CfgValue, ...]
     sampler: str
     n: int
     shard_size: int
@@ -128,13 +135,17 @@ def _int_list(src: str, key: str, value: Any) -> tuple[int, ...]:
     return tuple(_int(src, f"{key}[{i}]", v, 1) for i, v in enumerate(value))
 
 
-def _cfg_list(src: str, key: str, value: Any) -> tuple[float | None, ...]:
-    if not isinstance(value, list) or not value:
+def _cfg_list(src: str, key: str, value: Any) -> tuple[CfgValue, ...]:
+    if not isinstance(value, list):
+        value = [value]
+    if not value:
         raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected {TOP_KEYS['cfg'][0]}")
-    out: list[float | None] = []
+    out: list[CfgValue] = []
     for i, v in enumerate(value):
         if v is None or (isinstance(v, str) and v.lower() in ("none", "null")):
             out.append(None)
+        elif isinstance(v, str) and v.lower() == NATURAL:
+            out.append(NATURAL)
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
             out.append(float(v))
         else:
@@ -162,9 +173,61 @@ def _model_entry(src: str, i: int, value: Any) -> ModelEntry:
                                 f"allowed: {', '.join(sorted(MODEL_KEYS))}")
     if not isinstance(value.get("card"), str) or not value["card"]:
         raise ProtocolError(f"{src}: key '{where}.card' has value {value.get('card')!r}; expected a card name")
-    steps = _int_list(src, f"{where}.steps", value["steps"]) if "steps" in value else None
+    recipe = value.get("recipe")
+    if recipe is not None:
+        clash = sorted(set(value) - {"card", "recipe"})
+        if clash:
+            raise ProtocolError(f"{src}: key '{where}' names recipe {recipe!r} and also {clash}; a recipe fixes "
+                                f"steps, cfg, sampler and knobs — list the model twice to add other settings")
+        if not isinstance(recipe, str):
+            raise ProtocolError(f"{src}: key '{where}.recipe' has value {recipe!r}; expected a recipe name")
+        return ModelEntry(card=value["card"], steps=None, cfg=None, recipe=recipe)
+    return _settings_entry(src, where, value["card"], value)
+
+
+def _settings_entry(src: str, where: str, card: str, value: dict[str, Any], recipe: str | None = None) -> ModelEntry:
+    steps = value.get("steps")
+    steps = _int_list(src, f"{where}.steps", steps if isinstance(steps, list) else [steps]) \
+        if "steps" in value else None
     cfg = _cfg_list(src, f"{where}.cfg", value["cfg"]) if "cfg" in value else None
-    return ModelEntry(card=value["card"], steps=steps, cfg=cfg)
+    sampler = value.get("sampler")
+    if sampler is not None and not isinstance(sampler, str):
+        raise ProtocolError(f"{src}: key '{where}.sampler' has value {sampler!r}; expected a sampler name")
+    knobs = value.get("knobs") or {}
+    if not isinstance(knobs, dict):
+        raise ProtocolError(f"{src}: key '{where}.knobs' has value {knobs!r}; expected a mapping knob -> value")
+    return ModelEntry(card=card, steps=steps, cfg=cfg, sampler=sampler,
+                      knobs=tuple(sorted(knobs.items())), recipe=recipe)
+
+
+def _resolve_recipe(src: str, i: int, entry: ModelEntry, card: ModelCard) -> ModelEntry:
+    """Replace ``{card, recipe}`` by the recipe's settings from the card."""
+    if entry.recipe is None:
+        return entry
+    if entry.recipe not in card.recipes:
+        raise ProtocolError(f"{src}: key 'models[{i}].recipe': card {card.name!r} has no recipe {entry.recipe!r}"
+                            f"{did_you_mean(entry.recipe, card.recipes)}; it has: {', '.join(card.recipes) or 'none'}")
+    recipe = {k: v for k, v in card.recipes[entry.recipe].items() if k in ("steps", "cfg", "sampler", "knobs")}
+    return _settings_entry(f"{src}: models[{i}] recipe {entry.recipe!r} of {card.source}", "recipe", card.name,
+                           recipe, recipe=entry.recipe)
+
+
+def _resolve_cfg(where: str, card: ModelCard, caps: Any, values: tuple[CfgValue, ...]) -> list[float | None]:
+    """'natural' → the model's released guidance value; duplicates that this creates are dropped."""
+    out: list[float | None] = []
+    for v in values:
+        if v == NATURAL:
+            if caps.guidance == "none":
+                v = None
+            elif caps.natural_cfg is None:
+                raise ProtocolError(f"{where}cfg 'natural' asked of {card.name!r}, whose family declares no natural "
+                                    f"guidance value; give a number")
+            else:
+                v = caps.natural_cfg
+            if v in out:
+                continue
+        out.append(v)
+    return out
 
 
 def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
@@ -212,6 +275,7 @@ def make_plan(protocol: Protocol) -> Plan:
     for i, entry in enumerate(protocol.models):
         where = f"{src}: models[{i}]: "
         card = load_card(entry.card, where=where)
+        entry = _resolve_recipe(src, i, entry, card)
         adapter_cls = get_adapter_class(card.family, where=where)
         caps = adapter_cls.capabilities_for(card)
         for ds_name in protocol.datasets:
@@ -228,8 +292,9 @@ def make_plan(protocol: Protocol) -> Plan:
                                     f"{ds_name!r} has only {dataset.size} reference images")
             ref = dataset.ref()
             for steps in entry.steps or protocol.steps:
-                for cfg in entry.cfg or protocol.cfg:
-                    settings = SamplerSettings(steps=steps, cfg=cfg, sampler=protocol.sampler)
+                for cfg in _resolve_cfg(where, card, caps, entry.cfg or protocol.cfg):
+                    settings = SamplerSettings(steps=steps, cfg=cfg, sampler=entry.sampler or protocol.sampler,
+                                               knobs=entry.knobs)
                     try:
                         check_settings(card, caps, settings)
                     except ProtocolError as e:

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .adapters import get_adapter_class
+from .cards import require_pinned
 from .errors import HarnessError
 from .execution import Executor
 from .metrics import get_metric
@@ -43,6 +44,8 @@ def write_run_record(run_dir: Path, plan: Plan, cell_dirs: dict[str, str]) -> No
 
 def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, device: str = "cpu") -> Path:
     p = plan.protocol
+    for cell in plan.cells:
+        require_pinned(cell.model)  # before anything is written or spent
     ensure_writable(run_dir)
     ensure_writable(cache_dir)
     cell_dirs = {c.cell_id: str(write_cell(run_dir, c)) for c in plan.cells}

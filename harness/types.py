@@ -7,6 +7,8 @@ from typing import Any
 
 from .hashing import digest
 
+HUB_SCHEME = "hf://"
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -14,11 +16,22 @@ class ModelCard:
 
     name: str
     family: str
-    weights: str | None  # local path of the checkpoint, or None for seeded random init
+    weights: str | None  # local checkpoint path, "hf://repo@revision", or None for seeded random init
     weights_digest: str  # sha256 of the checkpoint, or a digest of (arch params, init seed)
     params: dict[str, Any] = field(default_factory=dict)  # architecture / family options
     dtype: str = "float32"
     source: str = ""  # the card file it came from (for error messages only, not hashed)
+    # Named setting sets (e.g. "official", "matched"): {name: {steps, cfg, sampler, knobs, citation}}.
+    # Conveniences for protocols, not part of the model's identity.
+    recipes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hub(self) -> tuple[str, str] | None:
+        """(repo id, revision) for a hub checkpoint (``weights: hf://repo@revision``), else None."""
+        if self.weights is None or not self.weights.startswith(HUB_SCHEME):
+            return None
+        repo, _, revision = self.weights[len(HUB_SCHEME):].partition("@")
+        return repo, revision
 
     def identity(self) -> dict[str, Any]:
         """What makes two cards the same model: never the file it was read from."""
@@ -28,11 +41,25 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """The knobs of one cell. ``cfg=None`` means "no guidance knob" (models without guidance)."""
+    """The knobs of one cell. ``cfg=None`` means "no guidance knob" (models without guidance).
+
+    ``knobs`` holds family-specific settings a family declares in its capabilities (e.g. a guidance
+    interval, FLUX's separate ``true_cfg_scale``), as sorted (name, value) pairs so cells hash stably.
+    """
 
     steps: int
     cfg: float | None
     sampler: str = "euler"
+    knobs: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Accept a mapping or JSON's list of pairs; store sorted tuples (hashable, order-free).
+        items = self.knobs.items() if isinstance(self.knobs, dict) else self.knobs
+        pairs = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in items))
+        object.__setattr__(self, "knobs", pairs)
+
+    def knob(self, name: str, default: Any = None) -> Any:
+        return dict(self.knobs).get(name, default)
 
 
 @dataclass(frozen=True)
