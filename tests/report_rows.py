@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,43 @@ def write_replicates(run_dir: Path, cell_id: str, metric: str, values) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, np.asarray(values, dtype=np.float64))
     return path
+
+
+def sweep_cells() -> dict[str, dict]:
+    """Two models over steps × cfg, with fid / is / class_alignment values that trade off."""
+    cells = {}
+    for model, steps_list, base in (("onestep", [1], 30.0), ("multi", [1, 4, 16], 60.0)):
+        for steps in steps_list:
+            for cfg in (1.0, 3.0):
+                fid = base / steps ** 0.5 + (4.0 if cfg == 3.0 else 0.0)
+                cells[f"{model}-{steps}-{cfg:g}"] = {
+                    "model": model, "steps": steps, "cfg": cfg, "nfe": steps * (2 if cfg != 1.0 else 1),
+                    "sec": 0.01 * steps, "fid": fid, "is": 20.0 + 3 * cfg + steps,
+                    "class_alignment": 0.5 + 0.1 * cfg}
+    return cells
+
+
+def make_run(run_dir: Path, cells: dict[str, dict], replicates: int = 0, images: int = 0, seed: int = 0,
+             run: str = "r") -> Path:
+    """A run directory as the runner leaves it: results.parquet, run.json, optional images and replicates."""
+    from PIL import Image
+
+    from harness.report import write_parquet
+
+    rng = np.random.default_rng(seed)
+    frame = frame_of(cells, run=run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet(frame, run_dir / "results.parquet")
+    record = {"protocol": {"description": f"synthetic {run}"}, "shard_size": 4,
+              "cells": [{"cell_id": c, "dir": f"cells/{c}", "model": s["model"], "dataset": "ds",
+                         "steps": s["steps"], "cfg": s["cfg"], "n": 100} for c, s in cells.items()]}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    for cell, spec in cells.items():
+        for metric in ("fid", "is"):
+            if replicates and metric in spec:
+                write_replicates(run_dir, cell, metric, spec[metric] + rng.normal(0, 0.3, replicates))
+        for i in range(images):
+            path = run_dir / "cells" / cell / "images" / f"{i:07d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    return run_dir

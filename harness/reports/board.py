@@ -117,6 +117,9 @@ def build_boards(results: Results, mmhm_metrics: Sequence[str] | None = None,
     frame = results.frame
     if frame.empty:
         return []
+    absent = [m for m in mmhm_metrics or () if m not in set(frame.metric)]
+    if absent:
+        raise HarnessError(f"MMHM metrics {absent} are not in the results (present: {sorted(set(frame.metric))})")
     bad = frame[~np.isfinite(frame.value.astype(float))]
     if not bad.empty:
         r = bad.iloc[0]

@@ -19,13 +19,16 @@ MAX_COLUMNS = 8
 
 
 def grid_cells(board: Board, cell_dir_of: dict[str, Path], columns: int = MAX_COLUMNS) -> tuple[pd.DataFrame, list]:
-    """The cells whose first ``columns`` images all exist (model, steps, cfg order), and the indices shown."""
+    """The cells with images on disk (model, steps, cfg order) and the first ``columns`` sample indices that
+    every one of them has; a partially copied run shows fewer columns, never a blank tile."""
     t = board.table.assign(_cfg=board.table.cfg.fillna(-1.0)).sort_values(["model", "steps", "_cfg"])
-    count = min(columns, int(t.n.min())) if len(t) else 0
-    indices = list(range(count))
-    present = [all((cell_dir_of.get(c, Path("/nonexistent")) / image_name(i)).is_file() for i in indices)
-               for c in t.cell_id]
-    return t[present].head(MAX_ROWS), indices
+    missing = Path("/nonexistent")
+    t = t[[(cell_dir_of.get(c, missing) / image_name(0)).is_file() for c in t.cell_id]].head(MAX_ROWS)
+    if t.empty:
+        return t, []
+    indices = [i for i in range(min(columns, int(t.n.min())))
+               if all((cell_dir_of[c] / image_name(i)).is_file() for c in t.cell_id)]
+    return t, indices
 
 
 def plot_image_grid(board: Board, cell_dir_of: dict[str, Path], out: Path) -> list[Path]:

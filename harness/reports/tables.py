@@ -45,7 +45,7 @@ def display_table(board: Board) -> pd.DataFrame:
         out["MMHM ↑"] = [fmt_ci(v, lo, hi) for v, lo, hi in zip(t.mmhm, t.mmhm_ci_low, t.mmhm_ci_high, strict=True)]
         out.insert(0, "rank", [("–" if pd.isna(r) else f"{int(r)}") + (" ≈" if f is True else "")
                                for r, f in zip(t["rank"], t["noise"], strict=True)])
-        out["selected as"] = t.cell_id.map(chosen).fillna("")
+        out["selected as"] = [chosen.get(c, "") for c in t.cell_id]
     return out
 
 
@@ -89,7 +89,8 @@ def leaderboard_csv(boards: list[Board]) -> str:
     for b in boards:
         t = b.table.copy()
         t.insert(0, "dataset", b.dataset)
-        t["selected_as"] = t.cell_id.map(selected_by(b)).fillna("")
+        chosen = selected_by(b)
+        t["selected_as"] = [chosen.get(c, "") for c in t.cell_id]
         parts.append(t)
     return pd.concat(parts, ignore_index=True).to_csv(index=False)
 
