@@ -24,9 +24,9 @@ class Browser:
         self._from_child, from_child_w = os.pipe()
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"]
-        # the shell moves our pipe ends onto fds 3 and 4, where Chromium expects them
+        # bash (dash refuses fd numbers above 9) moves our pipe ends onto fds 3 and 4, where Chromium expects them
         self.process = subprocess.Popen(
-            ["sh", "-c", f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w}', binary, *flags],
+            ["bash", "-c", f"exec \"$0\" \"$@\" 3<&{to_child_r} 4>&{from_child_w}", binary, *flags],
             pass_fds=(to_child_r, from_child_w), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         os.close(to_child_r)
         os.close(from_child_w)
@@ -66,7 +66,9 @@ class Browser:
         target = self.call("Target.createTarget", {"url": url})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         deadline = time.monotonic() + self.timeout
-        while self.evaluate(session, "document.readyState") != "complete":
+        # the new tab starts on about:blank (already "complete"): wait for *our* document to finish loading
+        loaded = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+        while not self.evaluate(session, loaded):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not finish loading")
             time.sleep(0.05)
