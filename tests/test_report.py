@@ -181,3 +181,16 @@ def test_a_frame_without_metric_rows_still_writes_a_page(tmp_path):
     written = write_results_report(results_from_frame(tmp_path, empty), tmp_path)
     assert "No metric rows" in (tmp_path / "leaderboard.md").read_text()
     assert tmp_path / "index.html" in written and io.StringIO((tmp_path / "leaderboard.csv").read_text())
+
+
+def test_grid_mosaic_places_each_tile_at_its_row_and_column():
+    from harness.reports.grid import mosaic
+
+    tiles = [[np.full((4, 5, 3), 10 * (3 * r + c), dtype=np.uint8) for c in range(3)] for r in range(2)]
+    image = mosaic(tiles, pad=2)
+    assert image.shape == (2 * 6 + 2, 3 * 7 + 2, 3)
+    for r in range(2):
+        for c in range(3):
+            y, x = 2 + r * 6, 2 + c * 7
+            assert (image[y:y + 4, x:x + 5] == 10 * (3 * r + c)).all()
+    assert (image[:2] == 255).all() and (image[:, :2] == 255).all()  # padding stays white

@@ -31,25 +31,43 @@ def grid_cells(board: Board, cell_dir_of: dict[str, Path], columns: int = MAX_CO
     return t, indices
 
 
+def mosaic(tiles: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """Rows of equal-size uint8 HxWx3 tiles → one white-padded image (one imshow instead of rows×cols axes)."""
+    h, w = tiles[0][0].shape[:2]
+    out = np.full((len(tiles) * (h + pad) + pad, len(tiles[0]) * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            out[y:y + h, x:x + w] = tile
+    return out
+
+
+def _load(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def plot_image_grid(board: Board, cell_dir_of: dict[str, Path], out: Path) -> list[Path]:
     """[] when no cell of the board has its images on disk (e.g. a results table copied without cells/)."""
     cells, indices = grid_cells(board, cell_dir_of)
     if cells.empty or not indices:
         return []
+    tiles = [[_load(cell_dir_of[c] / image_name(i)) for i in indices] for c in cells.cell_id]
+    if len({t.shape for row in tiles for t in row}) != 1:  # models at different resolutions: common size
+        size = max(t.shape[0] for row in tiles for t in row)
+        tiles = [[np.asarray(Image.fromarray(t).resize((size, size), Image.NEAREST)) for t in row] for row in tiles]
+    pad, (h, w) = 2, tiles[0][0].shape[:2]
     plt = pyplot()
-    rows, cols = len(cells), len(indices)
-    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols + 1.8, 0.9 * rows + 0.5), squeeze=False)
-    for r, (_, cell) in enumerate(cells.iterrows()):
-        for c, index in enumerate(indices):
-            ax = axes[r][c]
-            with Image.open(cell_dir_of[cell.cell_id] / image_name(index)) as im:
-                ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"#{index}", fontsize=7)
-        axes[r][0].set_ylabel(f"{cell.model}\n{cell.steps} st, cfg {fmt_cfg(cell.cfg)}", fontsize=6,
-                              rotation=0, ha="right", va="center")
-    fig.suptitle(f"same seeds across settings — {board.dataset} (column = sample index = seed)", fontsize=8)
+    rows, cols = len(tiles), len(indices)
+    fig, ax = plt.subplots(figsize=(0.8 * cols + 1.8, 0.8 * rows + 0.6))
+    ax.imshow(mosaic(tiles, pad), interpolation="nearest")
+    ax.set_xticks([pad + c * (w + pad) + w / 2 for c in range(cols)], [f"#{i}" for i in indices], fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(rows)],
+                  [f"{c.model}\n{c.steps} st, cfg {fmt_cfg(c.cfg)}" for _, c in cells.iterrows()], fontsize=6)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"same seeds across settings — {board.dataset} (column = sample index = seed)", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, out / f"grid_{board.dataset}")

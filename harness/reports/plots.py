@@ -116,8 +116,12 @@ def plot_quality_vs_cost(board: Board, metric: str, cost: str, out: Path) -> lis
         cfg = "" if pd.isna(r.cfg) else f", cfg {r.cfg:g}"
         ax.annotate(f"{r.steps} st{cfg}", (r[column], r[metric]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
-    if t[column].gt(0).all():
+    if t[column].gt(0).all() and t[column].max() > 4 * t[column].min():
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # plain numbers; log-style labels cost layout time
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(label)
     ax.set_ylabel(f"{metric} ({_direction(higher)})")
     ax.set_title(f"{metric} vs {label} — {board.dataset}", fontsize=10)
