@@ -194,3 +194,13 @@ def test_grid_mosaic_places_each_tile_at_its_row_and_column():
             y, x = 2 + r * 6, 2 + c * 7
             assert (image[y:y + 4, x:x + 5] == 10 * (3 * r + c)).all()
     assert (image[:2] == 255).all() and (image[:, :2] == 255).all()  # padding stays white
+
+
+def test_dataset_ids_with_slashes_make_safe_file_names(tmp_path):
+    frame = frame_of({"a": {"fid": 3.0, "is": 2.0}, "b": {"steps": 2, "fid": 4.0, "is": 5.0},
+                      "c": {"steps": 4, "fid": 5.0, "is": 4.0}}, dataset="org/set v2")
+    written = write_results_report(results_from_frame(tmp_path, frame), tmp_path)
+    assert tmp_path / "mmhm_bounds_org_set_v2.json" in written
+    assert (tmp_path / "plots" / "fid_vs_steps_org_set_v2.png").is_file()
+    assert all(p.is_relative_to(tmp_path) and p.is_file() for p in written)
+    assert "## org/set v2" in (tmp_path / "leaderboard.md").read_text()

@@ -15,7 +15,7 @@ from .board import Board, build_boards
 from .compare import compare_runs, comparison_markdown
 from .grid import plot_image_grid
 from .html import leaderboard_html
-from .plots import write_plots
+from .plots import safe_name, write_plots
 from .results import Results, load_runs, read_results, results_from_frame, rows_to_frame, write_parquet
 from .tables import leaderboard_csv, leaderboard_latex, leaderboard_markdown
 
@@ -38,7 +38,7 @@ def write_results_report(results: Results, out: Path, mmhm_metrics: Sequence[str
                _write_text(out / "leaderboard.tex", leaderboard_latex(boards))]
     for b in boards:
         if b.scores is not None and not b.scores.bounds.frozen_from:
-            path = out / f"mmhm_bounds_{b.dataset}.json"
+            path = out / safe_name(f"mmhm_bounds_{b.dataset}.json")
             b.scores.bounds.save(path)
             written.append(path)
     plots = {b.dataset: write_plots(b, out / "plots") for b in boards}

@@ -81,6 +81,7 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
         notes.insert(0, _describe(scores))
         table = table.join(scores.table[["mmhm", "mmhm_ci_low", "mmhm_ci_high"]])
         ranked = table.mmhm.notna()
+        table["rank"], table["noise"] = np.nan, False
         table.loc[ranked, "rank"] = table.loc[ranked, "mmhm"].rank(ascending=False, method="min")
         table.loc[ranked, "noise"] = noise_flags(table.loc[ranked, "mmhm"], table.loc[ranked, "mmhm_ci_low"],
                                                  table.loc[ranked, "mmhm_ci_high"])

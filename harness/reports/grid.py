@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..store import image_name
 from .board import Board
-from .plots import pyplot, save_figure
+from .plots import pyplot, save_figure, stem_in
 from .tables import fmt_cfg
 
 MAX_ROWS = 24
@@ -70,4 +70,4 @@ def plot_image_grid(board: Board, cell_dir_of: dict[str, Path], out: Path) -> li
         side.set_visible(False)
     ax.set_title(f"same seeds across settings — {board.dataset} (column = sample index = seed)", fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, out / f"grid_{board.dataset}")
+    return save_figure(fig, stem_in(out, f"grid_{board.dataset}"))

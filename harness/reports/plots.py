@@ -4,6 +4,7 @@ with the Pareto front, the metric correlation matrix and steps × cfg heatmaps o
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def safe_name(name: str) -> str:
+    """A file name from metric and dataset ids (which may hold '/' or spaces, e.g. HF dataset ids)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name)
+
+
+def stem_in(out: Path, name: str) -> Path:
+    return out / safe_name(name)
 
 
 def save_figure(fig, stem: Path) -> list[Path]:
@@ -83,7 +93,8 @@ def _panel_lines(board: Board, metric: str, x: str, group: str, stem: Path, xlab
 
 
 def plot_metric_vs_steps(board: Board, metric: str, out: Path) -> list[Path]:
-    return _panel_lines(board, metric, "steps", "cfg", out / f"{metric}_vs_steps_{board.dataset}", "steps", True)
+    stem = stem_in(out, f"{metric}_vs_steps_{board.dataset}")
+    return _panel_lines(board, metric, "steps", "cfg", stem, "steps", True)
 
 
 def plot_metric_vs_guidance(board: Board, metric: str, out: Path) -> list[Path]:
@@ -94,8 +105,8 @@ def plot_metric_vs_guidance(board: Board, metric: str, out: Path) -> list[Path]:
         return []
     sub = Board(board.dataset, board.rows, t[t.model.isin(swept)], board.metrics, board.higher_is_better,
                 board.scores, board.selection)
-    return _panel_lines(sub, metric, "cfg", "steps", out / f"{metric}_vs_guidance_{board.dataset}", "guidance",
-                        False)
+    stem = stem_in(out, f"{metric}_vs_guidance_{board.dataset}")
+    return _panel_lines(sub, metric, "cfg", "steps", stem, "guidance", False)
 
 
 COSTS = {"nfe": ("nfe_mean", "NFE per image"), "sec": ("sec_per_image", "seconds per image")}
@@ -128,7 +139,7 @@ def plot_quality_vs_cost(board: Board, metric: str, cost: str, out: Path) -> lis
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, out / f"{metric}_vs_{cost}_{board.dataset}")
+    return save_figure(fig, stem_in(out, f"{metric}_vs_{cost}_{board.dataset}"))
 
 
 def metric_correlation(board: Board) -> pd.DataFrame:
@@ -152,7 +163,7 @@ def plot_correlation(board: Board, out: Path) -> list[Path]:
     fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman ρ")
     ax.set_title(f"metric correlation over {len(board.table)} cells — {board.dataset}", fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, out / f"correlation_{board.dataset}")
+    return save_figure(fig, stem_in(out, f"correlation_{board.dataset}"))
 
 
 def plot_mmhm_heatmap(board: Board, out: Path) -> list[Path]:
@@ -178,7 +189,7 @@ def plot_mmhm_heatmap(board: Board, out: Path) -> list[Path]:
         ax.set_title(model)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="MMHM")
     fig.suptitle(f"MMHM over {', '.join(board.scores.metrics)} — {board.dataset}", fontsize=10)
-    return save_figure(fig, out / f"mmhm_heatmap_{board.dataset}")
+    return save_figure(fig, stem_in(out, f"mmhm_heatmap_{board.dataset}"))
 
 
 def write_plots(board: Board, out: Path) -> list[Path]:

@@ -43,7 +43,7 @@ def display_table(board: Board) -> pd.DataFrame:
             fmt_ci(v, lo, hi) for v, lo, hi in zip(t[m], t[f"{m}_ci_low"], t[f"{m}_ci_high"], strict=True)]
     if board.scores is not None:
         out["MMHM ↑"] = [fmt_ci(v, lo, hi) for v, lo, hi in zip(t.mmhm, t.mmhm_ci_low, t.mmhm_ci_high, strict=True)]
-        out.insert(0, "rank", [("–" if pd.isna(r) else f"{int(r)}") + (" ≈" if f is True else "")
+        out.insert(0, "rank", [("–" if pd.isna(r) else f"{int(r)}") + (" ≈" if f else "")
                                for r, f in zip(t["rank"], t["noise"], strict=True)])
         out["selected as"] = [chosen.get(c, "") for c in t.cell_id]
     return out
