@@ -164,9 +164,12 @@ def mmhm(frame: pd.DataFrame, metrics: Sequence[str] | None = None, bounds: Boun
         absent = [m for m in metrics if m not in bounds.lo_hi]
         if absent:
             raise HarnessError(f"{bounds.frozen_from or 'bounds'}: no bounds for metrics {absent}")
-        bounds = Bounds({m: bounds.lo_hi[m] for m in metrics}, {**directions(frame, metrics),
-                        **{m: h for m, h in bounds.higher_is_better.items() if m in metrics}},
-                        bounds.defined_by, bounds.frozen_from)
+        rows_say = directions(frame, metrics)
+        clash = [m for m in metrics if bounds.higher_is_better.get(m, rows_say[m]) != rows_say[m]]
+        if clash:
+            raise HarnessError(f"{bounds.frozen_from or 'bounds'}: higher_is_better of {clash} disagrees with the "
+                               "results rows; these bounds were made for a different metric definition")
+        bounds = Bounds({m: bounds.lo_hi[m] for m in metrics}, rows_say, bounds.defined_by, bounds.frozen_from)
         raw = utilities(values, bounds, clip=False)
         outside = int(((raw < 0) | (raw > 1)).to_numpy().sum())
         if outside:

@@ -116,6 +116,9 @@ def test_bad_bounds_files_name_the_problem(tmp_path):
     frozen = Bounds({"fid": (0.0, 1.0)}, {"fid": False}, frozen_from="f.json")
     with pytest.raises(HarnessError, match=r"f.json: no bounds for metrics \['is'\]"):
         mmhm(frame_of(THREE), bounds=frozen)
+    flipped = Bounds({"fid": (0.0, 1.0), "is": (0.0, 9.0)}, {"fid": True, "is": True}, frozen_from="g.json")
+    with pytest.raises(HarnessError, match=r"g.json: higher_is_better of \['fid'\] disagrees"):
+        mmhm(frame_of(THREE), bounds=flipped)
 
 
 def test_selection_per_model_shows_mmhm_argmax_beside_the_fid_optimum():
