@@ -133,7 +133,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = load_runs(runs)
     written = write_results_report(results, out, metrics, bounds)
     if args.compare:
-        written += write_comparison(results, load_runs([args.compare]), out)
+        written += write_comparison(results, load_runs([args.compare]), out, metrics, bounds)
     shown = [str(w.relative_to(out)) for w in written if w.parent == out]
     print(f"wrote {len(written)} files under {out}: {', '.join(shown)} and plots/")
     return 0

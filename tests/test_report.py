@@ -15,7 +15,15 @@ from report_rows import frame_of, make_run, sweep_cells, write_replicates
 from harness.cli import main
 from harness.composite import load_bounds, mmhm
 from harness.errors import HarnessError
-from harness.reports import build_boards, compare_runs, load_runs, results_from_frame, write_results_report
+from harness.reports import (
+    build_boards,
+    compare_runs,
+    load_runs,
+    results_from_frame,
+    selection_changes,
+    write_comparison,
+    write_results_report,
+)
 from harness.reports.plots import pareto_front
 
 
@@ -204,3 +212,27 @@ def test_dataset_ids_with_slashes_make_safe_file_names(tmp_path):
     assert (tmp_path / "plots" / "fid_vs_steps_org_set_v2.png").is_file()
     assert all(p.is_relative_to(tmp_path) and p.is_file() for p in written)
     assert "## org/set v2" in (tmp_path / "leaderboard.md").read_text()
+
+
+def compare_selection(run, other):
+    return selection_changes(load_runs([run]), load_runs([other]))
+
+
+def test_compare_reports_moved_mmhm_choices_and_whether_the_move_is_inside_the_noise(tmp_path):
+    cells = sweep_cells()
+    base = make_run(tmp_path / "base", cells, replicates=200, run="base")
+    # in the new run multi's 16-step cfg-1 setting improves a lot: the MMHM choice moves there, clearly
+    moved = {c: ({**s, "fid": s["fid"] - 8.0, "is": s["is"] + 10.0} if c == "multi-16-1" else s)
+             for c, s in cells.items()}
+    new = make_run(tmp_path / "new", moved, replicates=200, run="new", seed=1)
+    changes = compare_selection(new, base).set_index("model")
+    assert changes.loc["multi", "chosen_other"] == "16 steps, cfg 3"
+    assert changes.loc["multi", "chosen"] == "16 steps, cfg 1" and changes.loc["multi", "verdict"] == "changed"
+    assert changes.loc["onestep", "verdict"] == "same setting"
+    md, _ = write_comparison(load_runs([new]), load_runs([base]), tmp_path)
+    assert "| ds        | multi   | 16 steps, cfg 1 | 16 steps, cfg 3 |" in md.read_text()
+    # replicates so wide that the two settings cannot be told apart: the same move is inside the noise
+    for c, s in moved.items():
+        for metric in ("fid", "is"):
+            write_replicates(new, c, metric, s[metric] + np.random.default_rng(2).normal(0, 30.0, 200))
+    assert compare_selection(new, base).set_index("model").loc["multi", "verdict"] == "changed, inside the noise"

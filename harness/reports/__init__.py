@@ -12,7 +12,7 @@ import pandas as pd
 from ..composite import Bounds
 from ..store import atomic_write_bytes
 from .board import Board, build_boards
-from .compare import compare_runs, comparison_markdown
+from .compare import compare_runs, comparison_markdown, selection_changes
 from .grid import plot_image_grid
 from .html import leaderboard_html
 from .plots import safe_name, write_plots
@@ -20,7 +20,8 @@ from .results import Results, load_runs, read_results, results_from_frame, rows_
 from .tables import leaderboard_csv, leaderboard_latex, leaderboard_markdown
 
 __all__ = ["Board", "Results", "build_boards", "compare_runs", "load_runs", "read_results", "results_from_frame",
-           "rows_to_frame", "write_comparison", "write_parquet", "write_report", "write_results_report"]
+           "rows_to_frame", "selection_changes", "write_comparison", "write_parquet", "write_report",
+           "write_results_report"]
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -55,11 +56,14 @@ def write_report(run_dir: Path, frame: pd.DataFrame, mmhm_metrics: Sequence[str]
     return write_results_report(results_from_frame(run_dir, frame), run_dir, mmhm_metrics, bounds)
 
 
-def write_comparison(run: Results, other: Results, out: Path) -> list[Path]:
-    """comparison.md and comparison.csv: paired differences run − other with CIs and noise verdicts."""
+def write_comparison(run: Results, other: Results, out: Path, mmhm_metrics: Sequence[str] | None = None,
+                     bounds: Bounds | None = None) -> list[Path]:
+    """comparison.md and comparison.csv: paired differences run − other with CIs and noise verdicts, and
+    (in the .md) whether each model's MMHM choice moved, and if so whether inside the noise."""
     diff = compare_runs(run, other)
+    moves = selection_changes(run, other, mmhm_metrics, bounds)
     names = (Path(run.sources[0]).name, Path(other.sources[0]).name)
     if names[0] == names[1]:
         names = (str(run.sources[0]), str(other.sources[0]))
-    return [_write_text(Path(out) / "comparison.md", comparison_markdown(diff, *names)),
+    return [_write_text(Path(out) / "comparison.md", comparison_markdown(diff, *names, moves)),
             _write_text(Path(out) / "comparison.csv", diff.to_csv(index=False))]

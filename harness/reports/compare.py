@@ -7,13 +7,16 @@ intervals (conservative when the two runs share seeds, which correlates their er
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
-from ..composite import load_replicates, percentile_ci
+from ..composite import Bounds, load_replicates, percentile_ci
 from ..errors import HarnessError
+from .board import build_boards
 from .results import Results
-from .tables import fmt, fmt_cfg
+from .tables import fmt, fmt_cfg, fmt_ci
 
 KEY = ["dataset", "model", "steps", "_cfg", "metric"]
 Z95 = 1.959963984540054
@@ -78,7 +81,48 @@ def compare_runs(run: Results, other: Results) -> pd.DataFrame:
     return frame.sort_values(["dataset", "metric", "model", "steps", "cfg"], na_position="first").reset_index(drop=True)
 
 
-def comparison_markdown(diff: pd.DataFrame, run_name: str, other_name: str) -> str:
+def _setting(steps: int, cfg: float) -> str:
+    return f"{int(steps)} steps, cfg {fmt_cfg(cfg)}"
+
+
+def selection_changes(run: Results, other: Results, mmhm_metrics: Sequence[str] | None = None,
+                      bounds: Bounds | None = None) -> pd.DataFrame:
+    """Per (dataset, model): the MMHM choice in each run. When it moved, say whether this run can tell the two
+    settings apart: their MMHM CIs (this run's bootstrap) overlapping means the change is inside the noise."""
+    mine = {b.dataset: b for b in build_boards(run, mmhm_metrics, bounds) if b.selection is not None}
+    theirs = {b.dataset: b for b in build_boards(other, mmhm_metrics, bounds) if b.selection is not None}
+    out = []
+    for dataset in sorted(set(mine) & set(theirs)):
+        a, b = (board.selection[board.selection.criterion == "MMHM"].set_index("model")
+                for board in (mine[dataset], theirs[dataset]))
+        table = mine[dataset].table.assign(_cfg=lambda t: t.cfg.fillna(-1.0)).set_index(["model", "steps", "_cfg"])
+        for model in sorted(set(a.index) & set(b.index)):
+            new, old = a.loc[model], b.loc[model]
+            row = {"dataset": dataset, "model": model, "chosen": _setting(new.steps, new.cfg),
+                   "chosen_other": _setting(old.steps, old.cfg), "mmhm": new.mmhm, "mmhm_ci_low": new.mmhm_ci_low,
+                   "mmhm_ci_high": new.mmhm_ci_high, "mmhm_of_other_choice": np.nan, "other_ci_low": np.nan,
+                   "other_ci_high": np.nan}
+            key = (model, int(old.steps), -1.0 if pd.isna(old.cfg) else float(old.cfg))
+            if row["chosen"] == row["chosen_other"]:
+                row["verdict"] = "same setting"
+            elif key not in table.index:
+                row["verdict"] = "other run's choice not in this run"
+            else:
+                prev = table.loc[key]
+                row.update(mmhm_of_other_choice=prev.mmhm, other_ci_low=prev.mmhm_ci_low,
+                           other_ci_high=prev.mmhm_ci_high)
+                cis = [new.mmhm_ci_low, new.mmhm_ci_high, prev.mmhm_ci_low, prev.mmhm_ci_high]
+                if not np.isfinite(cis).all():
+                    row["verdict"] = "changed (no CI to test it)"
+                elif cis[0] <= cis[3] and cis[2] <= cis[1]:
+                    row["verdict"] = "changed, inside the noise"
+                else:
+                    row["verdict"] = "changed"
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def comparison_markdown(diff: pd.DataFrame, run_name: str, other_name: str, moves: pd.DataFrame | None = None) -> str:
     lines = [f"# {run_name} vs {other_name}", "",
              f"Δ = {run_name} − {other_name}, with a 95% CI; \"inside the noise\" means the CI contains 0; "
              "better/worse follow each metric's direction.", ""]
@@ -93,4 +137,16 @@ def comparison_markdown(diff: pd.DataFrame, run_name: str, other_name: str) -> s
     counts = diff.verdict.value_counts().to_dict()
     lines += [shown.to_markdown(index=False), "",
               "Summary: " + ", ".join(f"{v}: {c}" for v, c in sorted(counts.items())), ""]
+    if moves is not None and not moves.empty:
+        lines += ["## MMHM selection per model", "",
+                  f"Each run's MMHM argmax (its own bounds). A moved choice is \"inside the noise\" when, in "
+                  f"{run_name}, the MMHM CIs of the new and the old setting overlap.", "",
+                  pd.DataFrame({"dataset": moves.dataset, "model": moves.model, run_name: moves.chosen,
+                                other_name: moves.chosen_other,
+                                "MMHM (new choice)": [fmt_ci(*v) for v in zip(moves.mmhm, moves.mmhm_ci_low,
+                                                                              moves.mmhm_ci_high, strict=True)],
+                                "MMHM (old choice)": [fmt_ci(*v) for v in zip(moves.mmhm_of_other_choice,
+                                                                              moves.other_ci_low,
+                                                                              moves.other_ci_high, strict=True)],
+                                "verdict": moves.verdict}).to_markdown(index=False), ""]
     return "\n".join(lines)
