@@ -47,8 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("status", help="progress of a run directory, read from its files")
     p.add_argument("--results", type=Path, required=True)
-    p = sub.add_parser("report", help="rewrite leaderboard.md and plots from results.parquet")
-    p.add_argument("--results", type=Path, required=True)
+    p = sub.add_parser("report", help="leaderboards (md/csv/tex/html), plots and comparisons from results.parquet")
+    p.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="run directories (several are merged)")
+    p.add_argument("--results", type=Path, action="append", default=[], help="a run directory (same as RUN)")
+    p.add_argument("--out", type=Path, help="where to write (default: the run; required when merging runs)")
+    p.add_argument("--compare", type=Path, metavar="OTHER", help="paired differences RUN − OTHER with CIs")
+    p.add_argument("--mmhm-metrics", help="comma-separated metrics MMHM combines "
+                   "(default: fid,is,clip_score,pickscore ∩ the metrics present)")
+    p.add_argument("--bounds", type=Path, help="frozen MMHM bounds file (mmhm_bounds_<dataset>.json of another run)")
     p = sub.add_parser("ls", help="list adapters, cards, datasets, metrics, extractors or protocols")
     p.add_argument("what", nargs="?", default="all",
                    choices=["all", "adapters", "cards", "datasets", "metrics", "extractors", "protocols"])
@@ -121,10 +127,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import read_results, write_report
+    from .composite import load_bounds
+    from .reports import load_runs, write_comparison, write_results_report
 
-    written = write_report(args.results, read_results(args.results))
-    print("wrote " + ", ".join(str(w) for w in written))
+    runs = [*args.runs, *args.results]
+    if not runs:
+        raise HarnessError("report: name at least one run directory (harness report RUN [RUN ...])")
+    if len(runs) > 1 and args.out is None:
+        raise HarnessError(f"report: merging {len(runs)} runs needs --out DIR (not written into any one of them)")
+    out = args.out or runs[0]
+    metrics = [m.strip() for m in args.mmhm_metrics.split(",") if m.strip()] if args.mmhm_metrics else None
+    bounds = load_bounds(args.bounds) if args.bounds else None
+    results = load_runs(runs)
+    written = write_results_report(results, out, metrics, bounds)
+    if args.compare:
+        written += write_comparison(results, load_runs([args.compare]), out, metrics, bounds)
+    shown = [str(w.relative_to(out)) for w in written if w.parent == out]
+    print(f"wrote {len(written)} files under {out}: {', '.join(shown)} and plots/")
     return 0
 
 

@@ -1,0 +1,128 @@
+"""The analysis behind every leaderboard view: per dataset, one row per cell with metric values, CIs,
+MMHM (+ bootstrap CI), its rank, noise flags and the per-model selection. Formats live in tables.py."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..composite import Bounds, MMHMTable, add_mmhm_ci, default_metrics, mmhm, noise_flags, select
+from ..errors import HarnessError
+from .results import Results
+
+SETTINGS = ["cell_id", "model", "steps", "cfg", "nfe_mean", "sec_per_image", "n"]
+
+
+@dataclass
+class Board:
+    dataset: str
+    rows: pd.DataFrame  # the dataset's tidy rows
+    table: pd.DataFrame  # one row per cell: settings, <metric>, <metric>_ci_low/high, mmhm..., rank, noise
+    metrics: list[str]  # metric columns, in display order
+    higher_is_better: dict[str, bool]
+    scores: MMHMTable | None
+    selection: pd.DataFrame | None  # composite.select plus rank/noise among the models' MMHM choices
+    notes: list[str] = field(default_factory=list)
+
+
+def _wide(rows: pd.DataFrame) -> pd.DataFrame:
+    cells = rows.drop_duplicates("cell_id")[SETTINGS].set_index("cell_id")
+    for col in ("value", "ci_low", "ci_high"):
+        wide = rows.pivot_table(index="cell_id", columns="metric", values=col, aggfunc="first", dropna=False)
+        suffix = "" if col == "value" else f"_{col}"
+        cells = cells.join(wide.add_suffix(suffix))
+    return cells
+
+
+def _mmhm_or_note(rows: pd.DataFrame, metrics: Sequence[str] | None, bounds: Bounds | None,
+                  notes: list[str]) -> MMHMTable | None:
+    chosen = tuple(metrics) if metrics else default_metrics(rows.metric)
+    if not chosen:
+        notes.append(f"MMHM not computed: none of the paper's metrics (fid, is, clip_score, pickscore) is "
+                     f"present; pass --mmhm-metrics to combine {sorted(set(rows.metric))}.")
+        return None
+    absent = [m for m in chosen if m not in set(rows.metric)]
+    if absent:
+        notes.append(f"MMHM not computed: metrics {absent} are absent from this dataset's rows.")
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = mmhm(rows, chosen, bounds)
+    notes += [str(w.message) for w in caught]
+    return scores
+
+
+def _describe(scores: MMHMTable) -> str:
+    b = scores.bounds
+    where = (f"frozen bounds from {b.frozen_from}" if b.frozen_from
+             else f"bounds from the {len(b.defined_by)} cells of this table")
+    ranges = ", ".join(f"{m} [{lo:.4g}, {hi:.4g}]" for m, (lo, hi) in b.lo_hi.items())
+    text = (f"MMHM over {', '.join(scores.metrics)} (ε = 1e-3; {where}: {ranges}). It changes when rows are "
+            f"added or removed; a cell worst on any one metric scores ≤ {len(scores.metrics)}/1000.")
+    if scores.dropped:
+        text += f" Cells without every MMHM metric are left out: {', '.join(scores.dropped)}."
+    return text
+
+
+def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics: Sequence[str] | None = None,
+                bounds: Bounds | None = None) -> Board:
+    notes: list[str] = []
+    metrics = sorted(set(rows.metric))
+    hib = rows.groupby("metric").higher_is_better.first().astype(bool).to_dict()
+    table = _wide(rows)
+    scores = _mmhm_or_note(rows, mmhm_metrics, bounds, notes)
+    selection = None
+    if scores is not None:
+        scores = add_mmhm_ci(scores, results.run_dir_of)
+        notes.insert(0, _describe(scores))
+        table = table.join(scores.table[["mmhm", "mmhm_ci_low", "mmhm_ci_high"]])
+        ranked = table.mmhm.notna()
+        table["rank"], table["noise"] = np.nan, False
+        table.loc[ranked, "rank"] = table.loc[ranked, "mmhm"].rank(ascending=False, method="min")
+        table.loc[ranked, "noise"] = noise_flags(table.loc[ranked, "mmhm"], table.loc[ranked, "mmhm_ci_low"],
+                                                 table.loc[ranked, "mmhm_ci_high"])
+        if table.mmhm_ci_low.isna().all():
+            notes.append("No bootstrap replicates found (bootstrap/<cell_id>/<metric>.npy): MMHM has no CI, "
+                         "so rank changes cannot be tested against the noise.")
+        selection = _selection(rows, scores)
+        table = table.sort_values(["mmhm", "model", "steps"], ascending=[False, True, True], na_position="last")
+    else:
+        table = table.sort_values(["model", "steps", "cfg"])
+    small = rows[(rows.metric == "fid") & (rows.n < 2048)]
+    if not small.empty:
+        notes.append(f"FID here uses n = {small.n.min()} samples per cell (< 2048): it is biased upward and its "
+                     "covariance is rank-deficient; compare FIDs only at equal n.")
+    return Board(dataset, rows, table.reset_index(), metrics, hib, scores, selection, notes)
+
+
+def _selection(rows: pd.DataFrame, scores: MMHMTable) -> pd.DataFrame:
+    """composite.select, with each model's MMHM choice ranked against the other models' (noise-flagged)."""
+    sel = select(rows, scores)
+    ci = scores.table[["mmhm_ci_low", "mmhm_ci_high"]]
+    sel = sel.join(ci, on="cell_id")
+    best = sel[sel.criterion == "MMHM"]
+    flags = dict(zip(best.model, noise_flags(best.mmhm, best.mmhm_ci_low, best.mmhm_ci_high), strict=True))
+    ranks = dict(zip(best.model, best.mmhm.rank(ascending=False, method="min"), strict=True))
+    sel["model_rank"] = sel.model.map(ranks)
+    sel["noise"] = [bool(flags[m]) and c == "MMHM" for m, c in zip(sel.model, sel.criterion, strict=True)]
+    return sel.sort_values(["model_rank", "model"], kind="stable").reset_index(drop=True)
+
+
+def build_boards(results: Results, mmhm_metrics: Sequence[str] | None = None,
+                 bounds: Bounds | None = None) -> list[Board]:
+    """One board per dataset (the paper's MMHM row set is one dataset's table)."""
+    frame = results.frame
+    if frame.empty:
+        return []
+    absent = [m for m in mmhm_metrics or () if m not in set(frame.metric)]
+    if absent:
+        raise HarnessError(f"MMHM metrics {absent} are not in the results (present: {sorted(set(frame.metric))})")
+    bad = frame[~np.isfinite(frame.value.astype(float))]
+    if not bad.empty:
+        r = bad.iloc[0]
+        raise HarnessError(f"cell {r.cell_id} metric {r.metric} is {r.value}; refusing to report non-finite values")
+    return [build_board(results, ds, part, mmhm_metrics, bounds) for ds, part in frame.groupby("dataset", sort=True)]

@@ -1,0 +1,147 @@
+"""Leaderboard formats from the boards: Markdown (people), CSV (tools), LaTeX (papers, booktabs)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .board import Board
+
+ARROW = {True: "↑", False: "↓"}
+LATEX_ARROW = {True: r"$\uparrow$", False: r"$\downarrow$"}
+
+
+def fmt(value: float, digits: int = 4) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.{digits}g}"
+
+
+def fmt_ci(value: float, low: float, high: float) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+
+
+def fmt_cfg(cfg: float) -> str:
+    return "none" if pd.isna(cfg) else f"{cfg:g}"
+
+
+def selected_by(board: Board) -> dict[str, str]:
+    """cell_id → the criteria that chose it for its model ("MMHM, fid-optimal")."""
+    if board.selection is None:
+        return {}
+    return board.selection.groupby("cell_id").criterion.agg(", ".join).to_dict()
+
+
+def display_table(board: Board) -> pd.DataFrame:
+    """The human table: one string column per metric "value [CI]", MMHM with its rank and noise flag."""
+    t, chosen = board.table, selected_by(board)
+    out = pd.DataFrame({"model": t.model, "steps": t.steps, "cfg": t.cfg.map(fmt_cfg), "NFE": t.nfe_mean.map(fmt),
+                        "s/img": t.sec_per_image.map(fmt), "n": t.n})
+    for m in board.metrics:
+        out[f"{m} {ARROW[board.higher_is_better[m]]}"] = [
+            fmt_ci(v, lo, hi) for v, lo, hi in zip(t[m], t[f"{m}_ci_low"], t[f"{m}_ci_high"], strict=True)]
+    if board.scores is not None:
+        out["MMHM ↑"] = [fmt_ci(v, lo, hi) for v, lo, hi in zip(t.mmhm, t.mmhm_ci_low, t.mmhm_ci_high, strict=True)]
+        out.insert(0, "rank", [("–" if pd.isna(r) else f"{int(r)}") + (" ≈" if f else "")
+                               for r, f in zip(t["rank"], t["noise"], strict=True)])
+        out["selected as"] = [chosen.get(c, "") for c in t.cell_id]
+    return out
+
+
+def selection_table(board: Board) -> pd.DataFrame:
+    s = board.selection
+    out = pd.DataFrame({"model rank": [f"{int(r)}" + (" ≈" if f else "") for r, f in zip(s.model_rank, s.noise,
+                                                                                        strict=True)],
+                        "model": s.model, "criterion": s.criterion, "steps": s.steps, "cfg": s.cfg.map(fmt_cfg),
+                        "MMHM": [fmt_ci(v, lo, hi) for v, lo, hi in zip(s.mmhm, s.mmhm_ci_low, s.mmhm_ci_high,
+                                                                       strict=True)]})
+    for m in board.scores.metrics:
+        out[m] = s[m].map(fmt)
+    return out
+
+
+def leaderboard_markdown(boards: list[Board], description: str = "") -> str:
+    head = ["# Leaderboard", ""] + ([f"> {description}", ""] if description else [])
+    if not boards:
+        return "\n".join(head + ["No metric rows (the protocol lists no metrics).", ""])
+    out = head
+    for b in boards:
+        out += [f"## {b.dataset}", "", display_table(b).to_markdown(index=False), ""]
+        if b.selection is not None:
+            out += ["### Selection per model (MMHM argmax beside the single-metric optima)", "",
+                    selection_table(b).to_markdown(index=False), "",
+                    "≈ marks a rank whose 95% bootstrap CI overlaps the next one's: that order is inside the noise.",
+                    ""]
+        variants = b.rows.groupby("metric")[["variant", "extractor_id", "reference_id"]].first()
+        out += ["Variants: " + "; ".join(f"`{m}` = {r.variant} (extractor {r.extractor_id}"
+                                          + (f", reference {r.reference_id})" if r.reference_id else ")")
+                                          for m, r in variants.iterrows()), ""]
+        out += [f"- {note}" for note in b.notes] + ([""] if b.notes else [])
+    return "\n".join(out)
+
+
+def leaderboard_csv(boards: list[Board]) -> str:
+    """Every board stacked, numbers unformatted: value and CI columns per metric, MMHM, rank, selection."""
+    if not boards:
+        return ""
+    parts = []
+    for b in boards:
+        t = b.table.copy()
+        t.insert(0, "dataset", b.dataset)
+        chosen = selected_by(b)
+        t["selected_as"] = [chosen.get(c, "") for c in t.cell_id]
+        parts.append(t)
+    return pd.concat(parts, ignore_index=True).to_csv(index=False)
+
+
+# ---- LaTeX ----
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _latex_cell(value: float, low: float, high: float, bold: bool) -> str:
+    if pd.isna(value):
+        return "--"
+    body = fmt(value)
+    if not (pd.isna(low) or pd.isna(high)):
+        body += r" \pm " + fmt((high - low) / 2, 2)
+    return f"$\\mathbf{{{body}}}$" if bold else f"${body}$"
+
+
+def _best(values: pd.Series, higher: bool) -> set[int]:
+    finite = values.dropna()
+    if finite.empty:
+        return set()
+    target = finite.max() if higher else finite.min()
+    return {i for i, v in finite.items() if math.isclose(v, target, rel_tol=0, abs_tol=0)}
+
+
+def leaderboard_latex(boards: list[Board]) -> str:
+    """One booktabs table per dataset; best per column in bold; ± is half the 95% CI width."""
+    out = ["% onestep-bench leaderboard; needs \\usepackage{booktabs}", ""]
+    for b in boards:
+        t = b.table.reset_index(drop=True)
+        columns = [(m, b.higher_is_better[m], f"{latex_escape(m)} {LATEX_ARROW[b.higher_is_better[m]]}")
+                   for m in b.metrics]
+        if b.scores is not None:
+            columns.append(("mmhm", True, r"MMHM $\uparrow$"))
+        head = ["Model", "Steps", "CFG", "NFE"] + [c[2] for c in columns]
+        out += [r"\begin{table}[t]", r"\centering", r"\small",
+                f"\\caption{{Leaderboard on {latex_escape(b.dataset)}: mean $\\pm$ half the 95\\% CI width; "
+                f"best per column in bold.}}",
+                r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule", " & ".join(head) + r" \\",
+                r"\midrule"]
+        best = {name: _best(t[name], higher) for name, higher, _ in columns}
+        for i, r in t.iterrows():
+            cells = [latex_escape(str(r.model)), str(int(r.steps)), fmt_cfg(r.cfg), fmt(r.nfe_mean)]
+            cells += [_latex_cell(r[name], r[f"{name}_ci_low"], r[f"{name}_ci_high"], i in best[name])
+                      for name, _, _ in columns]
+            out.append(" & ".join(cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(out)
