@@ -30,6 +30,7 @@ from PIL import Image, PngImagePlugin
 from .datasets import Dataset, register_dataset
 from .errors import HarnessError, ProtocolError
 from .hashing import digest
+from .hf_parquet import parquet_shards, read_rows, scan_parquet
 from .labels import LabelTable, imagenet_labels
 from .reference_preprocess import ReferencePreprocess, get_preprocess
 
@@ -169,24 +170,52 @@ class ImageFolderDataset(Dataset):
                 "digest": self.digest, "preprocess": self.preprocess.name, "preprocess_spec": self.preprocess.spec,
                 "classes_present": len(m.histogram()), "class_histogram": m.histogram()}
 
-    def load_image(self, index: int) -> np.ndarray:
-        path = self.root / self.manifest.files[index]
-        try:
-            with Image.open(path) as image:
-                return self.preprocess.apply(image)
-        except (OSError, ValueError) as err:
-            raise HarnessError(f"dataset {self.id!r}: {path}: cannot decode image: {err}") from err
+    def load_images(self, indices: range) -> list[np.ndarray]:
+        """Reference images ``indices``, decoded and preprocessed."""
+        out = []
+        for index in indices:
+            path = self.root / self.manifest.files[index]
+            try:
+                with Image.open(path) as image:
+                    out.append(self.preprocess.apply(image))
+            except (OSError, ValueError) as err:
+                raise HarnessError(f"dataset {self.id!r}: {path}: cannot decode image: {err}") from err
+        return out
 
     def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
         if n > self.size:
             raise ProtocolError(f"dataset {self.id!r}: reference_n={n} exceeds the {self.size} images in {self.root}")
         for first in range(start, n, batch_size):
-            yield np.stack([self.load_image(i) for i in range(first, min(first + batch_size, n))])
+            yield np.stack(self.load_images(range(first, min(first + batch_size, n))))
 
 
 class SynsetFolders(ImageFolderDataset):
+    """``<wnid>/*.JPEG`` folders, or the Hugging Face parquet layout (harness/hf_parquet.py) when the root has
+    ``validation-*.parquet`` shards (directly or under ``data/``)."""
+
     def folder_label(self, folder: str, where: str) -> int:
         return self.table.by_wnid(folder, where).index
+
+    def _scan(self) -> FolderManifest:
+        shards = parquet_shards(self.root)
+        if not shards:
+            return super()._scan()
+        entries = scan_parquet(self.root, shards, len(self.table), f"dataset {self.id!r}: ")
+        if not entries:
+            raise HarnessError(f"dataset {self.id!r}: {self.root}: the parquet shards hold no rows")
+        labels, files, sizes = zip(*entries, strict=True)
+        return FolderManifest(str(self.root), files, labels, sizes)
+
+    def load_images(self, indices: range) -> list[np.ndarray]:
+        addresses = [self.manifest.files[i] for i in indices]
+        if not addresses or "#" not in addresses[0]:
+            return super().load_images(indices)
+        images = read_rows(self.root, addresses)
+        try:
+            return [self.preprocess.apply(image) for image in images]
+        finally:
+            for image in images:
+                image.close()
 
 
 class IndexFolders(ImageFolderDataset):

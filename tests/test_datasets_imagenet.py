@@ -125,3 +125,45 @@ def test_preprocess_squash_and_adm_crop():
     assert adm_center_crop(big, 256).shape == (256, 256, 3)
     gray = Image.fromarray(rng.integers(0, 256, (50, 60), dtype=np.uint8))
     assert get_preprocess("adm-center-crop-256").apply(gray).shape == (256, 256, 3)
+
+
+def _hf_shards(root: Path, rows_per_shard: list[list[tuple[str, int | None]]]) -> Path:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    (root / "data").mkdir(parents=True)
+    for k, rows in enumerate(rows_per_shard):
+        images = []
+        for name, label in rows:
+            buf = io.BytesIO()
+            Image.fromarray(np.full((20, 30, 3), (label or 0) % 256, np.uint8)).save(buf, format="JPEG")
+            images.append({"bytes": buf.getvalue(), "path": name})
+        table = pa.table({"image": pa.array(images, type=image_type), "label": pa.array([r[1] for r in rows])})
+        pq.write_table(table, root / "data" / f"validation-{k:05d}-of-{len(rows_per_shard):05d}.parquet",
+                       row_group_size=2)
+    return root
+
+
+def test_imagenet_val_hf_parquet_layout(tmp_path):
+    shards = [[("a.JPEG", 5), ("b.JPEG", 999), ("c.JPEG", 5)], [("d.JPEG", 0), ("e.JPEG", 7)]]
+    root = _hf_shards(tmp_path / "hf", shards)
+    ds = _layout("imagenet-val")(root)
+    assert ds.size == 5 and [ds.label_for(i) for i in range(5)] == [5, 999, 5, 0, 7]  # parquet order
+    assert ds.manifest.histogram() == {0: 1, 5: 2, 7: 1, 999: 1}
+    batches = list(ds.reference_images(5, batch_size=3, start=1))  # crosses row groups and shards
+    assert [b.shape for b in batches] == [(3, 256, 256, 3), (1, 256, 256, 3)]
+    assert [int(im.mean().round()) for im in np.concatenate(batches)] == [999 % 256, 5, 0, 7]
+    assert ds.prompt_for(1) == "a photo of a toilet paper"
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ([("a.JPEG", 5), ("b.JPEG", None)], r"validation-00000-of-00001.parquet row 1 \(b.JPEG\): label None is missing"),
+    ([("a.JPEG", 5), ("b.JPEG", 1000)], r"row 1 \(b.JPEG\): label 1000 is missing or outside 0..999"),
+    ([("a.JPEG", 5), ("a.JPEG", 6)], r"row 1: duplicate file 'a.JPEG' \(also data/validation-00000-of-00001"),
+])
+def test_hf_parquet_validation(tmp_path, rows, expected):
+    with pytest.raises(HarnessError, match=expected):
+        _ = _layout("imagenet-val")(_hf_shards(tmp_path / "hf", [rows])).manifest
