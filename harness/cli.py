@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list adapters, cards, datasets, metrics, extractors or protocols")
     p.add_argument("what", nargs="?", default="all",
                    choices=["all", "adapters", "cards", "datasets", "metrics", "extractors", "protocols"])
+    p = sub.add_parser("dataset", help="scan and validate a dataset; print its manifest (files, digest, histogram)")
+    p.add_argument("name", help="dataset name (see `harness ls datasets`)")
     p = sub.add_parser("weights", help="list, fetch (networked machine) or verify the weights extractors need")
     p.add_argument("action", choices=["list", "fetch", "verify"])
     p.add_argument("names", nargs="*", help="weights names (see `harness weights list`)")
@@ -154,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("plan", "validate"):
             return cmd_plan(args, print_table=args.command == "plan")
+        if args.command == "dataset":
+            from .imagenet_data import print_manifest
+
+            return print_manifest(args.name)
         if args.command == "weights":
             from .weights import run_cli
 

@@ -242,6 +242,19 @@ LAYOUTS: dict[str, tuple[type[ImageFolderDataset], str, str]] = {
 }
 
 
+def print_manifest(name: str) -> int:
+    """``harness dataset NAME``: scan + validate (errors name the path), then print the manifest record as JSON."""
+    import json
+
+    from .datasets import get_dataset
+
+    dataset = get_dataset(name)
+    record = getattr(dataset, "manifest_record", None)
+    print(json.dumps(record() if record else {"dataset": name, "digest": dataset.digest, "size": dataset.size},
+                     indent=1))
+    return 0
+
+
 _CLASSES: dict[str, type[ImageFolderDataset]] = {}
 
 

@@ -136,3 +136,17 @@ def test_wrong_file_refused(tmp_path, monkeypatch):
     (tmp_path / "clip-vit-b-16-openai" / "ViT-B-16.pt").write_bytes(b"not the OpenAI file")
     with pytest.raises(HarnessError, match="ViT-B-16.pt: sha256 .* does not match the expected 5806e77c"):
         get_extractor("clip-vit-b-16-openai").load()
+
+
+def test_score_stage_carries_each_samples_prompt(tmp_path):
+    """pipeline._shard_features hands every metric the prompt recorded for each sample, in order."""
+    from harness.types import SampleRecord, ShardManifest
+
+    samples = tuple(SampleRecord(index=i, seed=i, label=i, prompt=p, file=f"{i}.png", sha256=f"{i:064d}", nfe=1,
+                                 seconds=0.0) for i, p in enumerate(["a photo of a tench", None, "a red cube"]))
+    manifest = ShardManifest(cell_id="c", start=0, stop=3, samples=samples, harness_version="test")
+    path = pipeline.feature_path(tmp_path, "key", manifest.content_digest)
+    path.parent.mkdir(parents=True)
+    np.savez(path, image_embeds=np.eye(3, dtype=np.float32))
+    (shard,) = pipeline._shard_features(tmp_path, "key", "image_embeds", [manifest])
+    assert shard.prompts == ("a photo of a tench", None, "a red cube") and shard.labels == (0, 1, 2)

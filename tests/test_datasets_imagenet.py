@@ -167,3 +167,20 @@ def test_imagenet_val_hf_parquet_layout(tmp_path):
 def test_hf_parquet_validation(tmp_path, rows, expected):
     with pytest.raises(HarnessError, match=expected):
         _ = _layout("imagenet-val")(_hf_shards(tmp_path / "hf", [rows])).manifest
+
+
+def test_cli_dataset_manifest(tmp_path, monkeypatch, capsys):
+    import json
+
+    from harness.cli import main
+
+    _imagenet_val(tmp_path / "val")
+    monkeypatch.setenv("HARNESS_DATASET_IMAGENETV2_MF", str(tmp_path / "val"))  # synset names: not a V2 layout
+    monkeypatch.setenv("HARNESS_DATASET_IMAGENET_VAL", str(tmp_path / "val"))
+    assert main(["dataset", "imagenet-val-admcrop"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["files"] == 6 and record["preprocess"] == "adm-center-crop-256"
+    assert record["class_histogram"] == {"0": 3, "134": 2, "517": 1}
+    assert main(["dataset", "imagenetv2-mf"]) == 2
+    assert "val/n01440764: ImageNetV2 class folders are named by label id 0..999" in capsys.readouterr().err
+    assert main(["dataset", "mnist-5k"]) == 0
