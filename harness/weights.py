@@ -283,6 +283,9 @@ def run_cli(action: str, names: list[str]) -> int:
         for name in names:
             print("\n".join(fetch(name)))
         return 0
-    for name in names or [n for n in ENTRIES if locate(n)]:
+    found = names or [n for n in ENTRIES if locate(n)]
+    if not found:
+        print(f"no weights found to verify (looked in {weights_home()} and the HF/torch caches)")
+    for name in found:
         print("\n".join(verify(name)))
     return 0

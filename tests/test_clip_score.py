@@ -79,7 +79,7 @@ def test_embeddings_match_transformers(tiny):
     reference = tiny["reference"]
     assert np.abs(reference).max() > 1  # the check has room to fail
     np.testing.assert_allclose(ours, reference, atol=1e-3)
-    assert ext.count_truncated(PROMPTS) == 1
+    assert ext.truncated(PROMPTS) == [False, False, False, True, False, False]
 
 
 def test_batch_size_invariance_and_non_square_input(tiny):
@@ -106,6 +106,7 @@ def test_clip_score_metrics_paper_and_clamped(installed):
     paper = get_metric("clip_score").compute(_shards(ext, installed, PROMPTS))
     assert paper.value == pytest.approx(reference.mean(), abs=1e-3) and paper.n == len(PROMPTS)
     assert paper.details["truncated_prompts"] == 1 and paper.details["distinct_prompts"] == 5
+    assert paper.details["truncated_samples"] == 1
     assert paper.ci_low < paper.value < paper.ci_high
     clamped = get_metric("clip_score_clamped").compute(_shards(ext, installed, PROMPTS))
     assert clamped.value == pytest.approx(np.maximum(reference, 0).mean(), abs=1e-3)

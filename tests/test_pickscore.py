@@ -57,7 +57,7 @@ def test_pickscore_matches_reference_formula(folders, tmp_path, monkeypatch):
     assert np.ptp(reference) > 1  # distinct per-sample values, so a mix-up would show
     assert result.value == pytest.approx(reference.mean(), abs=1e-3)
     assert result.details["logit_scale_exp"] == pytest.approx(100.0, rel=1e-3)
-    assert result.details["truncated_prompts"] == 1 and result.n == 3
+    assert result.details["truncated_prompts"] == result.details["truncated_samples"] == 1 and result.n == 3
 
 
 def test_explicit_folders_and_spec_digest(folders):

@@ -120,9 +120,10 @@ class OpenClipExtractor(Extractor):
             return {"image_embeds": np.zeros((0, self._net.text_projection.shape[1]), np.float32)}
         return {"image_embeds": np.concatenate(parts)}
 
-    def count_truncated(self, prompts: list[str]) -> int:
+    def truncated(self, prompts: list[str]) -> list[bool]:
+        """Per prompt: longer than the context once SOT and EOT are added (so the tokenizer cuts it)."""
         self._require_loaded()
-        return sum(len(self._tokenizer.encode(p)) + 2 > CONTEXT_LENGTH for p in prompts)
+        return [len(self._tokenizer.encode(p)) + 2 > CONTEXT_LENGTH for p in prompts]
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> np.ndarray:

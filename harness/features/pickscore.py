@@ -111,10 +111,9 @@ class PickScoreV1(Extractor):
             parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
         return {"image_embeds": np.concatenate(parts)}
 
-    def count_truncated(self, prompts: list[str]) -> int:
+    def truncated(self, prompts: list[str]) -> list[bool]:
         self._require_loaded()
-        ids = self._processor.tokenizer(prompts, truncation=False)["input_ids"]
-        return sum(len(x) > CONTEXT_LENGTH for x in ids)
+        return [len(x) > CONTEXT_LENGTH for x in self._processor.tokenizer(prompts, truncation=False)["input_ids"]]
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> np.ndarray:

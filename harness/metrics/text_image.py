@@ -40,12 +40,14 @@ def collect(shards: Iterable[ShardFeatures], who: str) -> tuple[np.ndarray, list
     return np.concatenate(features), prompts
 
 
-def text_embeddings(extractor: Any, prompts: list[str]) -> tuple[np.ndarray, int]:
-    """(embedding per sample, number of distinct prompts the tokenizer truncated)."""
+def text_embeddings(extractor: Any, prompts: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """(embedding per sample, truncation counts: distinct prompts and samples the tokenizer cut)."""
     unique = sorted(set(prompts))
     table = extractor.encode_text(unique).astype(np.float64)
     row = {p: k for k, p in enumerate(unique)}
-    return table[[row[p] for p in prompts]], extractor.count_truncated(unique)
+    cut = {p for p, flag in zip(unique, extractor.truncated(unique), strict=True) if flag}
+    counts = {"truncated_prompts": len(cut), "truncated_samples": sum(p in cut for p in prompts)}
+    return table[[row[p] for p in prompts]], counts
 
 
 def mean_result(scores: np.ndarray, details: dict[str, Any]) -> MetricResult:
@@ -69,11 +71,10 @@ class TextImageMetric(Metric):
 
         images, prompts = collect(shards, self.name)
         extractor = loaded_extractor(self.extractor, "cpu")
-        texts, truncated = text_embeddings(extractor, prompts)
+        texts, truncation = text_embeddings(extractor, prompts)
         if texts.shape != images.shape:
             raise HarnessError(f"{self.name}: text embeddings {texts.shape} do not match image embeddings "
                                f"{images.shape}; were the features made by another model?")
         scores, details = self.per_sample((images * texts).sum(axis=1), extractor)
-        prompts_per_sample = len(set(prompts))
-        return mean_result(scores, {**details, "distinct_prompts": prompts_per_sample,
-                                    "truncated_prompts": truncated, "context_length": 77})
+        return mean_result(scores, {**details, **truncation, "distinct_prompts": len(set(prompts)),
+                                    "context_length": 77})
