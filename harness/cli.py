@@ -89,10 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import default_cache_dir
     from .protocol import load_protocol, make_plan
     from .runner import run_plan
-
-    plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
     from .weights import require_for_metrics
 
+    plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
     require_for_metrics(plan.protocol.metrics)  # missing weights: refused before any compute
     run_dir = args.results or Path("results") / plan.protocol.name
     executor = make_executor(args.executor, args.workers)
