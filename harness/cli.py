@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list adapters, cards, datasets, metrics, extractors or protocols")
     p.add_argument("what", nargs="?", default="all",
                    choices=["all", "adapters", "cards", "datasets", "metrics", "extractors", "protocols"])
+    p = sub.add_parser("dataset", help="scan and validate a dataset; print its manifest (files, digest, histogram)")
+    p.add_argument("name", help="dataset name (see `harness ls datasets`)")
+    p = sub.add_parser("weights", help="list, fetch (networked machine) or verify the weights extractors need")
+    p.add_argument("action", choices=["list", "fetch", "verify"])
+    p.add_argument("names", nargs="*", help="weights names (see `harness weights list`)")
     return parser
 
 
@@ -98,8 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import default_cache_dir
     from .protocol import load_protocol, make_plan
     from .runner import run_plan
+    from .weights import require_for_metrics
 
     plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
+    require_for_metrics(plan.protocol.metrics)  # missing weights: refused before any compute
     run_dir = args.results or Path("results") / plan.protocol.name
     executor = make_executor(args.executor, args.workers)
     try:
@@ -175,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("plan", "validate"):
             return cmd_plan(args, print_table=args.command == "plan")
+        if args.command == "dataset":
+            from .imagenet_data import print_manifest
+
+            return print_manifest(args.name)
+        if args.command == "weights":
+            from .weights import run_cli
+
+            return run_cli(args.action, args.names)
         return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "ls": cmd_ls}[args.command](args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -114,3 +114,7 @@ def get_dataset(name: str, where: str = "") -> Dataset:
 
 def available_datasets() -> list[str]:
     return sorted(_DATASETS)
+
+
+# Folder and prompt-file datasets register themselves on import (they subclass Dataset, defined above).
+from . import imagenet_data, prompt_data  # noqa: E402,F401

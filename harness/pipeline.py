@@ -111,7 +111,8 @@ def _shard_features(cache: Path, extractor_key: str, output: str,
             raise ShardError(f"{path}: {len(feats)} feature rows for a shard of {len(m.samples)} samples")
         if not np.isfinite(feats).all():
             raise ShardError(f"{path}: features contain NaN/Inf; refusing to score them")
-        yield ShardFeatures(features=feats, labels=tuple(s.label for s in m.samples))
+        yield ShardFeatures(features=feats, labels=tuple(s.label for s in m.samples),
+                            prompts=tuple(s.prompt for s in m.samples))
 
 
 @dataclass(frozen=True)

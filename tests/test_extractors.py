@@ -33,7 +33,7 @@ def inception():
 
 
 def test_registry_and_cheap_specs():
-    assert available_extractors() == ["inception-fid-helper", "mnist-cnn"]
+    assert {"inception-fid-helper", "mnist-cnn"} <= set(available_extractors())
     with pytest.raises(ProtocolError, match="inception-fid-helper, mnist-cnn"):
         get_extractor("inception")
     a, b = get_extractor("inception-fid-helper"), get_extractor("mnist-cnn")

@@ -19,6 +19,9 @@ from .base import Extractor, ExtractorSpec
 _EXTRACTORS: dict[str, str] = {
     "inception-fid-helper": ".inception_fid_helper:InceptionFidHelper",
     "mnist-cnn": ".mnist_cnn:MnistCnn",
+    "clip-vit-b-16-openai": ".clip:ClipVitB16OpenAI",
+    "clip-vit-l-14-openai": ".clip:ClipVitL14OpenAI",
+    "pickscore-v1": ".pickscore:PickScoreV1",
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",

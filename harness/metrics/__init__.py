@@ -12,6 +12,9 @@ from .base import Metric, MetricResult, ShardFeatures
 _METRICS: dict[str, str] = {
     "fid": ".fid:FID",
     "class_alignment": ".class_alignment:ClassAlignment",
+    "clip_score": ".clip_score:ClipScore",
+    "clip_score_clamped": ".clip_score:ClipScoreClamped",
+    "pickscore": ".pickscore:PickScore",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]

@@ -19,6 +19,7 @@ import numpy as np
 class ShardFeatures:
     features: np.ndarray  # (n_shard, ...) the metric's extractor output for this shard
     labels: tuple[int | None, ...]  # requested label per sample (None for unconditional/text)
+    prompts: tuple[str | None, ...] = ()  # prompt per sample (request's, or the class prompt); text metrics
 
 
 @dataclass(frozen=True)

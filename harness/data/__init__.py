@@ -1,0 +1,1 @@
+"""Package data: the committed ImageNet label table (see harness/labels.py)."""

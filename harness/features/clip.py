@@ -1,0 +1,151 @@
+"""CLIP image and text embeddings through open_clip, for CLIP Score.
+
+Each extractor is an (open_clip architecture, pretrained tag, weights entry). Weights come from a local file
+found by ``harness.weights`` (never downloaded here); OpenAI's files are TorchScript archives whose state dict
+open_clip rebuilds with ``build_model_from_openai_state_dict`` (QuickGELU, fp32 on every device).
+
+Images: open_clip's own evaluation transform on PIL images (bicubic resize of the short side to the model's
+input size, centre crop, OpenAI mean/std), the same as transformers' CLIPProcessor up to float rounding.
+Text: open_clip's tokenizer, 77 tokens; a longer prompt is cut to 75 tokens between SOT and EOT (the EOT is
+kept, so the pooled embedding stays the end-of-text one) and counted as truncated.
+
+Outputs ``image_embeds``: L2-normalised image embeddings (float32). Text is embedded at score time from the
+samples' prompts (``encode_text``), so one cached image pass serves any prompt set.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import HarnessError
+from ..weights import file_sha256, get_entry, verified_file
+from . import check_images
+from .base import Extractor, ExtractorSpec
+
+CONTEXT_LENGTH = 77
+
+
+@dataclass(frozen=True)
+class ClipModel:
+    arch: str  # open_clip architecture (selects the tokenizer)
+    pretrained: str  # open_clip pretrained tag
+    weights: str  # harness.weights entry
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """State dict of an OpenAI TorchScript archive or of a plain ``torch.save``'d state dict."""
+    try:
+        with warnings.catch_warnings():  # torch marks jit.load deprecated; OpenAI ships only TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:
+        pass
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same user-facing error
+        raise HarnessError(f"{path}: neither a TorchScript archive nor a torch state dict: {err}") from err
+    return state.get("state_dict", state)
+
+
+class OpenClipExtractor(Extractor):
+    outputs = ("image_embeds",)
+    model: ClassVar[ClipModel]
+
+    def __init__(self, batch_size: int = 64, weights_path: str | Path | None = None) -> None:
+        """``weights_path`` overrides the look-up (tests, or a file kept elsewhere)."""
+        super().__init__(batch_size)
+        self._weights_path = Path(weights_path) if weights_path is not None else None
+        self._tokenizer = None
+        self._preprocess = None
+
+    def _weights(self) -> tuple[Path, str]:
+        if self._weights_path is not None:
+            if not self._weights_path.is_file():
+                raise HarnessError(f"extractor {self.name!r}: weights file {self._weights_path} does not exist")
+            return self._weights_path, file_sha256(self._weights_path)
+        entry = get_entry(self.model.weights)
+        return verified_file(entry.name, entry.files[0].relative, needed_by=f"extractor {self.name!r}")
+
+    @property
+    def spec(self) -> ExtractorSpec:
+        sha = self._weights()[1] if self._weights_path is not None else get_entry(self.model.weights).files[0].sha256
+        return ExtractorSpec(
+            name=self.name, weights_sha256=sha or "", layer="image_embeds(l2-normalised)",
+            resize="open_clip image_transform: PIL bicubic short side -> input size", crop="centre",
+            normalisation="OPENAI_DATASET_MEAN/STD", input_rounding="uint8 RGB",
+            dtype="float32", numerics=f"tf32=off;arch={self.model.arch};tag={self.model.pretrained}")
+
+    def load(self, device: str = "cpu") -> None:
+        import open_clip
+        from open_clip.model import build_model_from_openai_state_dict
+        from open_clip.transform import image_transform
+
+        path, _ = self._weights()
+        state = {k: v for k, v in read_state_dict(path).items()
+                 if k not in ("input_resolution", "context_length", "vocab_size")}
+        try:
+            net = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None)
+        except (KeyError, RuntimeError) as err:
+            raise HarnessError(f"{path}: not an OpenAI-layout CLIP state dict: {err}") from err
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        self._device = torch.device(device)
+        self._net = net.float().to(self._device).eval()
+        self._preprocess = image_transform(net.visual.image_size, is_train=False,
+                                           mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+        self._tokenizer = open_clip.get_tokenizer(self.model.arch)
+
+    @property
+    def logit_scale(self) -> float:
+        self._require_loaded()
+        return float(self._net.logit_scale.detach().exp())
+
+    @torch.inference_mode()
+    def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        self._require_loaded()
+        images = check_images(images, self.name)
+        parts = []
+        for start in range(0, len(images), self.batch_size):
+            batch = torch.stack([self._preprocess(Image.fromarray(im)) for im in images[start:start + self.batch_size]])
+            emb = self._net.encode_image(batch.to(self._device)).float()
+            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        if not parts:
+            return {"image_embeds": np.zeros((0, self._net.text_projection.shape[1]), np.float32)}
+        return {"image_embeds": np.concatenate(parts)}
+
+    def truncated(self, prompts: list[str]) -> list[bool]:
+        """Per prompt: longer than the context once SOT and EOT are added (so the tokenizer cuts it)."""
+        self._require_loaded()
+        return [len(self._tokenizer.encode(p)) + 2 > CONTEXT_LENGTH for p in prompts]
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> np.ndarray:
+        """L2-normalised text embeddings; open_clip's tokenizer keeps the EOT when it truncates."""
+        self._require_loaded()
+        parts = []
+        for start in range(0, len(prompts), self.batch_size):
+            tokens = self._tokenizer(prompts[start:start + self.batch_size], context_length=CONTEXT_LENGTH)
+            emb = self._net.encode_text(tokens.to(self._device)).float()
+            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        return np.concatenate(parts)
+
+
+class ClipVitB16OpenAI(OpenClipExtractor):
+    """The paper's CLIP (openai/clip-vit-base-patch16), here through open_clip on OpenAI's own file."""
+
+    name = "clip-vit-b-16-openai"
+    model = ClipModel("ViT-B-16", "openai", "clip-vit-b-16-openai")
+
+
+class ClipVitL14OpenAI(OpenClipExtractor):
+    """torchmetrics' default CLIPScore model (openai/clip-vit-large-patch14)."""
+
+    name = "clip-vit-l-14-openai"
+    model = ClipModel("ViT-L-14", "openai", "clip-vit-l-14-openai")

@@ -1,0 +1,128 @@
+"""PickScore_v1 embeddings (CLIP-H/14 fine-tuned on Pick-a-Pic) through transformers, for PickScore.
+
+Conventions of the PickScore authors and the paper's code: ``CLIPModel`` from the PickScore_v1 folder,
+``CLIPProcessor`` from the laion/CLIP-ViT-H-14-laion2B-s32B-b79K folder (PIL bicubic resize + 224 centre
+crop, the transformers < 5 default; text padded, truncated at 77 tokens). Both folders are found by
+``harness.weights`` (or given explicitly); nothing is downloaded. Output ``image_embeds``: L2-normalised
+``get_image_features``; text is embedded at score time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import HarnessError
+from ..hashing import digest
+from ..weights import file_sha256, get_entry, require, verified_file
+from . import check_images
+from .base import Extractor, ExtractorSpec
+
+MODEL_WEIGHTS = "pickscore-v1"
+PROCESSOR_WEIGHTS = "clip-vit-h-14-laion2b-processor"
+CONTEXT_LENGTH = 77
+
+
+def _pooled(output) -> torch.Tensor:
+    """transformers 5 returns a model output whose ``pooler_output`` is the projected embedding."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class PickScoreV1(Extractor):
+    name = "pickscore-v1"
+    outputs = ("image_embeds",)
+
+    def __init__(self, batch_size: int = 32, model_dir: str | Path | None = None,
+                 processor_dir: str | Path | None = None) -> None:
+        super().__init__(batch_size)
+        self._model_dir = Path(model_dir) if model_dir is not None else None
+        self._processor_dir = Path(processor_dir) if processor_dir is not None else None
+        self._processor = None
+
+    def _folders(self) -> tuple[Path, Path]:
+        who = f"extractor {self.name!r}"
+        model = self._model_dir or require(MODEL_WEIGHTS, who)
+        processor = self._processor_dir or require(PROCESSOR_WEIGHTS, who)
+        return model, processor
+
+    def _file_digests(self) -> dict[str, str]:
+        """sha256 of every file the numbers depend on (checked against the fetch record when there is one)."""
+        model, processor = self._folders()
+        found = {}
+        for entry, folder, explicit in ((MODEL_WEIGHTS, model, self._model_dir), (PROCESSOR_WEIGHTS, processor,
+                                                                                  self._processor_dir)):
+            for f in get_entry(entry).files:
+                if explicit is not None:
+                    path = folder / f.relative
+                    if not path.is_file():
+                        raise HarnessError(f"extractor {self.name!r}: {path} missing from {folder}")
+                    found[f"{entry}/{f.relative}"] = file_sha256(path)
+                else:
+                    found[f"{entry}/{f.relative}"] = verified_file(entry, f.relative, f"extractor {self.name!r}")[1]
+        return found
+
+    @property
+    def spec(self) -> ExtractorSpec:
+        return ExtractorSpec(
+            name=self.name, weights_sha256=digest(self._file_digests(), length=64),
+            layer="image_embeds(get_image_features, l2-normalised)",
+            resize="CLIPImageProcessorPil (CLIP-H/14 preprocessor_config): PIL bicubic short side -> 224",
+            crop="centre 224",
+            normalisation="preprocessor_config image_mean/std", input_rounding="uint8 RGB",
+            dtype="float32", numerics="tf32=off;transformers CLIPModel")
+
+    def load(self, device: str = "cpu") -> None:
+        from transformers import CLIPModel, CLIPProcessor
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        self._file_digests()  # verifies the files before they are used
+        model_dir, processor_dir = self._folders()
+        try:
+            net = CLIPModel.from_pretrained(model_dir, local_files_only=True)
+            # The PIL image backend: transformers < 5's default, which the PickScore authors and the paper ran;
+            # the v5 torchvision backend resizes in float and moves pixels by one uint8 level.
+            image_processor = CLIPImageProcessorPil.from_pretrained(processor_dir, local_files_only=True)
+            self._processor = CLIPProcessor.from_pretrained(processor_dir, local_files_only=True,
+                                                            image_processor=image_processor)
+        except (OSError, ValueError) as err:
+            raise HarnessError(f"extractor {self.name!r}: cannot load {model_dir} / {processor_dir}: {err}") from err
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        self._device = torch.device(device)
+        self._net = net.float().to(self._device).eval()
+
+    @property
+    def logit_scale(self) -> float:
+        self._require_loaded()
+        return float(self._net.logit_scale.detach().exp())
+
+    @torch.inference_mode()
+    def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        self._require_loaded()
+        images = check_images(images, self.name)
+        parts = [np.zeros((0, self._net.config.projection_dim), np.float32)]
+        for start in range(0, len(images), self.batch_size):
+            pil = [Image.fromarray(im) for im in images[start:start + self.batch_size]]
+            pixels = self._processor(images=pil, return_tensors="pt")["pixel_values"].to(self._device)
+            emb = _pooled(self._net.get_image_features(pixel_values=pixels)).float()
+            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        return {"image_embeds": np.concatenate(parts)}
+
+    def truncated(self, prompts: list[str]) -> list[bool]:
+        self._require_loaded()
+        return [len(x) > CONTEXT_LENGTH for x in self._processor.tokenizer(prompts, truncation=False)["input_ids"]]
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> np.ndarray:
+        self._require_loaded()
+        parts = []
+        for start in range(0, len(prompts), self.batch_size):
+            tokens = self._processor(text=prompts[start:start + self.batch_size], padding=True, truncation=True,
+                                     max_length=CONTEXT_LENGTH, return_tensors="pt").to(self._device)
+            emb = _pooled(self._net.get_text_features(input_ids=tokens["input_ids"],
+                                                      attention_mask=tokens["attention_mask"])).float()
+            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        return np.concatenate(parts)

@@ -1,0 +1,80 @@
+"""Shared machinery of the per-sample text-image metrics (CLIP Score, PickScore).
+
+Image embeddings come from the feature cache (one image pass per shard); the prompts of the samples are
+embedded here, once per distinct prompt (ImageNet protocols repeat 1000 class prompts). The extractor's
+text tower is loaded on the CPU: the image pass is the expensive part and ran on the run's device already.
+The CI is the normal-approximation 95 % interval of the mean over samples (bootstrap CIs belong to the
+metric engine's bootstrap stage).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import HarnessError
+from .base import Metric, MetricResult, ShardFeatures
+
+Z_95 = 1.959963984540054
+
+
+def collect(shards: Iterable[ShardFeatures], who: str) -> tuple[np.ndarray, list[str]]:
+    """All image embeddings and prompts of a cell, checked row for row."""
+    features, prompts = [], []
+    for index, shard in enumerate(shards):
+        feats = np.asarray(shard.features, dtype=np.float64)
+        if feats.ndim != 2 or len(feats) != len(shard.prompts):
+            raise HarnessError(f"{who}: shard {index} has embeddings of shape {feats.shape} but "
+                               f"{len(shard.prompts)} prompts; expected one prompt per sample")
+        missing = [k for k, p in enumerate(shard.prompts) if not p]
+        if missing:
+            raise HarnessError(f"{who}: shard {index} sample {missing[0]} has no prompt ({len(missing)} without); "
+                               f"the dataset must give prompts or class prompts (e.g. an ImageNet dataset)")
+        features.append(feats)
+        prompts.extend(shard.prompts)
+    if not prompts:
+        raise HarnessError(f"{who}: no samples to score")
+    return np.concatenate(features), prompts
+
+
+def text_embeddings(extractor: Any, prompts: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """(embedding per sample, truncation counts: distinct prompts and samples the tokenizer cut)."""
+    unique = sorted(set(prompts))
+    table = extractor.encode_text(unique).astype(np.float64)
+    row = {p: k for k, p in enumerate(unique)}
+    cut = {p for p, flag in zip(unique, extractor.truncated(unique), strict=True) if flag}
+    counts = {"truncated_prompts": len(cut), "truncated_samples": sum(p in cut for p in prompts)}
+    return table[[row[p] for p in prompts]], counts
+
+
+def mean_result(scores: np.ndarray, details: dict[str, Any]) -> MetricResult:
+    n = len(scores)
+    mean = float(scores.mean())
+    half = Z_95 * float(scores.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
+    low, high = (mean - half, mean + half) if n > 1 else (None, None)
+    return MetricResult(value=mean, ci_low=low, ci_high=high, n=n,
+                        details={**details, "ci": "normal-95 of the mean over samples", "std": float(scores.std())})
+
+
+class TextImageMetric(Metric):
+    needs_reference = False
+    output = "image_embeds"
+
+    def per_sample(self, cosines: np.ndarray, extractor: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        raise NotImplementedError
+
+    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None = None) -> MetricResult:
+        from ..pipeline import loaded_extractor
+
+        images, prompts = collect(shards, self.name)
+        extractor = loaded_extractor(self.extractor, "cpu")
+        texts, truncation = text_embeddings(extractor, prompts)
+        if texts.shape != images.shape:
+            raise HarnessError(f"{self.name}: text embeddings {texts.shape} do not match image embeddings "
+                               f"{images.shape}; were the features made by another model?")
+        scores, details = self.per_sample((images * texts).sum(axis=1), extractor)
+        return mean_result(scores, {**details, **truncation, "distinct_prompts": len(set(prompts)),
+                                    "context_length": 77})

