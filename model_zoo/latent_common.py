@@ -1,10 +1,14 @@
 """What every class-conditional latent family shares: card params, the SiT-layout network, checkpoints,
 per-sample noise, an NFE counter on the network, and the SD-VAE decode (``sd_vae.py``).
 
-Checkpoints: a card either names a local file (``weights:`` + ``weights_sha256``, verified when the card is
-read) or, for a released model whose file cannot be on every machine, ``params.checkpoint`` (a file name
-looked up under ``$ONESTEP_WEIGHTS_DIR``, default ``<repo>/weights``) with ``params.checkpoint_sha256``
-(which enters the cell id through the params). Both go through ``read_state_dict``.
+Checkpoints, read by ``load`` through one code path (``read_checkpoint``):
+- ``weights: FILE`` + ``weights_sha256`` (verified when the card is read): tests, local conversions;
+- ``hub: {repo, revision}`` + ``params.checkpoint`` (a file inside that repo's snapshot, from the local
+  HF cache only);
+- ``params.checkpoint`` alone: a released file that no hub serves (Google Drive, Dropbox), looked up under
+  ``$ONESTEP_WEIGHTS_DIR`` (default ``<repo>/weights``) and verified against ``params.checkpoint_sha256``,
+  which the card must pin before it can run (plans work without it, as for unpinned hub revisions).
+``.pt`` files hold torch state dicts; ``.npz`` files hold flattened JAX/Flax params (``flax_convert.py``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from harness.adapters import Adapter
-from harness.cards import WeightsMissingError
+from harness.cards import WeightsMissingError, resolve_hub_snapshot
 from harness.errors import HarnessError, ProtocolError
 from harness.types import ModelCard, SampleOutput, SampleRequest
 from model_zoo.nets.latent_dit import LatentDiT
@@ -55,10 +61,9 @@ def resolve_latent_params(card: ModelCard, family_defaults: dict[str, Any]) -> d
         raise ProtocolError(f"{where}: input_size {p['input_size']} must be divisible by patch {p['patch']}, "
                             f"hidden {p['hidden']} by heads {p['heads']} and by 4")
     check_vae_spec(p["vae"], where)
-    if p["checkpoint"] is not None and not (isinstance(p["checkpoint_sha256"], str)
-                                            and len(p["checkpoint_sha256"]) == 64):
-        raise ProtocolError(f"{where}.checkpoint_sha256={p['checkpoint_sha256']!r}; a card naming "
-                            f"params.checkpoint={p['checkpoint']!r} must pin its 64-hex sha256")
+    sha = p["checkpoint_sha256"]
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+        raise ProtocolError(f"{where}.checkpoint_sha256={sha!r}; expected the 64-hex sha256 of {p['checkpoint']!r}")
     if card.dtype != "float32":
         raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; {card.family} supports float32 only")
     return p
@@ -68,25 +73,48 @@ def weights_dir() -> Path:
     return Path(os.environ.get("ONESTEP_WEIGHTS_DIR", REPO / "weights"))
 
 
-def read_state_dict(card: ModelCard, path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
-    """A ``.pt`` state dict in the official layout (plain, or under "ema"/"model" as training checkpoints
-    store it), verified against ``sha256`` when given (cards read ``weights:`` files and verify there)."""
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_path(card: ModelCard, p: dict[str, Any]) -> tuple[Path, str | None] | None:
+    """Where the card's weights are, and the sha256 to verify (None: already verified or pinned by hub)."""
+    if card.hub is not None:
+        if p["checkpoint"] is None:
+            raise ProtocolError(f"{card.source or card.name}: a hub card of family {card.family} must name the "
+                                f"file inside the repo with params.checkpoint")
+        return resolve_hub_snapshot(card) / p["checkpoint"], p["checkpoint_sha256"]
+    if card.weights is not None:
+        return Path(card.weights), None
+    if p["checkpoint"] is None:
+        return None  # seeded random init (tests)
+    if p["checkpoint_sha256"] is None:
+        raise ProtocolError(f"model card {card.name!r} ({card.source}): params.checkpoint_sha256 is not pinned, so "
+                            f"the cells could not name the exact weights; set it to the sha256 of "
+                            f"{p['checkpoint']!r} (`sha256sum` of the file you have)")
+    return weights_dir() / p["checkpoint"], p["checkpoint_sha256"]
+
+
+def read_checkpoint(card: ModelCard, path: Path, sha256: str | None) -> dict[str, Any]:
+    """The raw contents: a torch state dict (plain, or under "ema"/"ema_model"/"model" as training
+    checkpoints store it), or for ``.npz`` the flattened Flax params ("a/b/kernel" -> array)."""
     if not path.is_file():
         raise WeightsMissingError(f"model card {card.name!r} ({card.source}): checkpoint {str(path)!r} not found; "
                                   f"put the released file there (or set ONESTEP_WEIGHTS_DIR)")
-    if sha256 is not None:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        if h.hexdigest() != sha256:
-            raise HarnessError(f"{path}: sha256 mismatch: card {card.name!r} expects {sha256}, "
-                               f"file has {h.hexdigest()}")
+    if sha256 is not None and (found := _sha256_file(path)) != sha256:
+        raise HarnessError(f"{path}: sha256 mismatch: card {card.name!r} expects {sha256}, file has {found}")
     try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unpickling failure means a corrupt or foreign file
         raise HarnessError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
-    for key in ("ema", "model"):
+    for key in ("ema", "ema_model", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -120,7 +148,7 @@ class LatentAdapter(Adapter):
     def __init__(self, card: ModelCard) -> None:
         super().__init__(card)
         self.params = resolve_latent_params(card, self.family_defaults)
-        self.net: LatentDiT | None = None
+        self.net: torch.nn.Module | None = None
         self.vae = None
         self.counter: NFECounter | None = None
         self.device = "cpu"
@@ -130,26 +158,28 @@ class LatentAdapter(Adapter):
         """Native image side: latent side x the VAE's upsampling factor (8 for the SD VAE)."""
         return p["input_size"] * p["vae_factor"]
 
-    def _build(self) -> LatentDiT:
+    def _build(self) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
             torch.manual_seed(self.params["init_seed"])
-            return LatentDiT(**{k: self.params[k] for k in ARCH_KEYS}, cond_scalars=self.cond_scalars)
+            return self.make_network()
+
+    def make_network(self) -> torch.nn.Module:
+        """The family's network from ``self.params`` (random init; ``load`` then fills in the weights)."""
+        return LatentDiT(**{k: self.params[k] for k in ARCH_KEYS}, cond_scalars=self.cond_scalars)
 
     def load(self, device: str = "cpu") -> None:
         net = self._build()
         p = self.params
-        state = None
-        if self.card.weights is not None and self.card.hub is None:
-            state = read_state_dict(self.card, Path(self.card.weights), None)  # sha verified by the card reader
-        elif p["checkpoint"] is not None:
-            state = read_state_dict(self.card, weights_dir() / p["checkpoint"], p["checkpoint_sha256"])
-        if state is not None:
-            state = self.convert_state_dict(state)
+        where = checkpoint_path(self.card, p)
+        if where is not None:
+            raw = read_checkpoint(self.card, *where)
+            is_flax = where[0].suffix == ".npz"
+            state = self.convert_flax(raw) if is_flax else self.convert_state_dict(raw)
             try:
                 net.load_state_dict(state, strict=True)
             except RuntimeError as e:
-                raise HarnessError(f"model card {self.card.name!r}: checkpoint does not fit the card's "
-                                   f"architecture: {str(e).splitlines()[0]} ...") from None
+                raise HarnessError(f"model card {self.card.name!r}: checkpoint {where[0]} does not fit the card's "
+                                   f"architecture: {' '.join(str(e).split())[:600]}") from None
         self.vae = load_vae(self.card, p["vae"]).to(device)
         if vae_scale(self.vae) != p["vae_factor"]:
             raise HarnessError(f"model card {self.card.name!r}: the VAE upsamples by {vae_scale(self.vae)}, "
@@ -159,8 +189,12 @@ class LatentAdapter(Adapter):
         self.device = device
 
     def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Hook for families whose released layout differs from ours (identity for SiT)."""
+        """Hook for families whose released torch layout differs from ours (identity for SiT)."""
         return state
+
+    def convert_flax(self, flat: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        raise HarnessError(f"model card {self.card.name!r}: family {self.card.family} has no Flax converter; "
+                           f"give a .pt state dict")
 
     def initial_noise(self, requests: list[SampleRequest]) -> torch.Tensor:
         """Per-sample latent noise from each request's own CPU generator: independent of batch and position."""
@@ -188,6 +222,6 @@ class LatentAdapter(Adapter):
         seconds = (time.perf_counter() - start) / len(requests)
         return [SampleOutput(image=img, nfe=int(n), seconds=seconds) for img, n in zip(images, nfe, strict=True)]
 
+    @abstractmethod
     def sample_latents(self, requests: list[SampleRequest]) -> tuple[torch.Tensor, list[int]]:
         """Family sampler: final latents (B, C, h, w) and the NFE each sample actually used."""
-        raise NotImplementedError

@@ -71,8 +71,10 @@ def test_official_checkpoint_layout_loads_through_the_card_path(sit: SiTAdapter,
 
 def test_params_checkpoint_missing_or_unpinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONESTEP_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(ProtocolError, match="checkpoint_sha256"):
-        SiTAdapter(card_from_dict({"name": "x", "family": "sit", "params": {**TINY_ARCH, "checkpoint": "a.pt"}}))
+    unpinned = SiTAdapter(card_from_dict({"name": "x", "family": "sit", "params": {**TINY_ARCH, "checkpoint": "a.pt"}}))
+    assert unpinned.capabilities.resolution == 16  # plans fine
+    with pytest.raises(ProtocolError, match="checkpoint_sha256 is not pinned"):
+        unpinned.load("cpu")
     card = card_from_dict({"name": "sit-x", "family": "sit",
                            "params": {**TINY_ARCH, "checkpoint": "a.pt", "checkpoint_sha256": "0" * 64}})
     with pytest.raises(WeightsMissingError, match="sit-x.*a.pt"):

@@ -29,7 +29,7 @@ ROW_BLOCK = 16  # conditioning GEMMs run on a multiple of 16 rows (>= 12 and a m
 MIN_TOKENS = 16
 
 
-def _pad_rows(x: torch.Tensor) -> torch.Tensor:
+def pad_rows(x: torch.Tensor) -> torch.Tensor:
     extra = -len(x) % ROW_BLOCK or (ROW_BLOCK if len(x) == 0 else 0)
     return torch.cat([x, x[:1].expand(extra, *x.shape[1:])]) if extra else x
 
@@ -41,8 +41,9 @@ def sincos_pos_embed(hidden: int, side: int) -> torch.Tensor:
         out = np.outer(pos.reshape(-1), omega)
         return np.concatenate([np.sin(out), np.cos(out)], axis=1)
 
-    gw, gh = np.meshgrid(np.arange(side, dtype=np.float64), np.arange(side, dtype=np.float64))
-    emb = np.concatenate([one_axis(hidden // 2, gh), one_axis(hidden // 2, gw)], axis=1)
+    col, row = np.meshgrid(np.arange(side, dtype=np.float64), np.arange(side, dtype=np.float64))
+    # MAE's order: the first half encodes the column (its meshgrid is (w, h)), tokens row-major.
+    emb = np.concatenate([one_axis(hidden // 2, col), one_axis(hidden // 2, row)], axis=1)
     return torch.from_numpy(emb).float().unsqueeze(0)
 
 
@@ -169,9 +170,9 @@ class LatentDiT(nn.Module):
         if set(scalars) != set(self.cond_scalars):
             raise ValueError(f"network conditions on {self.cond_scalars}; got {sorted(scalars)}")
         b = len(x)
-        c = self.t_embedder(_pad_rows(t)) + self.y_embedder(_pad_rows(y))
+        c = self.t_embedder(pad_rows(t)) + self.y_embedder(pad_rows(y))
         for name in self.cond_scalars:
-            c = c + getattr(self, f"{name}_embedder")(_pad_rows(scalars[name]))
+            c = c + getattr(self, f"{name}_embedder")(pad_rows(scalars[name]))
         h = self.x_embedder(x) + self.pos_embed
         for block in self.blocks:
             h = block(h, block.adaLN_modulation(c)[:b])
