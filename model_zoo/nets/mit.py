@@ -76,8 +76,10 @@ class MiTBlock(nn.Module):
         self.norm1, self.norm2 = RMSNorm(hidden), RMSNorm(hidden)
         self.attn = RoPEAttention(hidden, heads)
         self.mlp = SwiGLU(hidden, int(hidden * mlp_ratio))
-        self.attn_scale = nn.Parameter(torch.zeros(hidden))
-        self.mlp_scale = nn.Parameter(torch.zeros(hidden))
+        # Upstream zero-inits these gates for training; a random-init stand-in needs live branches so that
+        # the conditioning tokens reach the output. Released weights overwrite them.
+        self.attn_scale = nn.Parameter(torch.full((hidden,), 0.5))
+        self.mlp_scale = nn.Parameter(torch.full((hidden,), 0.5))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), cos, sin) * self.attn_scale
