@@ -196,12 +196,17 @@ class LatentAdapter(Adapter):
         raise HarnessError(f"model card {self.card.name!r}: family {self.card.family} has no Flax converter; "
                            f"give a .pt state dict")
 
-    def initial_noise(self, requests: list[SampleRequest]) -> torch.Tensor:
-        """Per-sample latent noise from each request's own CPU generator: independent of batch and position."""
+    def generators(self, requests: list[SampleRequest]) -> list[torch.Generator]:
+        """One CPU generator per request, seeded from it: every draw is independent of batch and position."""
+        return [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+
+    def draw_noise(self, generators: list[torch.Generator]) -> torch.Tensor:
         p = self.params
         shape = (p["in_channels"], p["input_size"], p["input_size"])
-        noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(r.seed)) for r in requests]
-        return torch.stack(noise).to(self.device)
+        return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device)
+
+    def initial_noise(self, requests: list[SampleRequest]) -> torch.Tensor:
+        return self.draw_noise(self.generators(requests))
 
     def labels(self, requests: list[SampleRequest]) -> torch.Tensor:
         return torch.tensor([r.label for r in requests], dtype=torch.long, device=self.device)
