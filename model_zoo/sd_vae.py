@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.cards import resolve_hub_snapshot
+from harness.cards import is_pinned, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
 from harness.types import HUB_SCHEME, ModelCard
 
@@ -52,8 +52,12 @@ def load_vae(card: ModelCard, spec: dict[str, Any]):
     if "tiny_seed" in spec:
         return build_tiny_vae(int(spec["tiny_seed"]))
     if "repo" in spec:
-        vae_card = dataclasses.replace(card, name=f"{card.name} (vae)",
-                                       weights=f"{HUB_SCHEME}{spec['repo']}@{spec['revision']}")
+        # The VAE is part of the model's identity: same policy as the card's own hub checkpoint.
+        vae_card = dataclasses.replace(card, weights=f"{HUB_SCHEME}{spec['repo']}@{spec['revision']}")
+        if not is_pinned(vae_card):
+            raise ProtocolError(f"model card {card.name!r} ({card.source}): params.vae.revision "
+                                f"{spec['revision']!r} is a branch or tag, not a commit, so decoded images could "
+                                f"silently change; set it to the 40-hex commit of {spec['repo']} you have")
         folder = resolve_hub_snapshot(vae_card)
     elif "path" in spec:
         folder = Path(spec["path"])

@@ -84,11 +84,15 @@ def test_params_checkpoint_missing_or_unpinned(tmp_path: Path, monkeypatch: pyte
         SiTAdapter(card).load("cpu")
 
 
-def test_real_vae_missing_names_the_card() -> None:
-    card = card_from_dict({"name": "sit-hubvae", "family": "sit",
-                           "params": {**TINY_ARCH, "vae": {"repo": "stabilityai/sd-vae-ft-ema", "revision": "main"}}})
-    with pytest.raises(WeightsMissingError, match="sit-hubvae.*harness weights fetch"):
-        SiTAdapter(card).load("cpu")
+def test_real_vae_unpinned_or_missing_names_the_card() -> None:
+    def card(revision: str):
+        vae = {"repo": "stabilityai/sd-vae-ft-ema", "revision": revision}
+        return card_from_dict({"name": "sit-hubvae", "family": "sit", "params": {**TINY_ARCH, "vae": vae}})
+
+    with pytest.raises(ProtocolError, match="sit-hubvae.*vae.revision 'main' is a branch"):
+        SiTAdapter(card("main")).load("cpu")
+    with pytest.raises(WeightsMissingError, match="sit-hubvae.*sd-vae-ft-ema@a{40}.*harness weights fetch sit-hubvae"):
+        SiTAdapter(card("a" * 40)).load("cpu")
 
 
 def test_nfe_per_sampler_and_cfg_doubling(sit: SiTAdapter) -> None:
