@@ -12,6 +12,7 @@ from .base import Metric, MetricResult, ShardFeatures
 _METRICS: dict[str, str] = {
     "fid": ".fid:FID",
     "class_alignment": ".class_alignment:ClassAlignment",
+    "fid_mnist": ".fid_mnist:FIDMnist",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]
