@@ -56,6 +56,6 @@ def test_mismatched_labels_and_empty_input_are_refused():
 
 
 def test_metric_registry_names_choices():
-    assert available_metrics() == ["class_alignment", "fid"]
-    with pytest.raises(ProtocolError, match="class_alignment, fid"):
+    assert available_metrics() == ["class_alignment", "fid", "fid_mnist"]
+    with pytest.raises(ProtocolError, match="class_alignment, fid, fid_mnist"):
         get_metric("fdi")
