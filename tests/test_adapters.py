@@ -60,7 +60,7 @@ def test_shipped_cards_capabilities() -> None:
     assert (cg.guidance, cg.natural_cfg, cg.conditioning) == ("cfg", 1.0, "class")
     assert (cg.resolution, cg.num_classes) == (28, 10)
     assert (cp.guidance, cp.natural_cfg) == ("none", None)
-    assert cg.min_steps == 1 and cg.max_steps == 1000 and not cg.one_step and cg.samplers == ("euler",)
+    assert cg.min_steps == 1 and cg.max_steps == 1000 and not cg.one_step and cg.samplers == ("euler", "heun")
     assert guided.weights is None and guided.weights_digest.startswith("random-init:")
     assert guided.weights_digest != plain.weights_digest  # different models, different cells
 

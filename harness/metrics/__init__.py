@@ -15,6 +15,7 @@ _METRICS: dict[str, str] = {
     "clip_score": ".clip_score:ClipScore",
     "clip_score_clamped": ".clip_score:ClipScoreClamped",
     "pickscore": ".pickscore:PickScore",
+    "fid_mnist": ".fid_mnist:FIDMnist",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]

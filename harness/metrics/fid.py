@@ -132,6 +132,7 @@ class FID(Metric):
     extractor = "inception-fid-helper"
     output = "pool3"
     needs_reference = True
+    min_reliable_n = MIN_RELIABLE_N  # the feature dimension: below it the covariance is rank-deficient
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
         from ..features import get_extractor  # lazy: the registry imports nothing heavy, but avoid a cycle
@@ -155,8 +156,8 @@ class FID(Metric):
         value, details = frechet_distance(stats.mean, stats.cov, reference.mu, reference.sigma)
         details.update(reference_id=reference.reference_id, reference_n=reference.n)
         small = [f"{who} n={k}" for who, k in (("samples", stats.n), ("reference", reference.n))
-                 if k < MIN_RELIABLE_N]
+                 if k < self.min_reliable_n]
         if small:
-            details["warning"] = (f"{', '.join(small)} < {MIN_RELIABLE_N}: the covariance is rank-deficient and FID "
-                                  f"is biased upward; compare only values computed at equal n")
+            details["warning"] = (f"{', '.join(small)} < {self.min_reliable_n}: the covariance is rank-deficient "
+                                  f"and FID is biased upward; compare only values computed at equal n")
         return MetricResult(value=value, ci_low=None, ci_high=None, n=stats.n, details=details)

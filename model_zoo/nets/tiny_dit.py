@@ -10,6 +10,11 @@ So no layer may run a GEMM whose row count is the batch size:
   (always the case when sampling), as a fixed-shape table over every class incl. the null class and then
   gathered by label, so its shape never depends on the batch. A per-sample t (training) takes the
   direct path, which is equal up to float rounding.
+
+Two-time conditioning (``time_inputs=2``, for MeanFlow's u(z, r, t)): a second time embedding of the
+interval h = t - r is added to the condition. Forward-mode AD (``torch.func.jvp``, MeanFlow training) is
+not implemented for CPU flash attention, so ``math_attention = True`` switches every block to an
+explicit softmax(QKᵀ/√d)V, equal up to float rounding.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ class TimeEmbed(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        ang = (t.float() * 1000.0)[:, None] * freqs[None, :]  # scale so t in [0,1] spans many periods
+        dtype = self.mlp[0].weight.dtype  # float32 in use; float64 lets tests check derivatives tightly
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype, device=t.device) / half)
+        ang = (t.to(dtype) * 1000.0)[:, None] * freqs[None, :]  # scale so t in [0,1] spans many periods
         return self.mlp(torch.cat([ang.cos(), ang.sin()], dim=1))
 
 
@@ -69,13 +75,19 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(hidden, mlp_ratio * hidden), nn.GELU(approximate="tanh"),
                                  nn.Linear(mlp_ratio * hidden, hidden))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
+        self.math_attention = False
 
     def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, dim=1)
         h = _modulate(self.norm1(x), sh1, sc1)
         q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        if self.math_attention:
+            att = torch.softmax(q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5), dim=-1)
+            h = att @ v
+        else:
+            h = F.scaled_dot_product_attention(q, k, v)
+        h = h.transpose(1, 2).reshape(b, n, d)
         x = x + g1[:, None, :] * self.proj(h)
         return x + g2[:, None, :] * self.mlp(_modulate(self.norm2(x), sh2, sc2))
 
@@ -84,7 +96,7 @@ class TinyDiT(nn.Module):
     """Predicts a velocity field v(x, t, y) with the input's shape. Label ``num_classes`` is the null class."""
 
     def __init__(self, resolution: int = 28, channels: int = 1, num_classes: int = 10, hidden: int = 96,
-                 depth: int = 4, heads: int = 4, patch: int = 4) -> None:
+                 depth: int = 4, heads: int = 4, patch: int = 4, time_inputs: int = 1) -> None:
         super().__init__()
         if resolution % patch or hidden % heads:
             raise ValueError(f"resolution {resolution} must be divisible by patch {patch}, "
@@ -97,6 +109,9 @@ class TinyDiT(nn.Module):
         self.patch_in = nn.Linear(channels * patch * patch, hidden)  # a Linear on reshaped patches, not a conv
         self.register_buffer("pos", _sincos_2d(side, hidden), persistent=False)
         self.t_embed = TimeEmbed(hidden)
+        if time_inputs not in (1, 2):
+            raise ValueError(f"time_inputs={time_inputs}; expected 1 (t) or 2 (t and the interval t - r)")
+        self.h_embed = TimeEmbed(hidden) if time_inputs == 2 else None
         self.y_embed = nn.Embedding(num_classes + 1, hidden)
         self.blocks = nn.ModuleList(Block(hidden, heads) for _ in range(depth))
         self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
@@ -114,14 +129,26 @@ class TinyDiT(nn.Module):
         x = x.reshape(b, side, side, c, p, p).permute(0, 3, 1, 4, 2, 5)
         return x.reshape(b, c, side * p, side * p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W); t: 0-dim (one time for the batch) or (B,); y: (B,) long in [0, num_classes]."""
+    def set_math_attention(self, on: bool) -> None:
+        for blk in self.blocks:
+            blk.math_attention = on
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                interval: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, H, W); t (and ``interval`` with time_inputs=2): 0-dim (one for the batch) or (B,);
+        y: (B,) long in [0, num_classes]."""
+        if (interval is None) != (self.h_embed is None):
+            raise ValueError(f"this net takes {1 if self.h_embed is None else 2} time input(s)")
         if t.dim() == 0:
             # Fixed-shape table over all labels, gathered by y: no GEMM here depends on B.
             cond = self.t_embed(t.reshape(1)) + self.y_embed.weight
+            if interval is not None:
+                cond = cond + self.h_embed(interval.reshape(1))
             rows = y
         else:
             cond = self.t_embed(t) + self.y_embed(y)
+            if interval is not None:
+                cond = cond + self.h_embed(interval)
             rows = None
 
         def mod(layer: nn.Module) -> torch.Tensor:

@@ -1,0 +1,58 @@
+"""MeanFlow (Geng et al., 2025): a native one-step generator that learns the AVERAGE velocity.
+
+Time convention (the paper's, opposite to ``flow_matching``): z_t = (1 - t) * data + t * noise, so t = 1
+is pure noise, t = 0 is data, and the instantaneous velocity is v = noise - data. The network predicts
+the average velocity over [r, t], u(z_t, r, t) = 1/(t - r) ∫_r^t v(z_τ, τ) dτ, conditioned on t and
+the interval t - r (``TinyDiT(time_inputs=2)``). One jump z_r = z_t - (t - r) * u(z_t, r, t) replaces
+an ODE solve, so sampling with ``steps`` = k walks t = 1 → 0 in k uniform jumps, one evaluation each
+(NFE = k). Training (``model_zoo.training meanflow``) uses the MeanFlow identity
+u = v - (t - r) d/dt u, with the total derivative taken by ``torch.func.jvp``.
+
+This model is trained without label dropout, so it has no classifier-free guidance: cfg must be null.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.adapters import Capabilities, register
+from harness.types import ModelCard, SampleOutput, SampleRequest
+from model_zoo.flow_matching import DEFAULTS as FM_DEFAULTS
+from model_zoo.flow_matching import TINY_PARAMS as FM_TINY
+from model_zoo.flow_matching import FlowMatchingAdapter
+
+NO_GUIDANCE = "label_dropout"  # the flow_matching key these families do not have
+
+
+@register("meanflow")
+class MeanFlowAdapter(FlowMatchingAdapter):
+    """One- and few-step sampling by average-velocity jumps of a (t, t - r)-conditioned DiT."""
+
+    FORMAT = "onestep-bench/meanflow/v1"
+    DEFAULTS: dict[str, Any] = {k: v for k, v in FM_DEFAULTS.items() if k != NO_GUIDANCE}
+    TINY_PARAMS: dict[str, Any] = {k: v for k, v in FM_TINY.items() if k != NO_GUIDANCE}
+    TIME_INPUTS = 2
+
+    @classmethod
+    def capabilities_for(cls, card: ModelCard) -> Capabilities:
+        p = cls.resolve(card)
+        return Capabilities(conditioning="class", guidance="none", min_steps=1, max_steps=p["max_steps"],
+                            resolution=p["resolution"], samplers=("euler",), num_classes=p["num_classes"],
+                            one_step=True, natural_cfg=None)
+
+    def average_velocity(self, z: torch.Tensor, r: float, t: float, y: torch.Tensor) -> torch.Tensor:
+        assert self.net is not None
+        tt = torch.tensor(t, dtype=torch.float32, device=self.device)
+        interval = torch.tensor(t - r, dtype=torch.float32, device=self.device)
+        return self.net(z, tt, y, interval)
+
+    def _sample_batch(self, requests: list[SampleRequest]) -> list[SampleOutput]:
+        z, y, start = self.prepare(requests)
+        steps = requests[0].settings.steps
+        with torch.inference_mode():
+            for i in range(steps):
+                t, r = 1.0 - i / steps, 1.0 - (i + 1) / steps
+                z = z - (t - r) * self.average_velocity(z, r, t, y)
+        return self.finish(requests, z, steps, start)
