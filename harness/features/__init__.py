@@ -19,6 +19,8 @@ from .base import Extractor, ExtractorSpec
 _EXTRACTORS: dict[str, str] = {
     "inception-fid-helper": ".inception_fid_helper:InceptionFidHelper",
     "mnist-cnn": ".mnist_cnn:MnistCnn",
+    "inception-tf1": ".inception_tf1:InceptionTF1",
+    "inception-clean": ".inception_clean:InceptionClean",
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",
