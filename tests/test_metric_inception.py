@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from metric_fixtures import image_set, inception_weights_dir, tf1_weights  # noqa: F401
+from metric_fixtures import image_set
 
 from harness.errors import HarnessError
 from harness.features import get_extractor
