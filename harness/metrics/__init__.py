@@ -12,6 +12,13 @@ from .base import Metric, MetricResult, ShardFeatures
 _METRICS: dict[str, str] = {
     "fid": ".fid:FID",
     "class_alignment": ".class_alignment:ClassAlignment",
+    "fid_tf1": ".fid:FIDTF1",
+    "fid_clean": ".fid:FIDClean",
+    "is": ".inception_score:InceptionScore",
+    "is_mnist": ".inception_score:InceptionScoreMnist",
+    "kid": ".kid:KID",
+    "precision": ".precision_recall:Precision",
+    "recall": ".precision_recall:Recall",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]

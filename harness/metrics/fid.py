@@ -125,6 +125,37 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     return float(mean_term + trace_term), details
 
 
+def frechet_replicates(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray,
+                       indices: np.ndarray) -> np.ndarray:
+    """FID of each resampled set ``features[indices[b]]`` against fixed reference statistics.
+
+    Exact and cheap: with counts c (multiplicities) the resampled covariance is Zᵀ Z for the
+    distinct rows Z_i = √(c_i/(n-1)) (x_i - μ_b), and Tr((Σ_b Σ_ref)^½) = Σ √eig(√Σ_ref Σ_b √Σ_ref)
+    = Σ √eig(Y Yᵀ) with Y = Z √Σ_ref, an m x m problem (m ≈ 0.63 n distinct rows) when m < d.
+    Y is gathered from X √Σ_ref computed once, so a replicate costs O(m² d + m³), not O(d³)."""
+    x = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    m_ref, s_ref = _as_f64("mu_ref", mu_ref, 1), _as_f64("sigma_ref", sigma_ref, 2)
+    w, v = torch.linalg.eigh((s_ref + s_ref.T) / 2)
+    y_all = x @ ((v * w.clamp(min=0).sqrt()) @ v.T)
+    trace_ref = torch.trace(s_ref)
+    n = len(x)
+    out = np.empty(len(indices), dtype=np.float64)
+    for b, idx in enumerate(indices):
+        counts = torch.as_tensor(np.bincount(idx, minlength=n), dtype=torch.float64)
+        keep = counts > 0
+        c = counts[keep]
+        mean_x = (counts @ x) / n
+        mean_y = (counts @ y_all) / n
+        scale = (c / (n - 1)).sqrt().unsqueeze(1)
+        z_x = (x[keep] - mean_x) * scale
+        z_y = (y_all[keep] - mean_y) * scale
+        small = z_y @ z_y.T if len(z_y) < z_y.shape[1] else z_y.T @ z_y
+        lam = torch.linalg.eigvalsh((small + small.T) / 2)
+        value = ((mean_x - m_ref) ** 2).sum() + (z_x**2).sum() + trace_ref - 2 * lam.clamp(min=0).sqrt().sum()
+        out[b] = float(value)
+    return out
+
+
 class FID(Metric):
     name = "fid"
     variant = "inception-fid-helper/pool3/float64-eigh"
@@ -160,3 +191,20 @@ class FID(Metric):
             details["warning"] = (f"{', '.join(small)} < {MIN_RELIABLE_N}: the covariance is rank-deficient and FID "
                                   f"is biased upward; compare only values computed at equal n")
         return MetricResult(value=value, ci_low=None, ci_high=None, n=stats.n, details=details)
+
+    def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
+                   indices: np.ndarray) -> np.ndarray:
+        self.compute([ShardFeatures(features, labels)], reference)  # the same reference checks as the value
+        return frechet_replicates(features, reference.mu, reference.sigma, indices)
+
+
+class FIDTF1(FID):
+    name = "fid_tf1"
+    variant = "inception-tf1(torch-fidelity port,TF1 bilinear)/pool3/float64-eigh"
+    extractor = "inception-tf1"
+
+
+class FIDClean(FID):
+    name = "fid_clean"
+    variant = "inception-clean(PIL bicubic float)/pool3/float64-eigh"
+    extractor = "inception-clean"
