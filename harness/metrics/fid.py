@@ -164,20 +164,24 @@ class FID(Metric):
     output = "pool3"
     needs_reference = True
 
-    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
+    def _check_reference(self, reference: Any) -> Any:
         from ..features import get_extractor  # lazy: the registry imports nothing heavy, but avoid a cycle
         from ..features.reference import ReferenceStats
 
         if not isinstance(reference, ReferenceStats):
-            raise HarnessError(f"fid: needs ReferenceStats as reference, got {type(reference).__name__}")
+            raise HarnessError(f"{self.name}: needs ReferenceStats as reference, got {type(reference).__name__}")
         expected = get_extractor(self.extractor).spec.key
         if reference.extractor_key != expected:
-            raise HarnessError(f"fid: reference {reference.reference_id} was computed with extractor key "
+            raise HarnessError(f"{self.name}: reference {reference.reference_id} was computed with extractor key "
                                f"{reference.extractor_key}, expected {expected} ({self.extractor}); recompute it")
         ref_output = reference.spec.get("output", self.output)
         if ref_output != self.output:
-            raise HarnessError(f"fid: reference {reference.reference_id} holds {ref_output!r} features, "
+            raise HarnessError(f"{self.name}: reference {reference.reference_id} holds {ref_output!r} features, "
                                f"expected {self.output!r}")
+        return reference
+
+    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
+        reference = self._check_reference(reference)
         stats = StreamingStats(dim=len(reference.mu))
         for shard in shards:  # streamed: only one shard's features are in memory at a time
             stats.update(shard.features)
@@ -194,7 +198,7 @@ class FID(Metric):
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
-        self.compute([ShardFeatures(features, labels)], reference)  # the same reference checks as the value
+        reference = self._check_reference(reference)
         return frechet_replicates(features, reference.mu, reference.sigma, indices)
 
 
