@@ -143,3 +143,15 @@ def test_fid_reference_kind_checks():
     with pytest.raises(HarnessError, match="needs ReferenceFeatures"):
         metric.compute(_shards(np.zeros((4, 3)), 1),
                        ReferenceStats(np.zeros(3), np.eye(3), 4, "k", "s", {"output": "pool3"}))
+
+
+def test_fid_of_a_rank_deficient_set_with_itself_is_zero_never_negative():
+    # N=12 << d=512 with pool3-like (ReLU, skewed) features: without a noise floor on the eigenvalues the
+    # square roots of ~500 round-off eigenvalues made this about -1e-4
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.normal(size=(12, 512)) @ rng.normal(size=(512, 512)) * 0.1, 0)
+    mu, sigma = x.mean(0), np.cov(x, rowvar=False)
+    value, details = frechet_distance(mu, sigma, mu, sigma)
+    assert 0.0 <= value < 1e-9 and details["eigvals_below_noise_floor"] >= 512 - 11
+    other = np.maximum(rng.normal(size=(12, 512)) @ rng.normal(size=(512, 512)) * 0.1, 0)
+    assert frechet_distance(mu, sigma, other.mean(0), np.cov(other, rowvar=False))[0] > 1.0
