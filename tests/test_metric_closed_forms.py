@@ -155,3 +155,20 @@ def test_fid_of_a_rank_deficient_set_with_itself_is_zero_never_negative():
     assert 0.0 <= value < 1e-9 and details["eigvals_below_noise_floor"] >= 512 - 11
     other = np.maximum(rng.normal(size=(12, 512)) @ rng.normal(size=(512, 512)) * 0.1, 0)
     assert frechet_distance(mu, sigma, other.mean(0), np.cov(other, rowvar=False))[0] > 1.0
+
+
+def test_fid_metric_replicates_reuse_the_reference_root(monkeypatch):
+    from harness.features import get_extractor
+
+    rng = np.random.default_rng(9)
+    x, ref = rng.normal(size=(20, 12)), rng.normal(0.2, 1.0, size=(50, 12))
+    metric = get_metric("fid")
+    monkeypatch.setattr(type(metric), "extractor", "mnist-cnn")  # a spec that needs no weights file
+    stats = ReferenceStats(ref.mean(0), np.cov(ref, rowvar=False), 50, get_extractor("mnist-cnn").spec.key, "s",
+                           {"output": "pool3"})
+    idx = bootstrap_indices("cell", 20, 4)
+    first = metric.replicates(x, (None,) * 20, stats, idx)
+    again = metric.replicates(x, (None,) * 20, stats, idx)  # memoised √Σ_ref: the same numbers
+    plain = [frechet_distance(x[i].mean(0), np.cov(x[i], rowvar=False), stats.mu, stats.sigma)[0] for i in idx]
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, plain, rtol=1e-9, atol=1e-9)

@@ -149,8 +149,18 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     return value, details
 
 
+def sqrt_psd(sigma: np.ndarray) -> torch.Tensor:
+    """Symmetric square root of a covariance (negative round-off eigenvalues clamped), float64."""
+    s = _as_f64("sigma", sigma, 2)
+    w, v = torch.linalg.eigh((s + s.T) / 2)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+_SQRT_MEMO: dict[str, torch.Tensor] = {}  # reference_id -> √Σ_ref: one d=2048 eigh per reference, not per cell
+
+
 def frechet_replicates(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray,
-                       indices: np.ndarray) -> np.ndarray:
+                       indices: np.ndarray, sqrt_ref: torch.Tensor | None = None) -> np.ndarray:
     """FID of each resampled set ``features[indices[b]]`` against fixed reference statistics.
 
     Exact and cheap: with counts c (multiplicities) the resampled covariance is Zᵀ Z for the
@@ -159,8 +169,7 @@ def frechet_replicates(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.n
     Y is gathered from X √Σ_ref computed once, so a replicate costs O(m² d + m³), not O(d³)."""
     x = torch.as_tensor(np.asarray(features, dtype=np.float64))
     m_ref, s_ref = _as_f64("mu_ref", mu_ref, 1), _as_f64("sigma_ref", sigma_ref, 2)
-    w, v = torch.linalg.eigh((s_ref + s_ref.T) / 2)
-    y_all = x @ ((v * w.clamp(min=0).sqrt()) @ v.T)
+    y_all = x @ (sqrt_ref if sqrt_ref is not None else sqrt_psd(sigma_ref))
     trace_ref = torch.trace(s_ref)
     n = len(x)
     out = np.empty(len(indices), dtype=np.float64)
@@ -223,7 +232,10 @@ class FID(Metric):
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
         reference = self._check_reference(reference)
-        return frechet_replicates(features, reference.mu, reference.sigma, indices)
+        if reference.reference_id not in _SQRT_MEMO:
+            _SQRT_MEMO.clear()  # keep one: runs score many cells against the same reference in a row
+            _SQRT_MEMO[reference.reference_id] = sqrt_psd(reference.sigma)
+        return frechet_replicates(features, reference.mu, reference.sigma, indices, _SQRT_MEMO[reference.reference_id])
 
 
 class FIDTF1(FID):
