@@ -1,4 +1,4 @@
-"""``harness plan | run | status | report | ls | validate``.
+"""``harness plan | run | status | report | ls | validate | score``.
 
 Errors the user can fix print as one line (``error: ...``) and exit 2, before any compute is spent.
 """
@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mmhm-metrics", help="comma-separated metrics MMHM combines "
                    "(default: fid,is,clip_score,pickscore ∩ the metrics present)")
     p.add_argument("--bounds", type=Path, help="frozen MMHM bounds file (mmhm_bounds_<dataset>.json of another run)")
+    p = sub.add_parser("score", help="metrics of a folder or .npz of images against a reference (no protocol)")
+    p.add_argument("images", type=Path, help="folder of images (recursive) or ADM-style .npz (arr_0 uint8 NHWC)")
+    p.add_argument("--metrics", required=True, help="comma-separated metric names, e.g. fid_tf1,is,kid")
+    p.add_argument("--reference", help="folder, image .npz, dataset id, or statistics .npz")
+    p.add_argument("--reference-format", help="for a foreign mu/sigma .npz: adm, clean-fid, clean-fid-legacy-tf, "
+                                              "pytorch-fid")
+    p.add_argument("--reference-n", type=int, help="reference images (dataset id; or N of a foreign stats file)")
+    p.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates for CIs (default 0: off)")
+    p.add_argument("--out", type=Path, default=Path("score.parquet"), help="tidy rows (default score.parquet)")
+    p.add_argument("--cache", type=Path, default=None)
+    p.add_argument("--device", default="cpu")
     p = sub.add_parser("ls", help="list adapters, cards, datasets, metrics, extractors or protocols")
     p.add_argument("what", nargs="?", default="all",
                    choices=["all", "adapters", "cards", "datasets", "metrics", "extractors", "protocols"])
@@ -154,6 +165,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from .pipeline import default_cache_dir
+    from .report import rows_to_frame, write_parquet
+    from .score import score_images
+
+    rows = score_images(args.images, [m.strip() for m in args.metrics.split(",") if m.strip()], args.reference,
+                        args.cache or default_cache_dir(), args.reference_format, args.reference_n, args.bootstrap,
+                        args.device)
+    for r in rows:
+        ci = "" if r.ci_low is None else f"  [{r.ci_low:.6g}, {r.ci_high:.6g}]"
+        print(f"{r.metric:<12} {r.value:.6g}{ci}  n={r.n}  ({r.variant})")
+    write_parquet(rows_to_frame(rows), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from .adapters import discover
     from .cards import available_cards, load_card
@@ -190,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             from .weights import run_cli
 
             return run_cli(args.action, args.names)
-        return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "ls": cmd_ls}[args.command](args)
+        return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "ls": cmd_ls,
+                "score": cmd_score}[args.command](args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,12 +19,13 @@ import numpy as np
 
 from . import __version__
 from .datasets import get_dataset
-from .errors import ShardError
+from .errors import HarnessError, ShardError
 from .features import get_extractor
 from .features.base import Extractor
 from .hashing import digest
 from .metrics import get_metric
-from .metrics.base import MetricResult, ShardFeatures
+from .metrics.base import Metric, MetricResult, ShardFeatures
+from .metrics.bootstrap import bootstrap_indices, percentile_ci
 from .metrics.fid import StreamingStats
 from .store import atomic_write_bytes, atomic_write_json, manifest_path, read_cell, read_manifest, verified_images
 from .types import Cell, MetricRow, ShardManifest
@@ -181,34 +182,122 @@ def reference_stats(cache: Path, dataset_id: str, extractor_name: str, output: s
     return save_reference(path, dataset_id, extractor_name, output, n, [reference_chunk(t) for t in tasks])
 
 
+def reference_features(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int,
+                       device: str = "cpu"):
+    """Reference feature rows (KID, P/R) for (dataset content, extractor spec, output, n): computed once."""
+    from .features.reference import ReferenceFeatures
+
+    dataset, spec = get_dataset(dataset_id), get_extractor(extractor_name).spec
+    key = digest({"dataset": dataset.digest, "extractor": spec.key, "output": output, "n": n,
+                  "kind": "features"}, length=24)
+    path = cache / "reffeatures" / f"{key}.npz"
+    if path.exists():
+        return ReferenceFeatures.load(path)
+    ext = loaded_extractor(extractor_name, device)
+    rows = np.concatenate([ext.extract(batch)[output].reshape(len(batch), -1)
+                           for batch in dataset.reference_images(n, batch_size=REFERENCE_CHUNK)])
+    if len(rows) != n or not np.isfinite(rows).all():
+        raise ShardError(f"dataset {dataset_id!r}: {len(rows)} reference feature rows (expected {n}) "
+                         f"or non-finite values; not saved")
+    features = ReferenceFeatures(rows.astype(np.float32), spec.key, dataset.digest,
+                                 {"extractor": asdict(spec), "output": output, "dataset": dataset_id})
+    features.save(path)
+    return features
+
+
+def metric_reference(metric: Metric, cache: Path, dataset_id: str, n: int, device: str = "cpu"):
+    """What the metric compares against: None, ReferenceStats (mu/sigma) or ReferenceFeatures (rows)."""
+    if not metric.needs_reference:
+        return None
+    if metric.reference_kind == "features":
+        return reference_features(cache, dataset_id, metric.extractor, metric.output, n, device)
+    return reference_stats(cache, dataset_id, metric.extractor, metric.output, n, device)
+
+
+def replicates_path(run_dir: Path, cell_id: str, metric: str) -> Path:
+    return run_dir / "bootstrap" / cell_id / f"{metric}.npy"
+
+
+def _npy_bytes(values: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(values, dtype=np.float64))
+    return buf.getvalue()
+
+
+def load_replicates(run_dir: Path, cell_id: str, metric: str) -> np.ndarray | None:
+    """The B bootstrap replicate values (float64, shape (B,)) of one cell x metric, or None if none were
+    made (bootstrap: 0, or the metric could not afford them; its row's details say why).
+    Replicate b of every metric of a cell used the same resampled indices (harness.metrics.bootstrap)."""
+    path = replicates_path(Path(run_dir), cell_id, metric)
+    if not path.exists():
+        return None
+    values = np.load(path, allow_pickle=False)
+    if values.dtype != np.float64 or values.ndim != 1:
+        raise ShardError(f"{path}: expected float64 replicates of shape (B,), got {values.dtype} {values.shape}")
+    return values
+
+
+def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManifest], cache: Path, ext_key: str,
+               reference, indices: np.ndarray) -> tuple[MetricResult, np.ndarray | None]:
+    """Replicates of one metric on the cell's resampled samples and the percentile CI they give."""
+    shards = list(_shard_features(cache, ext_key, metric.output, manifests))
+    features = np.concatenate([s.features for s in shards])
+    labels = tuple(label for s in shards for label in s.labels)
+    try:
+        values = metric.replicates(features, labels, reference, indices)
+    except ShardError:
+        raise
+    except HarnessError as err:  # e.g. too large to resample in memory: keep the metric's own CI, say why
+        return replace(result, details={**result.details, "bootstrap_skipped": str(err)}), None
+    low, high = percentile_ci(values)
+    details = {**result.details, "ci": f"bootstrap percentile 2.5/97.5, B={len(values)}, paired across metrics"}
+    if result.ci_low is not None:
+        details["own_ci"] = [result.ci_low, result.ci_high]
+    return replace(result, ci_low=low, ci_high=high, details=details), values
+
+
 def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[str, ...], cache: Path,
-               reference_n: int, capabilities_guidance: str, device: str = "cpu") -> tuple[list[MetricRow], int]:
-    """Metric rows of one cell; returns (rows, how many were computed rather than read from cache)."""
+               reference_n: int, capabilities_guidance: str, device: str = "cpu", bootstrap: int = 0,
+               run_dir: Path | None = None) -> tuple[list[MetricRow], int]:
+    """Metric rows of one cell; returns (rows, how many were computed rather than read from cache).
+
+    With ``bootstrap`` = B > 0 every metric's CI is the percentile interval of B replicates on the same
+    resampled sample indices, and the replicates are written to ``<run_dir>/bootstrap/<cell>/<metric>.npy``."""
     cell = read_cell(directory)
+    run_dir = Path(run_dir) if run_dir is not None else directory.parent.parent
     manifests = cell_manifests(directory, cell, shard_size)
     samples = [s for m in manifests for s in m.samples]
+    indices = bootstrap_indices(cell.cell_id, len(samples), bootstrap) if bootstrap else None
     rows, computed = [], 0
     for name in metric_names:
         metric = get_metric(name)
         ext_key = get_extractor(metric.extractor).spec.key
-        reference, reference_id = None, ""
-        if metric.needs_reference:
-            reference = reference_stats(cache, cell.dataset.id, metric.extractor, metric.output, reference_n, device)
-            reference_id = reference.reference_id
+        reference = metric_reference(metric, cache, cell.dataset.id, reference_n, device)
+        reference_id = reference.reference_id if reference is not None else ""
         key = digest({"metric": name, "variant": metric.variant, "cell": cell.cell_id, "extractor": ext_key,
                       "shards": [m.content_digest for m in manifests], "reference": reference_id,
-                      "version": __version__}, length=24)
+                      "version": __version__, "bootstrap": bootstrap}, length=24)
         path = cache / "scores" / f"{key}.json"
+        replicates = None
         if path.exists():
             saved = json.loads(path.read_text())
             result, created_at = MetricResult(**saved["result"]), saved["created_at"]
+            if saved.get("replicates"):
+                replicates = np.load(cache / "scores" / saved["replicates"], allow_pickle=False)
         else:
             result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests), reference)
             if not np.isfinite(result.value):
                 raise ShardError(f"cell {cell.cell_id}: metric {name} came out {result.value}; not recorded")
+            if indices is not None:
+                result, replicates = _bootstrap(metric, result, manifests, cache, ext_key, reference, indices)
             created_at = datetime.now(UTC).isoformat(timespec="seconds")
-            atomic_write_json(path, {"result": asdict(result), "created_at": created_at})
+            if replicates is not None:  # written before the json, which marks the entry complete
+                atomic_write_bytes(cache / "scores" / f"{key}.npy", _npy_bytes(replicates))
+            atomic_write_json(path, {"result": asdict(result), "created_at": created_at,
+                                     "replicates": f"{key}.npy" if replicates is not None else None})
             computed += 1
+        if replicates is not None:
+            atomic_write_bytes(replicates_path(run_dir, cell.cell_id, name), _npy_bytes(replicates))
         rows.append(MetricRow(
             run=run, cell_id=cell.cell_id, model=cell.model.name, family=cell.model.family,
             steps=cell.settings.steps, cfg=cell.settings.cfg, guidance=capabilities_guidance,

@@ -39,6 +39,7 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "batch_size": ("an integer >= 1 (samples per generator call)", 16),
     "metrics": ("a list of metric names", []),
     "reference_n": ("an integer >= 2 (reference images for corpus metrics)", 1000),
+    "bootstrap": ("an integer >= 0 (bootstrap replicates per cell for metric CIs; 0 disables)", 200),
 }
 MODEL_KEYS = {"card", "steps", "cfg", "sampler", "knobs", "recipe"}
 NATURAL = "natural"  # a cfg entry meaning "the guidance value this model was released with"
@@ -71,6 +72,7 @@ class Protocol:
     metrics: tuple[str, ...]
     reference_n: int
     source: str = "<dict>"
+    bootstrap: int = 200
 
 
 @dataclass(frozen=True)
@@ -257,7 +259,8 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         shard_size=_int(src, "shard_size", get["shard_size"], 1),
         batch_size=_int(src, "batch_size", get["batch_size"], 1),
         metrics=_str_list(src, "metrics", get["metrics"], allow_empty=True),
-        reference_n=_int(src, "reference_n", get["reference_n"], 2), source=src)
+        reference_n=_int(src, "reference_n", get["reference_n"], 2), source=src,
+        bootstrap=_int(src, "bootstrap", get["bootstrap"], 0))
 
 
 def make_plan(protocol: Protocol) -> Plan:

@@ -71,7 +71,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     n_shard_tasks = len(tasks)
     references = {}  # path → (dataset, extractor, output, start and stop of its chunks in ``tasks``)
     for m in metrics:
-        for ds in p.datasets if m.needs_reference else ():
+        for ds in p.datasets if m.needs_reference and m.reference_kind == "stats" else ():
             path = reference_path(cache_dir, ds, m.extractor, m.output, p.reference_n)
             if not path.exists() and path not in references:
                 chunks = reference_chunks(ds, m.extractor, m.output, p.reference_n, device)
@@ -91,7 +91,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     for cell in plan.cells:
         guidance = get_adapter_class(cell.model.family).capabilities_for(cell.model).guidance
         cell_rows, n_new = score_cell(p.name, Path(cell_dirs[cell.cell_id]), p.shard_size, p.metrics, cache_dir,
-                                      p.reference_n, guidance, device)
+                                      p.reference_n, guidance, device, bootstrap=p.bootstrap, run_dir=run_dir)
         rows += cell_rows
         computed += n_new
     say(f"score: {computed} metric values computed, {len(rows) - computed} read from cache")

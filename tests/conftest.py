@@ -19,6 +19,9 @@ for key, value in {
 
 REPO = Path(__file__).resolve().parent.parent
 
+# fixtures shared by the metric tests (random Inception weights in torch-fidelity format, image sets)
+pytest_plugins = ["metric_fixtures"]
+
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_PRIVATE, ignore_errors=True)

@@ -34,7 +34,7 @@ def inception():
 
 def test_registry_and_cheap_specs():
     assert {"inception-fid-helper", "mnist-cnn"} <= set(available_extractors())
-    with pytest.raises(ProtocolError, match="inception-fid-helper, mnist-cnn"):
+    with pytest.raises(ProtocolError, match="unknown extractor .inception.*available: .*inception-fid-helper"):
         get_extractor("inception")
     a, b = get_extractor("inception-fid-helper"), get_extractor("mnist-cnn")
     assert a.spec.weights_sha256 == inception_mod.WEIGHTS_SHA256 and a.spec.numerics == "tf32=off"

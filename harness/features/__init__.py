@@ -22,6 +22,8 @@ _EXTRACTORS: dict[str, str] = {
     "clip-vit-b-16-openai": ".clip:ClipVitB16OpenAI",
     "clip-vit-l-14-openai": ".clip:ClipVitL14OpenAI",
     "pickscore-v1": ".pickscore:PickScoreV1",
+    "inception-tf1": ".inception_tf1:InceptionTF1",
+    "inception-clean": ".inception_clean:InceptionClean",
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",

@@ -27,6 +27,20 @@ FORMAT_VERSION = 1
 _KEYS = ("format_version", "mu", "sigma", "n", "extractor_key", "source_digest", "spec_json")
 
 
+def _atomic_savez(path: Path, **arrays: Any) -> Path:
+    """Write an .npz atomically: a temp file in the same directory, then ``os.replace`` (no torn files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 @dataclass(frozen=True, eq=False)
 class ReferenceStats:
     mu: np.ndarray  # (d,) float64
@@ -52,21 +66,10 @@ class ReferenceStats:
     __hash__ = None  # mutable-array payload: not hashable
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically: a temp file in the same directory, then ``os.replace`` (no torn files)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, format_version=np.int64(FORMAT_VERSION), mu=np.asarray(self.mu, np.float64),
-                         sigma=np.asarray(self.sigma, np.float64), n=np.int64(self.n),
-                         extractor_key=np.str_(self.extractor_key), source_digest=np.str_(self.source_digest),
-                         spec_json=np.str_(canonical_json(self.spec)))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return _atomic_savez(Path(path), format_version=np.int64(FORMAT_VERSION),
+                             mu=np.asarray(self.mu, np.float64), sigma=np.asarray(self.sigma, np.float64),
+                             n=np.int64(self.n), extractor_key=np.str_(self.extractor_key),
+                             source_digest=np.str_(self.source_digest), spec_json=np.str_(canonical_json(self.spec)))
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceStats:
@@ -123,3 +126,59 @@ def reference_from_stats(dataset: Dataset, n: int, spec: ExtractorSpec, output: 
     return ReferenceStats(mu=stats.mean, sigma=stats.cov, n=n, extractor_key=spec.key,
                           source_digest=dataset.digest,
                           spec={"extractor": asdict(spec), "output": output, "dataset": dataset.id})
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceFeatures:
+    """Reference feature rows (KID, precision/recall need them; FID needs only ReferenceStats)."""
+
+    features: np.ndarray  # (n, d) float32
+    extractor_key: str
+    source_digest: str
+    spec: dict[str, Any]
+
+    @property
+    def n(self) -> int:
+        return len(self.features)
+
+    @property
+    def reference_id(self) -> str:
+        return digest({"extractor": self.extractor_key, "output": self.spec.get("output"),
+                       "source": self.source_digest, "n": self.n, "kind": "features"})
+
+    def save(self, path: str | Path) -> Path:
+        return _atomic_savez(Path(path), format_version=np.int64(FORMAT_VERSION),
+                             features=np.asarray(self.features, np.float32), extractor_key=np.str_(self.extractor_key),
+                             source_digest=np.str_(self.source_digest), spec_json=np.str_(canonical_json(self.spec)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReferenceFeatures:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["format_version"]) != FORMAT_VERSION:
+                    raise HarnessError(f"{path}: reference features format {int(data['format_version'])}, "
+                                       f"expected {FORMAT_VERSION}")
+                return cls(features=data["features"], extractor_key=str(data["extractor_key"]),
+                           source_digest=str(data["source_digest"]), spec=json.loads(str(data["spec_json"])))
+        except HarnessError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise HarnessError(f"{path}: unreadable reference features file ({type(err).__name__}: {err}); "
+                               f"delete it and recompute") from err
+
+
+def check_reference_features(metric: Any, reference: Any) -> ReferenceFeatures:
+    """The metric's reference, refused unless it holds rows of the metric's extractor spec and output."""
+    from . import get_extractor
+
+    if not isinstance(reference, ReferenceFeatures):
+        raise HarnessError(f"{metric.name}: needs ReferenceFeatures as reference, got {type(reference).__name__}")
+    expected = get_extractor(metric.extractor).spec.key
+    if reference.extractor_key != expected:
+        raise HarnessError(f"{metric.name}: reference {reference.reference_id} was computed with extractor key "
+                           f"{reference.extractor_key}, expected {expected} ({metric.extractor}); recompute it")
+    if reference.spec.get("output") != metric.output:
+        raise HarnessError(f"{metric.name}: reference {reference.reference_id} holds "
+                           f"{reference.spec.get('output')!r} features, expected {metric.output!r}")
+    return reference

@@ -16,6 +16,13 @@ _METRICS: dict[str, str] = {
     "clip_score_clamped": ".clip_score:ClipScoreClamped",
     "pickscore": ".pickscore:PickScore",
     "fid_mnist": ".fid_mnist:FIDMnist",
+    "fid_tf1": ".fid:FIDTF1",
+    "fid_clean": ".fid:FIDClean",
+    "is": ".inception_score:InceptionScore",
+    "is_mnist": ".inception_score:InceptionScoreMnist",
+    "kid": ".kid:KID",
+    "precision": ".precision_recall:Precision",
+    "recall": ".precision_recall:Recall",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]

@@ -38,6 +38,16 @@ class Metric(ABC):
     extractor: ClassVar[str]  # extractor registry name
     output: ClassVar[str]  # which output of the extractor
     needs_reference: ClassVar[bool]
+    # "stats" (ReferenceStats: mu/sigma, FID) or "features" (ReferenceFeatures: rows, KID / P-R)
+    reference_kind: ClassVar[str] = "stats"
 
     @abstractmethod
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult: ...
+
+    def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
+                   indices: np.ndarray) -> np.ndarray:
+        """Bootstrap replicate values: row b recomputes the metric on ``features[indices[b]]``
+        (reference side fixed). Metrics override this with an exact faster form where one exists."""
+        label_array = np.array(labels, dtype=object)
+        return np.array([self.compute([ShardFeatures(features[idx], tuple(label_array[idx]))], reference).value
+                         for idx in indices], dtype=np.float64)

@@ -96,6 +96,17 @@ def _as_f64(name: str, value: np.ndarray, ndim: int) -> torch.Tensor:
     return t
 
 
+def _noise_floor(lam: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of √Σ1 Σ2 √Σ1 below max(λ)·d·eps are round-off, not signal. Their square roots would
+    not be: with N < d about d - N of them are ±1e-13, and Σ √(1e-13) over a thousand of them moves
+    FID by ~1e-4 (a set against itself came out -1.5e-4 before this floor)."""
+    return lam.max().clamp(min=0) * len(lam) * torch.finfo(torch.float64).eps
+
+
+def _sqrt_trace(lam: torch.Tensor) -> torch.Tensor:
+    return lam[lam > _noise_floor(lam)].sqrt().sum()
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
                      sigma2: np.ndarray) -> tuple[float, dict[str, Any]]:
     """‖μ1-μ2‖² + Tr Σ1 + Tr Σ2 - 2 Tr((Σ1 Σ2)^½) in float64; returns (value, details)."""
@@ -110,19 +121,72 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     inner = sqrt_s1 @ s2 @ sqrt_s1
     lam = torch.linalg.eigvalsh((inner + inner.T) / 2)
     negative = lam[lam < 0]
-    sqrt_trace = lam.clamp(min=0).sqrt().sum()
+    tol = _noise_floor(lam)
+    sqrt_trace = _sqrt_trace(lam)
     mean_term = ((m1 - m2) ** 2).sum()
     trace_term = torch.trace(s1) + torch.trace(s2) - 2 * sqrt_trace
+    value = float(mean_term + trace_term)
+    scale = float(torch.trace(s1) + torch.trace(s2))
+    clamped_fid = None
+    if value < 0:  # identical or near-identical sets: round-off only, never report a negative distance
+        if value < -1e-8 * max(1.0, scale):
+            raise HarnessError(f"frechet_distance: came out {value:.3g} (trace scale {scale:.3g}); the "
+                               f"covariances are inconsistent, refusing to report it")
+        clamped_fid, value = value, 0.0
     details = {
+        "negative_fid_clamped_to_0": clamped_fid,
+        "eigvals_below_noise_floor": int((lam <= tol).sum()),
+        "noise_floor": float(tol),
         "mean_term": float(mean_term),
         "trace_term": float(trace_term),
         "sqrt_trace": float(sqrt_trace),
         "eigvals_clamped": int(negative.numel()),
         "most_negative_eigval": float(negative.min()) if negative.numel() else 0.0,
         "sigma1_eigvals_clamped": int((w1 < 0).sum()),
-        "method": "float64 eigh(sigma1) -> sqrt; eigvalsh(sqrt1 sigma2 sqrt1); negatives clamped to 0",
+        "method": "float64 eigh(sigma1) -> sqrt; eigvalsh(sqrt1 sigma2 sqrt1); eigenvalues under the noise "
+                  "floor max(lambda)*d*eps count as 0",
     }
-    return float(mean_term + trace_term), details
+    return value, details
+
+
+def sqrt_psd(sigma: np.ndarray) -> torch.Tensor:
+    """Symmetric square root of a covariance (negative round-off eigenvalues clamped), float64."""
+    s = _as_f64("sigma", sigma, 2)
+    w, v = torch.linalg.eigh((s + s.T) / 2)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+_SQRT_MEMO: dict[str, torch.Tensor] = {}  # reference_id -> √Σ_ref: one d=2048 eigh per reference, not per cell
+
+
+def frechet_replicates(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray,
+                       indices: np.ndarray, sqrt_ref: torch.Tensor | None = None) -> np.ndarray:
+    """FID of each resampled set ``features[indices[b]]`` against fixed reference statistics.
+
+    Exact and cheap: with counts c (multiplicities) the resampled covariance is Zᵀ Z for the
+    distinct rows Z_i = √(c_i/(n-1)) (x_i - μ_b), and Tr((Σ_b Σ_ref)^½) = Σ √eig(√Σ_ref Σ_b √Σ_ref)
+    = Σ √eig(Y Yᵀ) with Y = Z √Σ_ref, an m x m problem (m ≈ 0.63 n distinct rows) when m < d.
+    Y is gathered from X √Σ_ref computed once, so a replicate costs O(m² d + m³), not O(d³)."""
+    x = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    m_ref, s_ref = _as_f64("mu_ref", mu_ref, 1), _as_f64("sigma_ref", sigma_ref, 2)
+    y_all = x @ (sqrt_ref if sqrt_ref is not None else sqrt_psd(sigma_ref))
+    trace_ref = torch.trace(s_ref)
+    n = len(x)
+    out = np.empty(len(indices), dtype=np.float64)
+    for b, idx in enumerate(indices):
+        counts = torch.as_tensor(np.bincount(idx, minlength=n), dtype=torch.float64)
+        keep = counts > 0
+        c = counts[keep]
+        mean_x = (counts @ x) / n
+        mean_y = (counts @ y_all) / n
+        scale = (c / (n - 1)).sqrt().unsqueeze(1)
+        z_x = (x[keep] - mean_x) * scale
+        z_y = (y_all[keep] - mean_y) * scale
+        small = z_y @ z_y.T if len(z_y) < z_y.shape[1] else z_y.T @ z_y
+        lam = torch.linalg.eigvalsh((small + small.T) / 2)
+        value = ((mean_x - m_ref) ** 2).sum() + (z_x**2).sum() + trace_ref - 2 * _sqrt_trace(lam)
+        out[b] = max(float(value), 0.0)
+    return out
 
 
 class FID(Metric):
@@ -134,20 +198,24 @@ class FID(Metric):
     needs_reference = True
     min_reliable_n = MIN_RELIABLE_N  # the feature dimension: below it the covariance is rank-deficient
 
-    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
+    def _check_reference(self, reference: Any) -> Any:
         from ..features import get_extractor  # lazy: the registry imports nothing heavy, but avoid a cycle
         from ..features.reference import ReferenceStats
 
         if not isinstance(reference, ReferenceStats):
-            raise HarnessError(f"fid: needs ReferenceStats as reference, got {type(reference).__name__}")
+            raise HarnessError(f"{self.name}: needs ReferenceStats as reference, got {type(reference).__name__}")
         expected = get_extractor(self.extractor).spec.key
         if reference.extractor_key != expected:
-            raise HarnessError(f"fid: reference {reference.reference_id} was computed with extractor key "
+            raise HarnessError(f"{self.name}: reference {reference.reference_id} was computed with extractor key "
                                f"{reference.extractor_key}, expected {expected} ({self.extractor}); recompute it")
         ref_output = reference.spec.get("output", self.output)
         if ref_output != self.output:
-            raise HarnessError(f"fid: reference {reference.reference_id} holds {ref_output!r} features, "
+            raise HarnessError(f"{self.name}: reference {reference.reference_id} holds {ref_output!r} features, "
                                f"expected {self.output!r}")
+        return reference
+
+    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
+        reference = self._check_reference(reference)
         stats = StreamingStats(dim=len(reference.mu))
         for shard in shards:  # streamed: only one shard's features are in memory at a time
             stats.update(shard.features)
@@ -161,3 +229,23 @@ class FID(Metric):
             details["warning"] = (f"{', '.join(small)} < {self.min_reliable_n}: the covariance is rank-deficient "
                                   f"and FID is biased upward; compare only values computed at equal n")
         return MetricResult(value=value, ci_low=None, ci_high=None, n=stats.n, details=details)
+
+    def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
+                   indices: np.ndarray) -> np.ndarray:
+        reference = self._check_reference(reference)
+        if reference.reference_id not in _SQRT_MEMO:
+            _SQRT_MEMO.clear()  # keep one: runs score many cells against the same reference in a row
+            _SQRT_MEMO[reference.reference_id] = sqrt_psd(reference.sigma)
+        return frechet_replicates(features, reference.mu, reference.sigma, indices, _SQRT_MEMO[reference.reference_id])
+
+
+class FIDTF1(FID):
+    name = "fid_tf1"
+    variant = "inception-tf1(torch-fidelity port,TF1 bilinear)/pool3/float64-eigh"
+    extractor = "inception-tf1"
+
+
+class FIDClean(FID):
+    name = "fid_clean"
+    variant = "inception-clean(PIL bicubic float)/pool3/float64-eigh"
+    extractor = "inception-clean"

@@ -1,0 +1,198 @@
+"""``harness score``: metrics of a folder (or .npz) of images against a reference, without a protocol.
+
+The torch-fidelity / clean-fid use case, on the same engine as ``harness run``: images are decoded once
+and every extractor the chosen metrics need sees each batch; the reference is a folder or image .npz
+(extracted the same way), a dataset id (cached reference statistics / features), our statistics file,
+or a foreign mu/sigma .npz imported with ``--reference-format``. Rows are the usual tidy schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from . import __version__
+from .errors import HarnessError
+from .features import get_extractor
+from .features.reference import ReferenceFeatures, ReferenceStats
+from .hashing import digest
+from .metrics import get_metric
+from .metrics.base import Metric, ShardFeatures
+from .metrics.bootstrap import bootstrap_indices, percentile_ci
+from .pipeline import loaded_extractor, metric_reference
+from .types import MetricRow
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+LOSSY = {".jpg", ".jpeg", ".webp"}
+BATCH = 64
+
+
+class ImageSource:
+    """A folder (recursive, sorted by relative path: file order never changes a number) or an ADM-style
+    .npz whose ``arr_0`` is uint8 (N, H, W, 3)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            self.files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.files:
+                raise HarnessError(f"{self.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+            lossy = sum(p.suffix.lower() in LOSSY for p in self.files)
+            if lossy:
+                warnings.warn(f"{self.path}: {lossy} of {len(self.files)} images are lossy-compressed; "
+                              f"metrics of re-encoded images differ from those of the originals", stacklevel=2)
+            self.array = None
+        elif self.path.suffix == ".npz":
+            with np.load(self.path, allow_pickle=False) as data:
+                if "arr_0" not in data.files:
+                    raise HarnessError(f"{self.path}: expected images under key 'arr_0' (ADM format)")
+                self.array = data["arr_0"]
+            if self.array.dtype != np.uint8 or self.array.ndim != 4 or self.array.shape[-1] != 3:
+                raise HarnessError(f"{self.path}: arr_0 is {self.array.dtype} {self.array.shape}; expected "
+                                   f"uint8 (N, H, W, 3)")
+            self.files = []
+        else:
+            raise HarnessError(f"{self.path}: not a folder of images or an .npz of images")
+
+    def __len__(self) -> int:
+        return len(self.files) if self.array is None else len(self.array)
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        if self.array is None:
+            for p in self.files:
+                h.update(str(p.relative_to(self.path)).encode() + b"\0" + p.read_bytes())
+        else:
+            h.update(np.ascontiguousarray(self.array).tobytes())
+        return h.hexdigest()[:24]
+
+    def _decode(self, path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as err:
+            raise HarnessError(f"{path}: unreadable image ({err})") from err
+
+    def batches(self) -> Iterator[np.ndarray]:
+        """uint8 (B, H, W, 3) batches in order; a batch never mixes image sizes."""
+        if self.array is not None:
+            for start in range(0, len(self.array), BATCH):
+                yield self.array[start:start + BATCH]
+            return
+        pending: list[np.ndarray] = []
+        for path in self.files:
+            image = self._decode(path)
+            if pending and (image.shape != pending[0].shape or len(pending) == BATCH):
+                yield np.stack(pending)
+                pending = []
+            pending.append(image)
+        yield np.stack(pending)
+
+
+def extract_all(source: ImageSource, extractors: list[str], device: str) -> dict[str, dict[str, np.ndarray]]:
+    """One decoding pass feeding every extractor: {extractor: {output: (N, ...) rows}}."""
+    loaded = {name: loaded_extractor(name, device) for name in extractors}
+    parts: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in extractors}
+    for batch in source.batches():
+        for name, ext in loaded.items():
+            for output, rows in ext.extract(batch).items():
+                parts[name].setdefault(output, []).append(rows.reshape(len(batch), -1))
+    out = {name: {o: np.concatenate(r) for o, r in outs.items()} for name, outs in parts.items()}
+    for name, outs in out.items():
+        for output, rows in outs.items():
+            if not np.isfinite(rows).all():
+                raise HarnessError(f"{source.path}: {name}/{output} features contain NaN/Inf; nothing scored")
+    return out
+
+
+def _reference_from_rows(metric: Metric, rows: np.ndarray, source: ImageSource):
+    spec = get_extractor(metric.extractor).spec
+    meta = {"extractor": asdict(spec), "output": metric.output, "dataset": str(source.path)}
+    if metric.reference_kind == "features":
+        return ReferenceFeatures(rows.astype(np.float32), spec.key, source.digest, meta)
+    rows = rows.astype(np.float64)
+    return ReferenceStats(mu=rows.mean(0), sigma=np.cov(rows, rowvar=False), n=len(rows), extractor_key=spec.key,
+                          source_digest=source.digest, spec=meta)
+
+
+def resolve_references(metrics: list[Metric], reference: str | None, reference_format: str | None,
+                       reference_n: int | None, cache: Path, device: str) -> tuple[dict[str, object], str]:
+    """{metric name: reference object} and a label for the rows' ``dataset`` column."""
+    needing = [m for m in metrics if m.needs_reference]
+    if not needing:
+        return {}, reference or ""
+    if reference is None:
+        raise HarnessError(f"metrics {', '.join(m.name for m in needing)} need --reference "
+                           f"(a folder, an image .npz, a dataset id or a statistics .npz)")
+    path = Path(reference)
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+        if {"mu", "sigma"} <= keys:  # statistics (ADM files also carry their images as arr_0: not used)
+            if "format_version" in keys:
+                stats = ReferenceStats.load(path)
+            elif reference_format:
+                from .features.reference_import import import_reference
+
+                stats = import_reference(path, reference_format, reference_n)
+            else:
+                from .features.reference_import import FORMATS
+
+                raise HarnessError(f"{path}: foreign statistics file (keys {', '.join(sorted(keys))}); say which "
+                                   f"tool wrote it with --reference-format {'|'.join(FORMATS)}")
+            wrong = [m.name for m in needing if m.reference_kind != "stats"]
+            if wrong:
+                raise HarnessError(f"{path}: mu/sigma statistics cannot serve {', '.join(wrong)} (they need "
+                                   f"reference feature rows); give a folder, image .npz or dataset instead")
+            return {m.name: stats for m in needing}, path.name
+    if path.exists():
+        source = ImageSource(path)
+        feats = extract_all(source, sorted({m.extractor for m in needing}), device)
+        return {m.name: _reference_from_rows(m, feats[m.extractor][m.output], source) for m in needing}, path.name
+    from .datasets import available_datasets, get_dataset
+
+    if reference not in available_datasets():
+        raise HarnessError(f"--reference {reference!r}: not a file, folder or dataset id "
+                           f"(datasets: {', '.join(available_datasets())})")
+    n = reference_n or min(get_dataset(reference).size, 10_000)
+    return {m.name: metric_reference(m, cache, reference, n, device) for m in needing}, reference
+
+
+def score_images(images: Path, metric_names: list[str], reference: str | None, cache: Path,
+                 reference_format: str | None = None, reference_n: int | None = None, bootstrap: int = 0,
+                 device: str = "cpu") -> list[MetricRow]:
+    metrics = [get_metric(name) for name in metric_names]  # unknown names fail here, before any compute
+    if not metrics:
+        raise HarnessError("--metrics: give at least one metric")
+    source = ImageSource(images)
+    references, reference_label = resolve_references(metrics, reference, reference_format, reference_n, cache,
+                                                     device)
+    feats = extract_all(source, sorted({m.extractor for m in metrics}), device)
+    cell_id = digest({"score": source.digest})
+    n = len(source)
+    indices = bootstrap_indices(cell_id, n, bootstrap) if bootstrap else None
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    rows = []
+    for metric in metrics:
+        rows_of = feats[metric.extractor][metric.output]
+        ref = references.get(metric.name)
+        result = metric.compute([ShardFeatures(rows_of, (None,) * n)], ref)
+        low, high = result.ci_low, result.ci_high
+        if indices is not None:
+            low, high = percentile_ci(metric.replicates(rows_of, (None,) * n, ref, indices))
+        rows.append(MetricRow(
+            run="score", cell_id=cell_id, model=str(images), family="", steps=0, cfg=None, guidance="",
+            dataset=reference_label, n=n, seed_policy="", metric=metric.name, variant=metric.variant,
+            value=float(result.value), ci_low=low, ci_high=high, higher_is_better=metric.higher_is_better,
+            nfe_mean=math.nan, sec_per_image=math.nan, extractor_id=get_extractor(metric.extractor).spec.key,
+            reference_id=getattr(ref, "reference_id", ""), harness_version=__version__, created_at=created_at))
+    return rows
