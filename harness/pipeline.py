@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__
 from .datasets import get_dataset
 from .errors import ShardError
+from .faults import fault_point
 from .features import get_extractor
 from .features.base import Extractor
 from .hashing import digest
@@ -84,6 +85,7 @@ def extract_shard(task: ExtractTask) -> int:
         buf = io.BytesIO()
         np.savez(buf, **outputs)
         atomic_write_bytes(feature_path(cache, ext.spec.key, manifest.content_digest), buf.getvalue())
+        fault_point("after_feature")
     return len(missing)
 
 
@@ -207,6 +209,7 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
                 raise ShardError(f"cell {cell.cell_id}: metric {name} came out {result.value}; not recorded")
             created_at = datetime.now(UTC).isoformat(timespec="seconds")
             atomic_write_json(path, {"result": asdict(result), "created_at": created_at})
+            fault_point("after_score")
             computed += 1
         rows.append(MetricRow(
             run=run, cell_id=cell.cell_id, model=cell.model.name, family=cell.model.family,

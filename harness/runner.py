@@ -10,6 +10,7 @@ from pathlib import Path
 from .adapters import get_adapter_class
 from .errors import HarnessError
 from .execution import Executor
+from .faults import fault_point
 from .metrics import get_metric
 from .pipeline import (
     REFERENCE_CHUNK,
@@ -109,6 +110,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     frame = rows_to_frame(rows)
     if frame.value.isna().any():
         raise HarnessError("a metric produced NaN; nothing was written")
+    fault_point("before_parquet")
     write_parquet(frame, run_dir / "results.parquet")
     written = write_report(run_dir, frame)
     say(f"report: {run_dir / 'results.parquet'}, " + ", ".join(str(w) for w in written))

@@ -93,13 +93,26 @@ def read_jobs_log(run_dir: Path, stage: str) -> dict[str, dict]:
     return latest
 
 
+def _expand_job_id(job_id: str) -> list[str]:
+    """Array tasks not yet started are listed together: "12_[3-5,8%2]" → 12_3, 12_4, 12_5, 12_8."""
+    if "_[" not in job_id:
+        return [job_id]
+    array, spec = job_id.split("_[", 1)
+    ids = []
+    for part in spec.rstrip("]").split("%")[0].split(","):
+        a, _, b = part.partition("-")
+        ids += [f"{array}_{i}" for i in range(int(a), int(b or a) + 1)]
+    return ids
+
+
 def _parse_states(text: str) -> dict[str, str]:
     states = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 2 or parts[0] in ("JobID", "") or "." in parts[0]:
             continue  # header, blank, or a job step (123.batch)
-        states[parts[0]] = parts[1].split()[0].upper()  # "CANCELLED by 0" → CANCELLED
+        for job_id in _expand_job_id(parts[0]):
+            states[job_id] = parts[1].split()[0].upper()  # "CANCELLED by 0" → CANCELLED
     return states
 
 
@@ -157,14 +170,17 @@ class SlurmExecutor(Executor):
             raise HarnessError(f"{profile.source}: submitit rejects the profile: {str(e).splitlines()[0]}") from None
 
     def submit(self, fn: Callable[[Any], Any], tasks: Sequence[Any], stage: str,
-               dependency: Sequence[str] = ()) -> list[submitit.Job]:
-        """Submit one array task per task descriptor; returns at once. Records every task in jobs.jsonl."""
+               dependency: Sequence[str] = (), time_min: int | None = None) -> list[submitit.Job]:
+        """Submit one array task per task descriptor; returns at once. Records every task in jobs.jsonl.
+
+        ``dependency``: job ids that must end first (``afterany``); ``time_min`` overrides the profile's."""
         jobs: list[submitit.Job] = []
         wrapper = RequeueableTask()
+        extra = {"dependency": "afterany:" + ":".join(dependency)} if dependency else {}
+        self._ex.update_parameters(additional_parameters={**self.profile.extra_sbatch, **extra},
+                                   time=time_min or self.profile.time_min)
         for chunk in array_chunks(len(tasks), self.profile.max_array_size):
             batch = [tasks[i] for i in chunk]
-            extra = {"dependency": "afterany:" + ":".join(dependency)} if dependency else {}
-            self._ex.update_parameters(additional_parameters={**self.profile.extra_sbatch, **extra})
             try:
                 chunk_jobs = self._ex.map_array(wrapper, [fn] * len(batch), batch)
             except (subprocess.CalledProcessError, FileNotFoundError, OSError) as e:

@@ -30,6 +30,7 @@ class SlurmProfile:
     setup: tuple[str, ...] = ()  # shell lines before the task: module loads, env activation
     max_array_size: int = 1001  # the site's MaxArraySize (`scontrol show config`): indices stay below it
     array_parallelism: int = 64  # array tasks running at once, per array
+    collect_time_min: int | None = None  # the one collect job (extract + score a whole run); default time_min
     signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint, then requeue
     max_num_timeout: int = 3
     extra_sbatch: dict[str, Any] = field(default_factory=dict)  # merged last into the #SBATCH header
@@ -52,8 +53,8 @@ class SlurmProfile:
         return params
 
 
-_INT_KEYS = {"gpus_per_task": 0, "cpus_per_task": 1, "time_min": 1, "max_array_size": 2, "array_parallelism": 1,
-             "signal_delay_s": 0, "max_num_timeout": 0}  # key → smallest allowed value
+_INT_KEYS = {"gpus_per_task": 0, "cpus_per_task": 1, "time_min": 1, "collect_time_min": 1, "max_array_size": 2,
+             "array_parallelism": 1, "signal_delay_s": 0, "max_num_timeout": 0}  # key → smallest allowed value
 _STR_KEYS = ("name", "partition", "account", "qos")
 
 
@@ -77,7 +78,7 @@ def parse_profile(raw: Any, path: Path) -> SlurmProfile:
             _check(path, key, values[key], isinstance(values[key], str) and values[key].strip() != "",
                    "a non-empty string (or null)")
     for key, least in _INT_KEYS.items():
-        if key in values:
+        if values.get(key) is not None:
             v = values[key]
             _check(path, key, v, isinstance(v, int) and not isinstance(v, bool) and v >= least,
                    f"an integer >= {least}")
@@ -96,10 +97,11 @@ def parse_profile(raw: Any, path: Path) -> SlurmProfile:
         _check(path, f"extra_sbatch.{reserved}", extra.get(reserved), reserved not in extra,
                f"not set here: the harness sets --{reserved} itself (use the profile's own keys)")
     values["extra_sbatch"] = dict(extra)
-    limit = values.get("time_min", SlurmProfile.time_min)
     delay = values.get("signal_delay_s", SlurmProfile.signal_delay_s)
-    _check(path, "signal_delay_s", delay, delay < limit * 60,
-           f"less than time_min × 60 = {limit * 60} s, or tasks are signalled as soon as they start")
+    for key in ("time_min", "collect_time_min"):
+        limit = values.get(key) or values.get("time_min", SlurmProfile.time_min)
+        _check(path, "signal_delay_s", delay, delay < limit * 60,
+               f"less than {key} × 60 = {limit * 60} s, or jobs are signalled as soon as they start")
     return SlurmProfile(**values, source=str(path))
 
 

@@ -69,7 +69,7 @@ def submit_plan(plan: Plan, run_dir: Path, cache_dir: Path, profile: SlurmProfil
         f"{len(shards) - len(missing)} complete")
     dependency = sorted(set(arrays) | {job.split("_")[0] for job in busy.values()})
     collect = ex.submit(collect_run, [CollectTask(plan, str(run_dir), str(cache_dir), device)], "collect",
-                        dependency=dependency)
+                        dependency=dependency, time_min=profile.collect_time_min)
     say(f"collect: job {collect[0].job_id} extracts, scores and reports once the arrays end; "
         f"follow with `harness status {run_dir}`")
     if wait:
@@ -80,15 +80,11 @@ def submit_plan(plan: Plan, run_dir: Path, cache_dir: Path, profile: SlurmProfil
                       tuple(arrays) + (collect[0].job_id,))
 
 
-# Ended without the result the harness needs: resubmitted by the next `harness run`.
-FAILED_STATES = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                           "DEADLINE", "PREEMPTED", "COMPLETED"})
-
-
 def slurm_states_for(run_dir: Path, items: list[str]) -> dict[str, str]:
     """State of the latest generate job of each item (one batched query, answers reused for a few seconds).
-    Items never submitted, or that Slurm has forgotten, map to "unknown"."""
+    Items never submitted map to "not submitted"; jobs Slurm no longer lists (a pending task cancelled, or
+    forgotten after MinJobAge without accounting) to "not queued". Either way the next run resubmits them."""
     log = read_jobs_log(run_dir, "generate")
     known = {item: log[item]["job_id"] for item in items if item in log}
     states = query_states(list(known.values()), cache_file=run_dir / "slurm" / "states.json")
-    return {item: states.get(known[item], "unknown") if item in known else "not submitted" for item in items}
+    return {item: states.get(known[item], "not queued") if item in known else "not submitted" for item in items}

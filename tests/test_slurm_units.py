@@ -129,3 +129,7 @@ def test_state_parsing_reads_sacct_and_squeue_formats():
     assert _parse_states(sacct) == {"12_0": "COMPLETED", "12_1": "CANCELLED", "13": "RUNNING"}
     shim = "JobID|State|NodeList\n14_3|PENDING|\n14_2|RUNNING|vm\n"
     assert _parse_states(shim) == {"14_3": "PENDING", "14_2": "RUNNING"}
+    # array tasks that have not started yet are listed as one line
+    pending = "15_[4-6,9%2]|PENDING|\n15_1|RUNNING|vm\n16|PENDING|\n"
+    assert _parse_states(pending) == {"15_4": "PENDING", "15_5": "PENDING", "15_6": "PENDING",
+                                      "15_9": "PENDING", "15_1": "RUNNING", "16": "PENDING"}
