@@ -102,12 +102,12 @@ class LocalExecutor(Executor):
 EXECUTORS = ("debug", "local", "slurm")
 
 
-def make_executor(name: str, workers: int | None = None) -> Executor:
+def make_executor(name: str, workers: int | None = None, device: str = "cpu") -> Executor:
     if name == "debug":
         return DebugExecutor()
     if name == "local":
         return LocalExecutor(workers)
     if name == "slurm":
-        raise HarnessError("--executor slurm is not available yet (it lands with the Slurm issue); "
-                           "use --executor debug or local")
+        raise HarnessError("the Slurm executor needs a profile and a run directory: use "
+                           "`harness run --executor slurm --profile NAME` (harness.slurm_run.submit_plan)")
     raise HarnessError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__
 from .datasets import get_dataset
 from .errors import HarnessError, ShardError
+from .faults import fault_point
 from .features import get_extractor
 from .features.base import Extractor
 from .hashing import digest
@@ -85,6 +86,7 @@ def extract_shard(task: ExtractTask) -> int:
         buf = io.BytesIO()
         np.savez(buf, **outputs)
         atomic_write_bytes(feature_path(cache, ext.spec.key, manifest.content_digest), buf.getvalue())
+        fault_point("after_feature")
     return len(missing)
 
 
@@ -295,6 +297,7 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
                 atomic_write_bytes(cache / "scores" / f"{key}.npy", _npy_bytes(replicates))
             atomic_write_json(path, {"result": asdict(result), "created_at": created_at,
                                      "replicates": f"{key}.npy" if replicates is not None else None})
+            fault_point("after_score")
             computed += 1
         if replicates is not None:
             atomic_write_bytes(replicates_path(run_dir, cell.cell_id, name), _npy_bytes(replicates))

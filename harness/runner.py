@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from .adapters import get_adapter_class
 from .cards import require_pinned
 from .errors import HarnessError
 from .execution import Executor
+from .faults import fault_point
 from .metrics import get_metric
 from .pipeline import (
     REFERENCE_CHUNK,
@@ -26,6 +28,7 @@ from .protocol import Plan
 from .report import rows_to_frame, write_parquet, write_report
 from .sampling import generate_shard, shard_is_complete
 from .store import atomic_write_json, ensure_writable, manifest_path, read_manifest, write_cell
+from .types import ShardTask
 
 
 def say(msg: str) -> None:
@@ -42,17 +45,29 @@ def write_run_record(run_dir: Path, plan: Plan, cell_dirs: dict[str, str]) -> No
                    "cfg": c.settings.cfg, "n": c.n} for c in plan.cells]})
 
 
-def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, device: str = "cpu") -> Path:
-    p = plan.protocol
+def prepare_run(plan: Plan, run_dir: Path, cache_dir: Path) -> dict[str, str]:
+    """Check both directories are writable, write cell specs and run.json; returns cell id → cell dir."""
     for cell in plan.cells:
         require_pinned(cell.model)  # before anything is written or spent
     ensure_writable(run_dir)
     ensure_writable(cache_dir)
     cell_dirs = {c.cell_id: str(write_cell(run_dir, c)) for c in plan.cells}
     write_run_record(run_dir, plan, cell_dirs)
+    return cell_dirs
+
+
+def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, device: str = "cpu",
+             require_generated: bool = False) -> Path:
+    """``require_generated``: refuse to generate (the Slurm collect step: generation ran in the arrays)."""
+    p = plan.protocol
+    cell_dirs = prepare_run(plan, run_dir, cache_dir)
 
     shards = plan.shards(cell_dirs, device)
     todo = [t for t in shards if not shard_is_complete(t)]
+    if todo and require_generated:
+        raise HarnessError(f"{run_dir}: {len(todo)} of {len(shards)} shards are not complete after their jobs "
+                           f"ended (first: {todo[0].cell_dir}/shards/{todo[0].name}); run the same "
+                           f"`harness run` again to resubmit them")
     if todo:
         say(f"generate: {len(todo)} of {len(shards)} shards to do")
         results = executor.map(generate_shard, todo, desc="generate")
@@ -98,6 +113,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     frame = rows_to_frame(rows)
     if frame.value.isna().any():
         raise HarnessError("a metric produced NaN; nothing was written")
+    fault_point("before_parquet")
     write_parquet(frame, run_dir / "results.parquet")
     written = write_report(run_dir, frame)
     say(f"report: {run_dir / 'results.parquet'}, " + ", ".join(str(w) for w in written))
@@ -105,18 +121,31 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
 
 
 def run_status(run_dir: Path) -> list[dict]:
-    """Per-cell progress read from files only: manifests present vs shards planned."""
+    """Per-cell progress from files: a shard is done iff its manifest exists and every PNG still matches it.
+
+    Only when the run was submitted to Slurm (jobs.jsonl) and some shards are not done is Slurm asked, in
+    one batched, rate-limited query, about those shards' jobs."""
     path = run_dir / "run.json"
     if not path.exists():
         raise HarnessError(f"{path}: not a run directory (no run.json); start one with `harness run`")
     record = json.loads(path.read_text())
     size = record["shard_size"]
-    out = []
+    out, not_done = [], {}
     for c in record["cells"]:
-        ranges = [(s, min(s + size, c["n"])) for s in range(0, c["n"], size)]
-        paths = [manifest_path(run_dir / c["dir"], a, b) for a, b in ranges]
-        planned = len(ranges)
-        done = sum(p.exists() for p in paths)
+        tasks = [ShardTask(str(run_dir / c["dir"]), s, min(s + size, c["n"]), batch_size=1)
+                 for s in range(0, c["n"], size)]
+        paths = [manifest_path(Path(t.cell_dir), t.start, t.stop) for t in tasks]
+        complete = [shard_is_complete(t) for t in tasks]
+        corrupt = sum(p.exists() and not ok for p, ok in zip(paths, complete, strict=True))
         partial = sum(p.with_suffix(".journal").exists() for p in paths)
-        out.append({**c, "shards_done": done, "shards_planned": planned, "in_progress": partial})
+        not_done[c["cell_id"]] = [t for t, ok in zip(tasks, complete, strict=True) if not ok]
+        out.append({**c, "shards_done": sum(complete), "shards_planned": len(tasks), "in_progress": partial,
+                    "corrupt": corrupt})
+    if (run_dir / "jobs.jsonl").exists() and any(not_done.values()):
+        from .slurm_executor import describe
+        from .slurm_run import slurm_states_for
+
+        states = slurm_states_for(run_dir, [describe(t) for ts in not_done.values() for t in ts])
+        for row in out:
+            row["slurm"] = dict(Counter(states[describe(t)].lower() for t in not_done[row["cell_id"]]))
     return out

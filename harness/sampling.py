@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,9 @@ from . import __version__
 from .adapters import Adapter, get_adapter_class
 from .datasets import get_dataset
 from .errors import GenerationError, ShardError
+from .faults import fault_point
 from .hashing import sha256_bytes
+from .locks import exclusive
 from .store import (
     encode_png,
     file_matches,
@@ -60,17 +60,6 @@ def loaded_adapter(cell: Cell, device: str) -> Adapter:
     return _ADAPTERS[key]
 
 
-def _fault_point(name: str) -> None:
-    """Test hook: HARNESS_FAULT=name:K SIGKILLs this process the K-th time ``name`` is reached."""
-    spec = os.environ.get("HARNESS_FAULT", "")
-    if not spec.startswith(name + ":"):
-        return
-    counter = _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
-    if counter == int(spec.split(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_FAULT_COUNTS: dict[str, int] = {}
 
 
 def check_image(image: np.ndarray, index: int, resolution: int) -> None:
@@ -117,10 +106,10 @@ def _write_batch(directory: Path, journal, requests: list[SampleRequest], output
         # A plain write is enough: the journal line comes after it and records the sha256, so a PNG
         # cut short by a kill is never trusted, and nothing reads PNGs before the manifest exists.
         (directory / rec.file).write_bytes(data)
-        _fault_point("after_png")
+        fault_point("after_png")
         journal.write(json.dumps(rec.__dict__) + "\n")  # flat dataclass: no need for asdict's deep copy
         journal.flush()
-        _fault_point("after_journal")
+        fault_point("after_journal")
         written[req.index] = rec
     # No fsync here: a killed process loses nothing it flushed, and after a power loss every journal
     # line is re-verified against its PNG's sha256 anyway. (fsync per batch cost up to 25% on a tiny model.)
@@ -133,7 +122,15 @@ def _nfe_is_honest(reported: int, expected: int | None) -> bool:
 
 
 def generate_shard(task: ShardTask) -> ShardResult:
-    """The generate task (same function under every executor). Idempotent and resumable."""
+    """The generate task (same function under every executor). Idempotent and resumable.
+
+    Holds the shard's claim while it works: a second process on the same shard waits, then finds it done."""
+    mpath = manifest_path(Path(task.cell_dir), task.start, task.stop)
+    with exclusive(mpath.with_suffix(".lock")):
+        return _generate_claimed_shard(task)
+
+
+def _generate_claimed_shard(task: ShardTask) -> ShardResult:
     directory = Path(task.cell_dir)
     cell = read_cell(directory)
     mpath = manifest_path(directory, task.start, task.stop)
@@ -173,7 +170,7 @@ def generate_shard(task: ShardTask) -> ShardResult:
                         raise GenerationError(f"sample {index}: adapter {cell.model.family!r} reported NFE "
                                               f"{out.nfe} but declares {declared} for {cell.settings}")
                 done.update(_write_batch(directory, jf, requests[:len(chunk)], outputs, per_image))
-    _fault_point("before_manifest")
+    fault_point("before_manifest")
     samples = tuple(done[i] for i in range(task.start, task.stop))
     write_manifest(mpath, ShardManifest(cell_id=cell.cell_id, start=task.start, stop=task.stop,
                                         samples=samples, harness_version=__version__))
