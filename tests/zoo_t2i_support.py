@@ -83,10 +83,15 @@ def assert_matches_pipeline(adapter: DiffusersTextToImage, settings: SamplerSett
     assert counter.rows == sum(o.nfe for o in got)
     # diffusers' batched list-of-generators call draws the same noise per image (up to kernel rounding).
     for g, b in zip(got, batched_direct_images(adapter, reqs, **pipe_kwargs)):
-        diff = np.abs(g.image.astype(int) - b.astype(int))
-        assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+        assert_same_up_to_rounding(g.image, b)
     # Singles equal the batch, in any order (the adapter never mixes images inside a pipeline call).
     assert [o.image.tobytes() for o in adapter.sample(reqs[::-1])[::-1]] == [o.image.tobytes() for o in got]
+
+
+def assert_same_up_to_rounding(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal but for float kernel rounding (~1e-7) that may move a pixel by one level."""
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99, f"max diff {diff.max()}, equal {(diff == 0).mean():.4f}"
 
 
 def install_in_hub_cache(adapter: DiffusersTextToImage, repo: str, commit: str) -> Path:
