@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.adapters import Adapter, to_uint8_images
+from harness.adapters import Adapter, Capabilities, to_uint8_images
 from harness.cards import card_from_dict, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
@@ -44,11 +44,10 @@ COMMON_PARAMS: dict[str, Any] = {
     "natural_cfg": None,  # the guidance value the model was released with ("natural" in protocols)
     "min_steps": 1,
     "max_steps": 1000,
-    "max_sequence_length": 256,  # T5 prompt tokens (the pipelines' own default for SD3; FLUX-dev uses 512)
     "one_step": False,  # a native one/few-step (distilled) model
     "init_seed": 0,  # only for cards without weights: seed of the tiny random pipeline
 }
-_INT_KEYS = ("resolution", "min_steps", "max_steps", "max_sequence_length", "init_seed")
+_INT_KEYS = ("resolution", "min_steps", "max_steps", "max_sequence_length", "init_seed")  # where present
 
 
 def resolve_params(card: ModelCard, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +58,7 @@ def resolve_params(card: ModelCard, defaults: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"{where}: unknown key(s) {unknown} for family {card.family}; "
                             f"allowed: {', '.join(sorted(defaults))}")
     p = {**defaults, **card.params}
-    for key in _INT_KEYS:
+    for key in (k for k in _INT_KEYS if k in p):
         lowest = 0 if key == "init_seed" else 1
         if not (isinstance(p[key], int) and not isinstance(p[key], bool) and p[key] >= lowest):
             raise ProtocolError(f"{where}.{key}={p[key]!r}; expected an int >= {lowest}")
@@ -132,8 +131,10 @@ def eval_mode(pipe: Any) -> Any:
     return pipe
 
 
-def load_pipeline_folder(pipeline_class: type, folder: Path, dtype: torch.dtype, who: str) -> Any:
-    """``pipeline_class.from_pretrained`` on a local diffusers folder, never touching the network."""
+def load_pipeline_folder(pipeline_class: type, folder: Path, dtype: torch.dtype, who: str, **overrides: Any) -> Any:
+    """``pipeline_class.from_pretrained`` on a local diffusers folder, never touching the network.
+
+    ``overrides`` replace components (e.g. ``safety_checker=None``)."""
     index = folder / "model_index.json"
     try:
         found = json.loads(index.read_text()).get("_class_name")
@@ -141,7 +142,29 @@ def load_pipeline_folder(pipeline_class: type, folder: Path, dtype: torch.dtype,
         raise HarnessError(f"{who}: {index} is not a readable diffusers model_index.json ({e})") from None
     if found != pipeline_class.__name__:
         raise HarnessError(f"{who}: {folder} holds a {found} checkpoint; this family loads {pipeline_class.__name__}")
-    return eval_mode(pipeline_class.from_pretrained(folder, dtype=dtype, local_files_only=True))
+    return eval_mode(pipeline_class.from_pretrained(folder, dtype=dtype, local_files_only=True, **overrides))
+
+
+# Sampler names a card may declare for UNet pipelines → the diffusers scheduler class that runs them.
+SCHEDULERS = {"euler": "EulerDiscreteScheduler", "euler_ancestral": "EulerAncestralDiscreteScheduler",
+              "lcm": "LCMScheduler", "ddim": "DDIMScheduler"}
+
+
+def check_scheduler_name(card: ModelCard, name: Any) -> str:
+    if name not in SCHEDULERS:
+        raise ProtocolError(f"{card.source or card.name}: params.scheduler={name!r}; expected one of "
+                            f"{', '.join(SCHEDULERS)}")
+    return name
+
+
+def use_scheduler(pipe: Any, name: str) -> None:
+    """Run ``pipe`` with the named scheduler, built from the checkpoint's own scheduler config (its betas,
+    timestep spacing, ...) when the checkpoint ships a different class."""
+    import diffusers
+
+    wanted = getattr(diffusers, SCHEDULERS[name])
+    if type(pipe.scheduler) is not wanted:
+        pipe.scheduler = wanted.from_config(pipe.scheduler.config)
 
 
 # ---------------------------------------------------------------- tiny real-architecture components (offline)
@@ -207,6 +230,7 @@ class DiffusersTextToImage(Adapter):
     """A text-to-image diffusers pipeline, one call per image. Subclasses declare what the knobs mean."""
 
     pipeline_class_name: ClassVar[str] = ""  # e.g. "StableDiffusion3Pipeline" (imported lazily)
+    load_overrides: ClassVar[dict[str, Any]] = {}  # components replaced when loading a checkpoint
     defaults: ClassVar[dict[str, Any]] = COMMON_PARAMS
     tiny_params: ClassVar[dict[str, Any]] = {}
 
@@ -238,14 +262,18 @@ class DiffusersTextToImage(Adapter):
         who = f"model card {self.card.name!r} ({self.card.source})"
         if self.card.hub is not None:
             pipe = load_pipeline_folder(self.pipeline_class(), resolve_hub_snapshot(self.card), DTYPES[self.card.dtype],
-                                        who)
+                                        who, **self.load_overrides)
         else:
             if self.card.dtype != "float32":
                 raise ProtocolError(f"{who}: a tiny random pipeline (no weights) is float32 only")
             with torch.random.fork_rng(devices=[]):  # construction draws from the global RNG: leave it untouched
                 torch.manual_seed(self.params["init_seed"])
                 pipe = eval_mode(self.build_tiny_pipeline(self.params))
+        self.prepare(pipe, who)
         self.pipe = pipe.to(device)
+
+    def prepare(self, pipe: Any, who: str) -> None:
+        """Family hook after loading: check the checkpoint matches the declared semantics, set the scheduler."""
 
     def _sample_batch(self, requests: list[SampleRequest]) -> list[SampleOutput]:
         if self.pipe is None:
@@ -275,3 +303,49 @@ class DiffusersTextToImage(Adapter):
         adapter = cls(card)
         adapter.load("cpu")
         return adapter
+
+
+TRUE_CFG_NOTE = ("true CFG (diffusers guidance_scale) against the pipeline's default unconditional input (empty "
+                 "negative prompt): two denoiser passes per step (one call on a doubled batch) when cfg > 1; "
+                 "cfg <= 1 runs the conditional pass only")
+
+
+class TrueCFGTextToImage(DiffusersTextToImage):
+    """Pipelines whose guidance_scale is classifier-free guidance, on only when > 1 (SD, SDXL, SD3)."""
+
+    @classmethod
+    def samplers(cls, card: ModelCard, params: dict[str, Any]) -> tuple[str, ...]:
+        return ("euler",)
+
+    @classmethod
+    def capabilities_for(cls, card: ModelCard) -> Capabilities:
+        p = resolve_params(card, cls.defaults)
+        return Capabilities(conditioning="text", guidance="cfg", min_steps=p["min_steps"], max_steps=p["max_steps"],
+                            resolution=p["resolution"], samplers=cls.samplers(card, p), one_step=p["one_step"],
+                            natural_cfg=p["natural_cfg"], guidance_note=TRUE_CFG_NOTE)
+
+    def expected_nfe(self, settings: SamplerSettings) -> int:
+        return settings.steps * (2 if settings.cfg > 1 else 1)
+
+    def call_kwargs(self, settings: SamplerSettings) -> dict[str, Any]:
+        # No negative prompt: the pipeline's own unconditional input ("" encoded; SDXL checkpoints with
+        # force_zeros_for_empty_prompt use zero embeddings), as upstream examples run it.
+        return {"guidance_scale": settings.cfg}
+
+
+class UNetTextToImage(TrueCFGTextToImage):
+    """Stable Diffusion UNet pipelines (SD 1.x/2.x, SDXL): true CFG, sampler = a named diffusers scheduler."""
+
+    defaults = {**COMMON_PARAMS, "scheduler": "euler"}
+
+    @classmethod
+    def samplers(cls, card: ModelCard, params: dict[str, Any]) -> tuple[str, ...]:
+        return (check_scheduler_name(card, params["scheduler"]),)
+
+    def prepare(self, pipe: Any, who: str) -> None:
+        if pipe.unet.config.time_cond_proj_dim is not None:
+            # An LCM-distilled UNet takes guidance as an embedded input, and diffusers then skips CFG.
+            raise HarnessError(f"{who}: the UNet has a guidance embedding (time_cond_proj_dim="
+                               f"{pipe.unet.config.time_cond_proj_dim}), so cfg would not be classifier-free "
+                               f"guidance; family {self.card.family} does not run it")
+        use_scheduler(pipe, self.params["scheduler"])

@@ -92,7 +92,7 @@ class FluxSchnellAdapter(FluxDevAdapter):
 
     defaults = {**COMMON_PARAMS, "max_sequence_length": 256}
     tiny_params = TINY
-    guidance_embeds = False
+    guidance_embeds = False  # the tiny transformer has no guidance embedding, like the released schnell
 
     @classmethod
     def capabilities_for(cls, card: ModelCard) -> Capabilities:

@@ -1,7 +1,7 @@
 """Stable Diffusion 3 / 3.5 (Large, Medium, Large-Turbo) through diffusers' StableDiffusion3Pipeline.
 
 Guidance is true classifier-free guidance, in diffusers' convention: with ``cfg > 1`` every step runs the
-transformer on a doubled batch (empty negative prompt, as the paper's SD3.5-L script does) and mixes
+transformer on a doubled batch (empty negative prompt, the pipeline default, as the paper's SD3.5-L script) and mixes
 v = v_neg + cfg * (v_pos - v_neg); with ``cfg <= 1`` only the conditional branch runs (the Turbo
 recipe, cfg 0). So NFE = steps * (2 if cfg > 1 else 1). ``steps`` is the number of flow-matching Euler
 steps of the checkpoint's own scheduler (FlowMatchEulerDiscreteScheduler with its shift).
@@ -11,40 +11,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.adapters import Capabilities, register
-from harness.types import ModelCard, SamplerSettings
+from harness.adapters import register
+from harness.types import SamplerSettings
 from model_zoo.diffusers_common import (
-    DiffusersTextToImage,
+    COMMON_PARAMS,
+    TrueCFGTextToImage,
     clip_tokenizer,
-    resolve_params,
     t5_tokenizer,
     tiny_clip_text,
     tiny_t5,
     tiny_vae,
 )
 
-GUIDANCE_NOTE = ("true CFG (diffusers guidance_scale) against an empty negative prompt: two transformer passes "
-                 "per step when cfg > 1; cfg <= 1 runs the conditional pass only")
-
 
 @register("sd3")
-class StableDiffusion3Adapter(DiffusersTextToImage):
+class StableDiffusion3Adapter(TrueCFGTextToImage):
     pipeline_class_name = "StableDiffusion3Pipeline"
+    defaults = {**COMMON_PARAMS, "max_sequence_length": 256}  # T5 prompt tokens (the pipeline's default)
     tiny_params = {"resolution": 64, "natural_cfg": 3.5, "max_steps": 50, "max_sequence_length": 16}
 
-    @classmethod
-    def capabilities_for(cls, card: ModelCard) -> Capabilities:
-        p = resolve_params(card, cls.defaults)
-        return Capabilities(conditioning="text", guidance="cfg", min_steps=p["min_steps"], max_steps=p["max_steps"],
-                            resolution=p["resolution"], samplers=("euler",), one_step=p["one_step"],
-                            natural_cfg=p["natural_cfg"], guidance_note=GUIDANCE_NOTE)
-
-    def expected_nfe(self, settings: SamplerSettings) -> int:
-        return settings.steps * (2 if settings.cfg > 1 else 1)
-
     def call_kwargs(self, settings: SamplerSettings) -> dict[str, Any]:
-        return {"guidance_scale": settings.cfg, "negative_prompt": "",
-                "max_sequence_length": self.params["max_sequence_length"]}
+        return {**super().call_kwargs(settings), "max_sequence_length": self.params["max_sequence_length"]}
 
     @classmethod
     def build_tiny_pipeline(cls, params: dict[str, Any]) -> Any:
