@@ -14,6 +14,17 @@ from harness.adapters import register
 from model_zoo.diffusers_common import UNetTextToImage, clip_tokenizer, tiny_clip_text, tiny_vae
 
 
+def tiny_sd_unet(params: dict[str, Any], **config: Any) -> Any:
+    """A two-level SD 1.x/2.x-style UNet (cross-attention on 32-d CLIP states) for a 1/8 latent."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(sample_size=params["resolution"] // 8, in_channels=4, out_channels=4,
+                                block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                cross_attention_dim=32, **config)
+
+
 @register("sd")
 class StableDiffusionAdapter(UNetTextToImage):
     pipeline_class_name = "StableDiffusionPipeline"
@@ -22,15 +33,10 @@ class StableDiffusionAdapter(UNetTextToImage):
 
     @classmethod
     def build_tiny_pipeline(cls, params: dict[str, Any]) -> Any:
-        from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+        from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-        unet = UNet2DConditionModel(sample_size=params["resolution"] // 8, in_channels=4, out_channels=4,
-                                    block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
-                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-                                    cross_attention_dim=32)
         scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                            steps_offset=1, timestep_spacing="trailing")
-        return StableDiffusionPipeline(vae=tiny_vae(4), unet=unet, scheduler=scheduler,
+        return StableDiffusionPipeline(vae=tiny_vae(4), unet=tiny_sd_unet(params), scheduler=scheduler,
                                        text_encoder=tiny_clip_text(False), tokenizer=clip_tokenizer(),
                                        **cls.load_overrides)
