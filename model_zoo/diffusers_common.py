@@ -38,7 +38,7 @@ from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSetting
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# Card params every diffusers family understands (a family may add its own). None = "no default".
+# Card params every diffusers family understands (a family may add its own, e.g. max_sequence_length).
 COMMON_PARAMS: dict[str, Any] = {
     "resolution": 1024,  # square generation size in pixels (the images the harness stores)
     "natural_cfg": None,  # the guidance value the model was released with ("natural" in protocols)

@@ -63,6 +63,8 @@ def test_shipped_card() -> None:
         ("embedded", 8.0, ("lcm",), 768, 50)
     recipe = card.recipes["official"]
     assert (recipe["steps"], recipe["cfg"]) == (4, 8.0) and recipe["citation"]
+    matched = card.recipes["matched"]
+    assert (matched["steps"], matched["cfg"], matched["sampler"]) == ([1, 25], [7.0, "natural"], "lcm")
     check_settings(card, caps, SamplerSettings(steps=4, cfg=8.0, sampler="lcm"))
     with pytest.raises(ProtocolError, match="steps=51"):
         check_settings(card, caps, SamplerSettings(steps=51, cfg=8.0, sampler="lcm"))
