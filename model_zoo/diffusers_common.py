@@ -1,0 +1,351 @@
+"""Shared machinery of the diffusers text-to-image families (sd3.py, flux.py, ...).
+
+A family subclasses ``DiffusersTextToImage`` and supplies: the pipeline class, its capabilities, the
+pipeline keyword arguments of one setting (guidance), the declared NFE, and a tiny random pipeline of
+the real architecture for offline tests. This module does the rest, identically for every family:
+
+* weights: a hub card loads from the local Hugging Face cache only (``resolve_hub_snapshot`` +
+  ``from_pretrained(folder, local_files_only=True)``); a card without weights builds the family's tiny
+  random pipeline from ``params.init_seed`` (tests, demos);
+* seeds: each image gets its own CPU ``torch.Generator`` seeded from ``SampleRequest.seed``;
+* one pipeline call per image: diffusers computes the timestep/pooled-text conditioning as GEMMs whose
+  row count is the batch size, so a batched call differs from single calls by ~1e-7 and flips uint8
+  pixels. Calling per image makes every image a function of its own seed and prompt only (the
+  harness contract: batch == singles, bit for bit), at the price of batch-level parallelism;
+* NFE: a forward pre-hook on the denoiser counts rows actually evaluated per image (a CFG call on a
+  doubled batch counts 2, two separate true-CFG calls count 2), and the count must equal the family's
+  declared ``expected_nfe`` or the sample is refused;
+* pixels: ``output_type="np"`` (floats in [0, 1]) → uint8 by ``to_uint8_images`` with value range (0, 1):
+  rint(clip(x, 0, 1) * 255), round half to even, the same rule as diffusers' ``numpy_to_pil``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from abc import abstractmethod
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from harness.adapters import Adapter, Capabilities, to_uint8_images
+from harness.cards import card_from_dict, resolve_hub_snapshot
+from harness.errors import GenerationError, HarnessError, ProtocolError
+from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# Card params every diffusers family understands (a family may add its own, e.g. max_sequence_length).
+COMMON_PARAMS: dict[str, Any] = {
+    "resolution": 1024,  # square generation size in pixels (the images the harness stores)
+    "natural_cfg": None,  # the guidance value the model was released with ("natural" in protocols)
+    "min_steps": 1,
+    "max_steps": 1000,
+    "one_step": False,  # a native one/few-step (distilled) model
+    "init_seed": 0,  # only for cards without weights: seed of the tiny random pipeline
+}
+_INT_KEYS = ("resolution", "min_steps", "max_steps", "max_sequence_length", "init_seed")  # where present
+
+
+def resolve_params(card: ModelCard, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Card params over ``defaults``; unknown keys and impossible values are refused with the card named."""
+    where = f"{card.source or card.name}: params"
+    unknown = sorted(set(card.params) - set(defaults))
+    if unknown:
+        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family {card.family}; "
+                            f"allowed: {', '.join(sorted(defaults))}")
+    p = {**defaults, **card.params}
+    for key in (k for k in _INT_KEYS if k in p):
+        lowest = 0 if key == "init_seed" else 1
+        if not (isinstance(p[key], int) and not isinstance(p[key], bool) and p[key] >= lowest):
+            raise ProtocolError(f"{where}.{key}={p[key]!r}; expected an int >= {lowest}")
+    if p["min_steps"] > p["max_steps"]:
+        raise ProtocolError(f"{where}: min_steps={p['min_steps']} > max_steps={p['max_steps']}")
+    nat = p["natural_cfg"]
+    if nat is not None and (isinstance(nat, bool) or not isinstance(nat, (int, float)) or nat < 0):
+        raise ProtocolError(f"{where}.natural_cfg={nat!r}; expected a number >= 0 or null")
+    if not isinstance(p["one_step"], bool):
+        raise ProtocolError(f"{where}.one_step={p['one_step']!r}; expected true or false")
+    if card.dtype not in DTYPES:
+        raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; expected one of {', '.join(DTYPES)}")
+    if card.weights is not None and card.hub is None:
+        raise ProtocolError(f"{card.source or card.name}: family {card.family} loads diffusers folders from the "
+                            f"Hugging Face cache; give 'hub: {{repo, revision}}' instead of a local weights file")
+    return p
+
+
+# ---------------------------------------------------------------- per-image conditioning and accounting
+
+
+def prompts_of(card: ModelCard, requests: list[SampleRequest]) -> list[str]:
+    """The text condition of each request; a text model never runs on a missing prompt."""
+    missing = [r.index for r in requests if not isinstance(r.prompt, str) or not r.prompt.strip()]
+    if missing:
+        raise ProtocolError(f"model {card.name!r} is text-conditioned but sample(s) {missing[:5]} have no prompt; "
+                            f"use a dataset that provides prompts")
+    return [r.prompt for r in requests]
+
+
+def generator_for(request: SampleRequest) -> torch.Generator:
+    """The image's own CPU generator: its noise depends on its seed only (not device, batch or position)."""
+    return torch.Generator("cpu").manual_seed(request.seed)
+
+
+class DenoiserCalls:
+    """Context manager counting network evaluations per image on ``module`` (a transformer or UNet).
+
+    Each call adds its batch rows; rows / images is the NFE per image, so one call on a CFG-doubled
+    batch counts 2 and two separate passes (FLUX true CFG) count 2 as well."""
+
+    def __init__(self, module: torch.nn.Module, images: int) -> None:
+        self.module, self.images, self.rows = module, images, 0
+
+    def _hook(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        x = kwargs.get("hidden_states", kwargs.get("sample", args[0] if args else None))
+        self.rows += int(x.shape[0])
+
+    def __enter__(self) -> DenoiserCalls:
+        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+    @property
+    def per_image(self) -> int:
+        if self.rows % self.images:
+            raise GenerationError(f"denoiser evaluated {self.rows} rows for {self.images} image(s): not a whole "
+                                  f"number of evaluations per image")
+        return self.rows // self.images
+
+
+def eval_mode(pipe: Any) -> Any:
+    """Freeze every module of ``pipe``: components built from configs start in training mode (dropout on)."""
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval().requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_pipeline_folder(pipeline_class: type, folder: Path, dtype: torch.dtype, who: str, **overrides: Any) -> Any:
+    """``pipeline_class.from_pretrained`` on a local diffusers folder, never touching the network.
+
+    ``overrides`` replace components (e.g. ``safety_checker=None``)."""
+    index = folder / "model_index.json"
+    try:
+        found = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"{who}: {index} is not a readable diffusers model_index.json ({e})") from None
+    if found != pipeline_class.__name__:
+        raise HarnessError(f"{who}: {folder} holds a {found} checkpoint; this family loads {pipeline_class.__name__}")
+    return eval_mode(pipeline_class.from_pretrained(folder, dtype=dtype, local_files_only=True, **overrides))
+
+
+# Sampler names a card may declare for UNet pipelines → the diffusers scheduler class that runs them.
+SCHEDULERS = {"euler": "EulerDiscreteScheduler", "euler_ancestral": "EulerAncestralDiscreteScheduler",
+              "lcm": "LCMScheduler", "ddim": "DDIMScheduler"}
+
+
+def check_scheduler_name(card: ModelCard, name: Any) -> str:
+    if name not in SCHEDULERS:
+        raise ProtocolError(f"{card.source or card.name}: params.scheduler={name!r}; expected one of "
+                            f"{', '.join(SCHEDULERS)}")
+    return name
+
+
+def use_scheduler(pipe: Any, name: str) -> None:
+    """Run ``pipe`` with the named scheduler, built from the checkpoint's own scheduler config (its betas,
+    timestep spacing, ...) when the checkpoint ships a different class."""
+    import diffusers
+
+    wanted = getattr(diffusers, SCHEDULERS[name])
+    if type(pipe.scheduler) is not wanted:
+        pipe.scheduler = wanted.from_config(pipe.scheduler.config)
+
+
+# ---------------------------------------------------------------- tiny real-architecture components (offline)
+
+
+@lru_cache(maxsize=1)
+def clip_tokenizer() -> Any:
+    """The real CLIP BPE tokenizer (49408 tokens), rebuilt offline from the vocab open_clip ships."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+    from transformers import CLIPTokenizer
+
+    merges = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    vocab = list(bytes_to_unicode().values())
+    vocab += [v + "</w>" for v in vocab]
+    vocab += ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    # transformers 5 silently ignores vocab_file=/merges_file= keywords; pass the data itself.
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[tuple(m.split()) for m in merges],
+                         pad_token="<|endoftext|>", model_max_length=77)
+
+
+@lru_cache(maxsize=1)
+def t5_tokenizer() -> Any:
+    """A tiny Unigram T5 tokenizer (lower-case letters, digits, punctuation) built from an in-code vocab."""
+    from transformers import T5Tokenizer
+
+    chars = "abcdefghijklmnopqrstuvwxyz"
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    pieces += [("\u2581" + c, -2.0) for c in chars] + [(c, -3.0) for c in chars + "0123456789.,!?'-"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
+
+
+def tiny_clip_text(with_projection: bool) -> torch.nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(vocab_size=len(clip_tokenizer()), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+                         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg)
+
+
+def tiny_t5() -> torch.nn.Module:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer()), d_model=32, d_kv=8, d_ff=37, num_layers=2,
+                                   num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0,
+                                   is_encoder_decoder=False, use_cache=False, pad_token_id=0, eos_token_id=1))
+
+
+def tiny_vae(latent_channels: int) -> torch.nn.Module:
+    """A 4-level AutoencoderKL: downsamples by 8 like the real SD/SD3/FLUX VAEs."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         latent_channels=latent_channels, norm_num_groups=4, sample_size=64,
+                         use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+
+
+# ---------------------------------------------------------------- the base adapter
+
+
+class DiffusersTextToImage(Adapter):
+    """A text-to-image diffusers pipeline, one call per image. Subclasses declare what the knobs mean."""
+
+    pipeline_class_name: ClassVar[str] = ""  # e.g. "StableDiffusion3Pipeline" (imported lazily)
+    load_overrides: ClassVar[dict[str, Any]] = {}  # components replaced when loading a checkpoint
+    defaults: ClassVar[dict[str, Any]] = COMMON_PARAMS
+    tiny_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__(card)
+        self.params = resolve_params(card, self.defaults)
+        self.pipe: Any = None
+
+    @classmethod
+    def pipeline_class(cls) -> type:
+        import diffusers
+
+        return getattr(diffusers, cls.pipeline_class_name)
+
+    @classmethod
+    @abstractmethod
+    def build_tiny_pipeline(cls, params: dict[str, Any]) -> Any:
+        """A pipeline of the real classes with tiny random components (global RNG already seeded)."""
+
+    @abstractmethod
+    def call_kwargs(self, settings: SamplerSettings) -> dict[str, Any]:
+        """Pipeline keyword arguments that carry the guidance of ``settings`` (beyond steps and size)."""
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipe, "transformer", None) or self.pipe.unet
+
+    def load(self, device: str = "cpu") -> None:
+        who = f"model card {self.card.name!r} ({self.card.source})"
+        if self.card.hub is not None:
+            pipe = load_pipeline_folder(self.pipeline_class(), resolve_hub_snapshot(self.card), DTYPES[self.card.dtype],
+                                        who, **self.load_overrides)
+        else:
+            if self.card.dtype != "float32":
+                raise ProtocolError(f"{who}: a tiny random pipeline (no weights) is float32 only")
+            with torch.random.fork_rng(devices=[]):  # construction draws from the global RNG: leave it untouched
+                torch.manual_seed(self.params["init_seed"])
+                pipe = eval_mode(self.build_tiny_pipeline(self.params))
+        self.prepare(pipe, who)
+        self.pipe = pipe.to(device)
+
+    def prepare(self, pipe: Any, who: str) -> None:
+        """Family hook after loading: check the checkpoint matches the declared semantics, set the scheduler."""
+
+    def _sample_batch(self, requests: list[SampleRequest]) -> list[SampleOutput]:
+        if self.pipe is None:
+            raise HarnessError(f"model {self.card.name!r}: load() before sample()")
+        settings = requests[0].settings
+        prompts = prompts_of(self.card, requests)
+        expected = self.expected_nfe(settings)
+        size = self.params["resolution"]
+        outputs = []
+        for request, prompt in zip(requests, prompts):
+            start = time.perf_counter()
+            with DenoiserCalls(self.denoiser, images=1) as calls, torch.inference_mode():
+                pixels = self.pipe(prompt=prompt, height=size, width=size, num_inference_steps=settings.steps,
+                                   generator=generator_for(request), output_type="np",
+                                   **self.call_kwargs(settings)).images
+            if calls.per_image != expected:
+                raise GenerationError(f"model {self.card.name!r}: sample {request.index} ran {calls.per_image} "
+                                      f"network evaluations but the family declares {expected} for {settings}")
+            image = to_uint8_images(pixels, [request.index], value_range=(0.0, 1.0))[0]
+            outputs.append(SampleOutput(image=image, nfe=calls.per_image, seconds=time.perf_counter() - start))
+        return outputs
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> DiffusersTextToImage:
+        card = card_from_dict({"name": f"{cls.family}-tiny-test", "family": cls.family, "weights": None,
+                               "params": {**cls.tiny_params, **overrides}}, source=f"<{cls.__name__}.tiny>")
+        adapter = cls(card)
+        adapter.load("cpu")
+        return adapter
+
+
+TRUE_CFG_NOTE = ("true CFG (diffusers guidance_scale) against the pipeline's default unconditional input (empty "
+                 "negative prompt): two denoiser passes per step (one call on a doubled batch) when cfg > 1; "
+                 "cfg <= 1 runs the conditional pass only")
+
+
+class TrueCFGTextToImage(DiffusersTextToImage):
+    """Pipelines whose guidance_scale is classifier-free guidance, on only when > 1 (SD, SDXL, SD3)."""
+
+    @classmethod
+    def samplers(cls, card: ModelCard, params: dict[str, Any]) -> tuple[str, ...]:
+        return ("euler",)
+
+    @classmethod
+    def capabilities_for(cls, card: ModelCard) -> Capabilities:
+        p = resolve_params(card, cls.defaults)
+        return Capabilities(conditioning="text", guidance="cfg", min_steps=p["min_steps"], max_steps=p["max_steps"],
+                            resolution=p["resolution"], samplers=cls.samplers(card, p), one_step=p["one_step"],
+                            natural_cfg=p["natural_cfg"], guidance_note=TRUE_CFG_NOTE)
+
+    def expected_nfe(self, settings: SamplerSettings) -> int:
+        return settings.steps * (2 if settings.cfg > 1 else 1)
+
+    def call_kwargs(self, settings: SamplerSettings) -> dict[str, Any]:
+        # No negative prompt: the pipeline's own unconditional input ("" encoded; SDXL checkpoints with
+        # force_zeros_for_empty_prompt use zero embeddings), as upstream examples run it.
+        return {"guidance_scale": settings.cfg}
+
+
+class UNetTextToImage(TrueCFGTextToImage):
+    """Stable Diffusion UNet pipelines (SD 1.x/2.x, SDXL): true CFG, sampler = a named diffusers scheduler."""
+
+    defaults = {**COMMON_PARAMS, "scheduler": "euler"}
+
+    @classmethod
+    def samplers(cls, card: ModelCard, params: dict[str, Any]) -> tuple[str, ...]:
+        return (check_scheduler_name(card, params["scheduler"]),)
+
+    def prepare(self, pipe: Any, who: str) -> None:
+        if pipe.unet.config.time_cond_proj_dim is not None:
+            # An LCM-distilled UNet takes guidance as an embedded input, and diffusers then skips CFG.
+            raise HarnessError(f"{who}: the UNet has a guidance embedding (time_cond_proj_dim="
+                               f"{pipe.unet.config.time_cond_proj_dim}), so cfg would not be classifier-free "
+                               f"guidance; family {self.card.family} does not run it")
+        use_scheduler(pipe, self.params["scheduler"])
