@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import HarnessError
+from .metrics.bootstrap import percentile_ci
 from .store import atomic_write_json
 
 PAPER_METRICS = ("fid", "is", "clip_score", "pickscore")
 EPS = 1e-3
-CI_PERCENTILES = (2.5, 97.5)
 # FID-like metrics are not the only lower-is-better ones: direction always comes from the rows.
 OPTIMA_SHOWN = ("fid", "clip_score", "pickscore")
 
@@ -221,11 +221,6 @@ def load_replicates(run_dir: Path, cell_id: str, metric: str) -> np.ndarray | No
         raise HarnessError(f"{path}: expected a finite float vector of B >= 2 bootstrap replicates, "
                            f"got shape {arr.shape} with {int((~np.isfinite(arr)).sum())} non-finite values")
     return arr.astype(np.float64, copy=False)
-
-
-def percentile_ci(samples: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(samples, CI_PERCENTILES)
-    return float(lo), float(hi)
 
 
 def mmhm_replicates(scores: MMHMTable, run_dir_of: dict[str, Path], eps: float = EPS) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .composite import load_replicates, replicate_path  # noqa: F401 - load_replicates is re-exported
 from .datasets import get_dataset
 from .errors import HarnessError, ShardError
 from .faults import fault_point
@@ -216,27 +217,10 @@ def metric_reference(metric: Metric, cache: Path, dataset_id: str, n: int, devic
     return reference_stats(cache, dataset_id, metric.extractor, metric.output, n, device)
 
 
-def replicates_path(run_dir: Path, cell_id: str, metric: str) -> Path:
-    return run_dir / "bootstrap" / cell_id / f"{metric}.npy"
-
-
 def _npy_bytes(values: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.asarray(values, dtype=np.float64))
     return buf.getvalue()
-
-
-def load_replicates(run_dir: Path, cell_id: str, metric: str) -> np.ndarray | None:
-    """The B bootstrap replicate values (float64, shape (B,)) of one cell x metric, or None if none were
-    made (bootstrap: 0, or the metric could not afford them; its row's details say why).
-    Replicate b of every metric of a cell used the same resampled indices (harness.metrics.bootstrap)."""
-    path = replicates_path(Path(run_dir), cell_id, metric)
-    if not path.exists():
-        return None
-    values = np.load(path, allow_pickle=False)
-    if values.dtype != np.float64 or values.ndim != 1:
-        raise ShardError(f"{path}: expected float64 replicates of shape (B,), got {values.dtype} {values.shape}")
-    return values
 
 
 def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManifest], cache: Path, ext_key: str,
@@ -300,7 +284,7 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
             fault_point("after_score")
             computed += 1
         if replicates is not None:
-            atomic_write_bytes(replicates_path(run_dir, cell.cell_id, name), _npy_bytes(replicates))
+            atomic_write_bytes(replicate_path(run_dir, cell.cell_id, name), _npy_bytes(replicates))
         rows.append(MetricRow(
             run=run, cell_id=cell.cell_id, model=cell.model.name, family=cell.model.family,
             steps=cell.settings.steps, cfg=cell.settings.cfg, guidance=capabilities_guidance,
