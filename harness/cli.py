@@ -208,6 +208,19 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _card_line(card) -> str:
+    """One card with the capabilities its family declares for it (what `plan` will accept)."""
+    from .adapters import get_adapter_class
+
+    caps = get_adapter_class(card.family).capabilities_for(card)
+    cfg = f" natural_cfg={caps.natural_cfg:g}" if caps.natural_cfg is not None else ""
+    knobs = f" knobs={','.join(caps.knobs)}" if caps.knobs else ""
+    recipes = f" recipes={','.join(card.recipes)}" if card.recipes else ""
+    return (f"{card.name:<22} family={card.family:<15} {caps.conditioning:<5} guidance={caps.guidance:<8}{cfg} "
+            f"steps={caps.min_steps}-{caps.max_steps} samplers={','.join(caps.samplers)} "
+            f"{'one-step' if caps.one_step else 'multi-step'} {caps.resolution}px{knobs}{recipes}")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from .adapters import discover
     from .cards import available_cards, load_card
@@ -217,7 +230,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     sections = {
         "adapters": lambda: [f"{name}  ({cls.__module__})" for name, cls in sorted(discover().items())],
-        "cards": lambda: [f"{n}  family={load_card(n).family}  {p}" for n, p in available_cards().items()],
+        "cards": lambda: [_card_line(load_card(n)) for n in available_cards()],
         "datasets": available_datasets,
         "metrics": available_metrics,
         "extractors": available_extractors,

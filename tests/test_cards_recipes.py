@@ -136,3 +136,13 @@ def test_declared_knobs_pass_and_are_part_of_the_cell_identity():
     assert with_knob != SamplerSettings(2, 3.0)
     # JSON round trip (cell.json stores lists) gives back an equal, equally hashed value
     assert SamplerSettings(2, 3.0, knobs=[["guidance_interval", [0.1, 0.9]]]) == with_knob
+
+
+def test_ls_cards_shows_each_cards_capabilities(capsys):
+    from harness.cli import main
+
+    assert main(["ls", "cards"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "guidance=embedded" in lines["flux1-dev"] and "knobs=true_cfg_scale" in lines["flux1-dev"]
+    assert "guidance=none" in lines["soflow-xl2"] and "one-step" in lines["soflow-xl2"]
+    assert "samplers=euler,heun" in lines["fm-mnist"] and "natural_cfg=1 " in lines["fm-mnist"]

@@ -42,9 +42,10 @@ def _mmhm_or_note(rows: pd.DataFrame, metrics: Sequence[str] | None, bounds: Bou
                   notes: list[str]) -> MMHMTable | None:
     chosen = tuple(metrics) if metrics else default_metrics(rows.metric)
     if not chosen:
-        notes.append(f"MMHM not computed: none of the paper's metrics (fid, is, clip_score, pickscore) is "
-                     f"present; pass --mmhm-metrics to combine {sorted(set(rows.metric))}.")
-        return None
+        # No paper metric at all (e.g. the offline MNIST world): combine every metric present, and say so.
+        chosen = tuple(sorted(set(rows.metric)))
+        notes.append(f"None of the paper's MMHM metrics (fid, is, clip_score, pickscore) is present, so MMHM "
+                     f"combines every metric present ({', '.join(chosen)}); choose others with --mmhm-metrics.")
     absent = [m for m in chosen if m not in set(rows.metric)]
     if absent:
         notes.append(f"MMHM not computed: metrics {absent} are absent from this dataset's rows.")
