@@ -136,7 +136,8 @@ def test_scontrol_requeue_mid_shard_resumes_and_ends_identical(slurm_cluster, tm
 
 def test_scancel_of_one_task_then_rerun_submits_only_it(slurm_cluster, tmp_path, debug_fast):  # noqa: F811
     run, cache = tmp_path / "run", tmp_path / "cache"
-    _submit(run, cache, delay="after_journal:0.3")
+    # 1.5 s per sample: long enough that scancel lands mid-shard even on an idle machine (0.3 s raced there)
+    _submit(run, cache, delay="after_journal:1.5")
     victim = jobs(run)[0]
     wait_until(lambda: squeue_state(victim["job_id"]) == "RUNNING", 120, "the first task to start")
     subprocess.run(["scancel", victim["job_id"]], check=True, timeout=30)
