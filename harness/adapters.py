@@ -12,13 +12,15 @@ import importlib.metadata
 import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
+from .cards import card_from_dict
 from .errors import GenerationError, ProtocolError
 from .types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
+A = TypeVar("A", bound="Adapter")
 Guidance = Literal["cfg", "embedded", "interval", "none"]
 Conditioning = Literal["class", "text", "none"]
 
@@ -177,3 +179,13 @@ def to_uint8_images(x: np.ndarray, indices: list[int], value_range: tuple[float,
     if out.shape[-1] == 1:
         out = np.repeat(out, 3, axis=-1)
     return np.ascontiguousarray(out)
+
+
+def build_tiny(cls: type[A], params: dict[str, Any], name: str | None = None) -> A:
+    """A family's ``tiny()``: an in-memory card (no weights) with ``params``, loaded on CPU."""
+    family = cls.family
+    card = card_from_dict({"name": name or f"{family}-tiny-test", "family": family, "weights": None,
+                           "params": params}, source=f"<{cls.__name__}.tiny>")
+    adapter = cls(card)
+    adapter.load("cpu")
+    return adapter

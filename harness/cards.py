@@ -162,3 +162,30 @@ def resolve_hub_snapshot(card: ModelCard) -> Path:
             f"model card {card.name!r} ({card.source}): checkpoint {repo}@{revision} is not in the local Hugging "
             f"Face cache ({type(e).__name__}); on a machine with internet run `harness weights fetch {card.name}` "
             f"(or `huggingface-cli download {repo} --revision {revision}`) and copy the cache here") from None
+
+
+def params_where(card: ModelCard) -> str:
+    """Where a card's params come from, for error messages: ``model_zoo/cards/x.yaml: params``."""
+    return f"{card.source or card.name}: params"
+
+
+def merge_params(card: ModelCard, defaults: dict[str, Any], int_keys: tuple[str, ...] = (),
+                 nonneg_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Card params over a family's ``defaults``. Unknown keys are refused, not ignored (a typo would
+    otherwise silently run the default); ``int_keys`` must be ints >= 1 and ``nonneg_keys`` ints >= 0."""
+    where = params_where(card)
+    unknown = sorted(set(card.params) - set(defaults))
+    if unknown:
+        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family {card.family}; "
+                            f"allowed: {', '.join(sorted(defaults))}")
+    merged = {**defaults, **card.params}
+    for key, lowest in [(k, 1) for k in int_keys] + [(k, 0) for k in nonneg_keys]:
+        value = merged[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise ProtocolError(f"{where}.{key}={value!r}; expected an int >= {lowest}")
+    return merged
+
+
+def require_float32(card: ModelCard) -> None:
+    if card.dtype != "float32":
+        raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; {card.family} supports float32 only")

@@ -31,8 +31,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.adapters import Adapter, Capabilities, to_uint8_images
-from harness.cards import card_from_dict, resolve_hub_snapshot
+from harness.adapters import Adapter, Capabilities, build_tiny, to_uint8_images
+from harness.cards import merge_params, params_where, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
@@ -52,16 +52,9 @@ _INT_KEYS = ("resolution", "min_steps", "max_steps", "max_sequence_length", "ini
 
 def resolve_params(card: ModelCard, defaults: dict[str, Any]) -> dict[str, Any]:
     """Card params over ``defaults``; unknown keys and impossible values are refused with the card named."""
-    where = f"{card.source or card.name}: params"
-    unknown = sorted(set(card.params) - set(defaults))
-    if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family {card.family}; "
-                            f"allowed: {', '.join(sorted(defaults))}")
-    p = {**defaults, **card.params}
-    for key in (k for k in _INT_KEYS if k in p):
-        lowest = 0 if key == "init_seed" else 1
-        if not (isinstance(p[key], int) and not isinstance(p[key], bool) and p[key] >= lowest):
-            raise ProtocolError(f"{where}.{key}={p[key]!r}; expected an int >= {lowest}")
+    where = params_where(card)
+    p = merge_params(card, defaults, int_keys=tuple(k for k in _INT_KEYS if k in defaults and k != "init_seed"),
+                     nonneg_keys=("init_seed",) if "init_seed" in defaults else ())
     if p["min_steps"] > p["max_steps"]:
         raise ProtocolError(f"{where}: min_steps={p['min_steps']} > max_steps={p['max_steps']}")
     nat = p["natural_cfg"]
@@ -298,11 +291,7 @@ class DiffusersTextToImage(Adapter):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> DiffusersTextToImage:
-        card = card_from_dict({"name": f"{cls.family}-tiny-test", "family": cls.family, "weights": None,
-                               "params": {**cls.tiny_params, **overrides}}, source=f"<{cls.__name__}.tiny>")
-        adapter = cls(card)
-        adapter.load("cpu")
-        return adapter
+        return build_tiny(cls, {**cls.tiny_params, **overrides})
 
 
 TRUE_CFG_NOTE = ("true CFG (diffusers guidance_scale) against the pipeline's default unconditional input (empty "

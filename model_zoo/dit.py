@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.adapters import Adapter, Capabilities, register, to_uint8_images
-from harness.cards import card_from_dict, resolve_hub_snapshot
+from harness.adapters import Adapter, Capabilities, build_tiny, register, to_uint8_images
+from harness.cards import merge_params, params_where, require_float32, resolve_hub_snapshot
 from harness.errors import HarnessError, ProtocolError
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 from model_zoo.latent_common import NFECounter
@@ -34,18 +34,11 @@ DEFAULTS: dict[str, Any] = {"resolution": 256, "num_classes": 1000, "natural_cfg
 
 
 def resolve_params(card: ModelCard) -> dict[str, Any]:
-    where = f"{card.source or card.name}: params"
-    unknown = sorted(set(card.params) - set(DEFAULTS))
-    if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family dit; allowed: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **card.params}
-    for key in ("resolution", "num_classes", "max_steps"):
-        if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
-            raise ProtocolError(f"{where}.{key}={p[key]!r}; expected an int >= 1")
+    where = params_where(card)
+    p = merge_params(card, DEFAULTS, int_keys=("resolution", "num_classes", "max_steps"))
     if p["num_classes"] != 1000:  # DiTPipeline hard-codes the null label 1000
         raise ProtocolError(f"{where}.num_classes={p['num_classes']}; DiTPipeline supports 1000 classes only")
-    if card.dtype != "float32":
-        raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; dit supports float32 only")
+    require_float32(card)
     return p
 
 
@@ -131,8 +124,4 @@ class DiTAdapter(Adapter):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> DiTAdapter:
-        card = card_from_dict({"name": "dit-tiny-test", "family": "dit",
-                               "params": {"resolution": 16, "tiny_seed": 0, **overrides}}, source="<DiTAdapter.tiny>")
-        adapter = cls(card)
-        adapter.load("cpu")
-        return adapter
+        return build_tiny(cls, {"resolution": 16, "tiny_seed": 0, **overrides})

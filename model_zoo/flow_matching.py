@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from harness.adapters import Adapter, Capabilities, register, to_uint8_images
-from harness.cards import card_from_dict
+from harness.adapters import Adapter, Capabilities, build_tiny, register, to_uint8_images
+from harness.cards import merge_params, params_where, require_float32
 from harness.errors import HarnessError, ProtocolError
 from harness.hashing import sha256_bytes, sha256_file
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
@@ -37,25 +37,14 @@ TINY_PARAMS: dict[str, Any] = {"resolution": 16, "channels": 1, "num_classes": 1
                                "heads": 2, "patch": 4, "label_dropout": 0.1, "init_seed": 0, "max_steps": 1000}
 
 
-def resolve_params(card: ModelCard, defaults: dict[str, Any] = DEFAULTS,
-                   family: str = "flow_matching") -> dict[str, Any]:
+def resolve_params(card: ModelCard, defaults: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
     """Card params merged over the defaults; unknown keys and impossible values are refused, not ignored."""
-    where = f"{card.source or card.name}: params"
-    unknown = sorted(set(card.params) - set(defaults))
-    if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family {family}; "
-                            f"allowed: {', '.join(sorted(defaults))}")
-    cfg = {**defaults, **card.params}
-    for key in defaults:
-        if key == "label_dropout":
-            ok = isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool) and 0 <= cfg[key] < 1
-            expected = "a number in [0, 1)"
-        else:
-            lowest = 0 if key == "init_seed" else 1
-            ok = isinstance(cfg[key], int) and not isinstance(cfg[key], bool) and cfg[key] >= lowest
-            expected = f"an int >= {lowest}"
-        if not ok:
-            raise ProtocolError(f"{where}.{key}={cfg[key]!r}; expected {expected}")
+    where = params_where(card)
+    ints = tuple(k for k in defaults if k not in ("label_dropout", "init_seed"))
+    cfg = merge_params(card, defaults, int_keys=ints, nonneg_keys=("init_seed",))
+    dropout = cfg.get("label_dropout", 0.0)  # one-step families have no null label to train
+    if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
+        raise ProtocolError(f"{where}.label_dropout={dropout!r}; expected a number in [0, 1)")
     if cfg["channels"] not in (1, 3):
         raise ProtocolError(f"{where}.channels={cfg['channels']}; expected 1 or 3")
     if cfg["resolution"] % cfg["patch"] or cfg["hidden"] % cfg["heads"]:
@@ -64,8 +53,7 @@ def resolve_params(card: ModelCard, defaults: dict[str, Any] = DEFAULTS,
     if (cfg["resolution"] // cfg["patch"]) ** 2 < MIN_TOKENS:
         raise ProtocolError(f"{where}: (resolution/patch)^2 = {(cfg['resolution'] // cfg['patch']) ** 2} tokens; "
                             f"need >= {MIN_TOKENS} so that batched and single samples match bit for bit")
-    if card.dtype != "float32":
-        raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; {family} supports float32 only")
+    require_float32(card)
     return cfg
 
 
@@ -90,7 +78,7 @@ class FlowMatchingAdapter(Adapter):
 
     @classmethod
     def resolve(cls, card: ModelCard) -> dict[str, Any]:
-        return resolve_params(card, cls.DEFAULTS, cls.family or "flow_matching")
+        return resolve_params(card, cls.DEFAULTS)
 
     @classmethod
     def capabilities_for(cls, card: ModelCard) -> Capabilities:
@@ -209,8 +197,4 @@ class FlowMatchingAdapter(Adapter):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> FlowMatchingAdapter:
-        card = card_from_dict({"name": f"{cls.family}-tiny-test", "family": cls.family, "weights": None,
-                               "params": {**cls.TINY_PARAMS, **overrides}}, source=f"<{cls.__name__}.tiny>")
-        adapter = cls(card)
-        adapter.load("cpu")
-        return adapter
+        return build_tiny(cls, {**cls.TINY_PARAMS, **overrides})

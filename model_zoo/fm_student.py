@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.adapters import Capabilities, register
-from harness.types import ModelCard
+from harness.adapters import register
 from model_zoo.flow_matching import FlowMatchingAdapter
 from model_zoo.meanflow import MeanFlowAdapter
 
@@ -25,9 +24,5 @@ class FlowStudentAdapter(FlowMatchingAdapter):
     DEFAULTS: dict[str, Any] = MeanFlowAdapter.DEFAULTS  # the flow_matching keys minus label_dropout
     TINY_PARAMS: dict[str, Any] = MeanFlowAdapter.TINY_PARAMS
 
-    @classmethod
-    def capabilities_for(cls, card: ModelCard) -> Capabilities:
-        p = cls.resolve(card)
-        return Capabilities(conditioning="class", guidance="none", min_steps=1, max_steps=p["max_steps"],
-                            resolution=p["resolution"], samplers=("euler",), num_classes=p["num_classes"],
-                            one_step=True, natural_cfg=None)
+    # same capabilities as MeanFlow: a native one-step model, no guidance input, Euler jumps only
+    capabilities_for = classmethod(MeanFlowAdapter.capabilities_for.__func__)

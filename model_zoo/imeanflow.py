@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.adapters import Capabilities, register
-from harness.cards import card_from_dict
+from harness.adapters import Capabilities, build_tiny, register
 from harness.errors import ProtocolError
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo.flax_convert import flax_to_torch
@@ -69,14 +68,6 @@ class _AverageVelocityAdapter(LatentAdapter):
     def validate(self, settings: SamplerSettings) -> None:
         """Value checks beyond the capabilities (before any compute)."""
 
-    @classmethod
-    def _tiny(cls, family: str, params: dict[str, Any]):
-        card = card_from_dict({"name": f"{family}-tiny-test", "family": family, "weights": None,
-                               "params": params}, source=f"<{cls.__name__}.tiny>")
-        adapter = cls(card)
-        adapter.load("cpu")
-        return adapter
-
 
 @register("meanflow_latent")
 class MeanFlowLatentAdapter(_AverageVelocityAdapter):
@@ -104,7 +95,7 @@ class MeanFlowLatentAdapter(_AverageVelocityAdapter):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> MeanFlowLatentAdapter:
-        return cls._tiny("meanflow_latent", {**TINY_ARCH, "learn_sigma": False, **overrides})
+        return build_tiny(cls, {**TINY_ARCH, "learn_sigma": False, **overrides})
 
 
 @register("imf")
@@ -151,5 +142,5 @@ class IMeanFlowAdapter(_AverageVelocityAdapter):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> IMeanFlowAdapter:
-        return cls._tiny("imf", {**TINY_ARCH, "hidden": 32, "depth": 3, "heads": 2, "head_depth": 1,
+        return build_tiny(cls, {**TINY_ARCH, "hidden": 32, "depth": 3, "heads": 2, "head_depth": 1,
                                  "natural_cfg": 4.0, **overrides})

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from harness.adapters import Adapter
-from harness.cards import WeightsMissingError, resolve_hub_snapshot
+from harness.cards import WeightsMissingError, merge_params, params_where, require_float32, resolve_hub_snapshot
 from harness.errors import HarnessError, ProtocolError
 from harness.types import ModelCard, SampleOutput, SampleRequest
 from model_zoo.nets.latent_dit import LatentDiT
@@ -46,17 +46,9 @@ TINY_ARCH: dict[str, Any] = {"input_size": 8, "patch": 2, "in_channels": 4, "hid
 
 def resolve_latent_params(card: ModelCard, family_defaults: dict[str, Any]) -> dict[str, Any]:
     """Card params over the family defaults; unknown keys and impossible values refused with the key."""
-    defaults = {**BASE_DEFAULTS, **family_defaults}
-    where = f"{card.source or card.name}: params"
-    unknown = sorted(set(card.params) - set(defaults))
-    if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family {card.family}; "
-                            f"allowed: {', '.join(sorted(defaults))}")
-    p = {**defaults, **card.params}
-    for key in ("vae_factor", "input_size", "patch", "in_channels", "hidden", "depth", "heads", "num_classes",
-                "max_steps"):
-        if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
-            raise ProtocolError(f"{where}.{key}={p[key]!r}; expected an int >= 1")
+    where = params_where(card)
+    p = merge_params(card, {**BASE_DEFAULTS, **family_defaults}, int_keys=(
+        "vae_factor", "input_size", "patch", "in_channels", "hidden", "depth", "heads", "num_classes", "max_steps"))
     if p["input_size"] % p["patch"] or p["hidden"] % p["heads"] or p["hidden"] % 4:
         raise ProtocolError(f"{where}: input_size {p['input_size']} must be divisible by patch {p['patch']}, "
                             f"hidden {p['hidden']} by heads {p['heads']} and by 4")
@@ -64,8 +56,7 @@ def resolve_latent_params(card: ModelCard, family_defaults: dict[str, Any]) -> d
     sha = p["checkpoint_sha256"]
     if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
         raise ProtocolError(f"{where}.checkpoint_sha256={sha!r}; expected the 64-hex sha256 of {p['checkpoint']!r}")
-    if card.dtype != "float32":
-        raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; {card.family} supports float32 only")
+    require_float32(card)
     return p
 
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-from harness.adapters import Capabilities, register
-from harness.cards import card_from_dict
+from harness.adapters import Capabilities, build_tiny, register
 from harness.errors import ProtocolError
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo import ode_solvers
@@ -98,8 +97,4 @@ class SiTAdapter(LatentAdapter):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> SiTAdapter:
-        card = card_from_dict({"name": "sit-tiny-test", "family": "sit", "weights": None,
-                               "params": {**TINY_ARCH, **overrides}}, source="<SiTAdapter.tiny>")
-        adapter = cls(card)
-        adapter.load("cpu")
-        return adapter
+        return build_tiny(cls, {**TINY_ARCH, **overrides})

@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-from harness.adapters import Capabilities, register
-from harness.cards import card_from_dict
+from harness.adapters import Capabilities, build_tiny, register
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo.latent_common import TINY_ARCH, LatentAdapter, resolve_latent_params
 
@@ -69,9 +68,4 @@ class SoFlowAdapter(LatentAdapter):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> SoFlowAdapter:
-        card = card_from_dict({"name": "soflow-tiny-test", "family": "soflow", "weights": None,
-                               "params": {**TINY_ARCH, "learn_sigma": False, **overrides}},
-                              source="<SoFlowAdapter.tiny>")
-        adapter = cls(card)
-        adapter.load("cpu")
-        return adapter
+        return build_tiny(cls, {**TINY_ARCH, "learn_sigma": False, **overrides})
