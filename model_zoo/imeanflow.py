@@ -30,6 +30,7 @@ import torch
 from harness.adapters import Capabilities, register
 from harness.cards import card_from_dict
 from harness.errors import ProtocolError
+from harness.knobs import Knob
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo.flax_convert import flax_to_torch
 from model_zoo.latent_common import TINY_ARCH, LatentAdapter, resolve_latent_params
@@ -107,6 +108,9 @@ class MeanFlowLatentAdapter(_AverageVelocityAdapter):
         return cls._tiny("meanflow_latent", {**TINY_ARCH, "learn_sigma": False, **overrides})
 
 
+INTERVAL_KNOBS = (Knob("t_min", "number", 0.0, 1.0), Knob("t_max", "number", 0.0, 1.0))  # t_min <= t_max: at sampling
+
+
 @register("imf")
 class IMeanFlowAdapter(_AverageVelocityAdapter):
     family_defaults = {"hidden": 1024, "depth": 48, "heads": 16, "head_depth": 8, "mlp_ratio": 8 / 3,
@@ -118,7 +122,7 @@ class IMeanFlowAdapter(_AverageVelocityAdapter):
         p = resolve_latent_params(card, cls.family_defaults)
         return Capabilities(conditioning="class", guidance="interval", min_steps=1, max_steps=p["max_steps"],
                             resolution=cls.resolution_of(p), samplers=("euler",), num_classes=p["num_classes"],
-                            one_step=True, natural_cfg=float(p["natural_cfg"]), knobs=("t_min", "t_max"),
+                            one_step=True, natural_cfg=float(p["natural_cfg"]), knobs=INTERVAL_KNOBS,
                             guidance_note="cfg = ω, a network input (no extra pass), active for t in "
                                           f"[t_min, t_max] (default {p['interval']}); ω = 1 is unguided")
 
