@@ -107,15 +107,16 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
         lines.append(f" {cell_id}  {c.model.name:<18} {c.dataset.id:<13} steps={c.settings.steps:<4} "
                      f"cfg={cfg:<5} guidance={caps.guidance:<8} sampler={c.settings.sampler:<6} n={c.n:<6} "
                      f"shards={plan.shard_count(c):<4} nfe/sample={'adaptive' if nfe is None else nfe}{knobs}")
-    for r in plan.refused:
-        cfg = "none" if r.settings.cfg is None else f"{r.settings.cfg:g}"
-        lines.append(f"  refused   {r.model:<18} steps={r.settings.steps:<4} cfg={cfg:<5} "
-                     f"sampler={r.settings.sampler:<6} not run: {r.reason}")
+    lines += _refused_lines(plan)
     if print_table:
         print(f"protocol {p.name} ({p.source})")
         for dataset_id, why in plan.missing_data.items():
             print(f"  provisional dataset {dataset_id}: files absent, cell ids marked ~ are placeholders "
                   f"(`harness run` refuses them): {why}")
+        if p.reference_stats:
+            absent = f"; absent (`harness run` refuses): {plan.missing_reference}" if plan.missing_reference else ""
+            print(f"  reference statistics: {p.reference_stats.file} ({p.reference_stats.format}), not the "
+                  f"datasets' images{absent}")
         print("\n".join(lines))
     unknown = f" (+ {adaptive} adaptive-solver cells, NFE known after sampling)" if adaptive else ""
     refused = f"; {len(plan.refused)} refused settings listed, not run" if plan.refused else ""
@@ -123,6 +124,16 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
     print(f"{len(plan.cells)} cells, {total_shards} shards, {len(plan.cells) * p.n} samples, "
           f"{total_nfe} total NFE{unknown}; metrics: {', '.join(p.metrics) or 'none'}{refused}{provisional}")
     return 0
+
+
+def _refused_lines(plan) -> list[str]:
+    """Settings listed as refused (``unsupported: list``), one line per model, sampler and reason."""
+    steps: dict[tuple[str, str, str, str], list[int]] = {}
+    for r in plan.refused:
+        cfg = "none" if r.settings.cfg is None else f"{r.settings.cfg:g}"
+        steps.setdefault((r.model, cfg, r.settings.sampler, r.reason), []).append(r.settings.steps)
+    return [f"  refused            {model:<18} steps={','.join(map(str, s))} cfg={cfg} sampler={sampler} "
+            f"not run: {reason}" for (model, cfg, sampler, reason), s in steps.items()]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
