@@ -368,6 +368,7 @@ def make_plan(protocol: Protocol) -> Plan:
         entry = _resolve_recipe(src, i, entry, card)
         adapter_cls = get_adapter_class(card.family, where=where)
         caps = adapter_cls.capabilities_for(card)
+        adapter = adapter_cls(card)  # no weights loaded: asked only for each cell's NFE (families check values)
         knobs_key = (f"{src}: models[{i}] recipe {entry.recipe!r} of {card.source}: key 'knobs" if entry.recipe
                      else f"{src}: key 'models[{i}].knobs")
         check_knob_values(entry.knobs, caps.knobs, knobs_key, f"model {card.name!r} ({card.family})")
@@ -380,6 +381,7 @@ def make_plan(protocol: Protocol) -> Plan:
                                                knobs=entry.knobs)
                     try:
                         check_settings(card, caps, settings)
+                        adapter.expected_nfe(settings)
                     except ProtocolError as e:
                         if entry.unsupported == "refuse":
                             raise ProtocolError(f"{src}: {e}") from None

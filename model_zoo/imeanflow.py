@@ -50,6 +50,7 @@ class _AverageVelocityAdapter(LatentAdapter):
     """Shared: the linspace(1, 0, N + 1) grid of average-velocity jumps, one evaluation per step."""
 
     def expected_nfe(self, settings: SamplerSettings) -> int:
+        self.validate(settings)  # the plan asks for the NFE of every cell: bad values are refused there
         return settings.steps
 
     @abstractmethod

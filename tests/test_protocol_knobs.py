@@ -116,3 +116,13 @@ def test_declared_knobs_come_from_the_families() -> None:
         model = load_card(card)
         knobs = get_adapter_class(model.family).capabilities_for(model).knobs
         assert any(isinstance(k, Knob) and k == name for k in knobs), (card, knobs)
+
+
+@pytest.mark.parametrize("knobs, cfg, message", [
+    ({"t_min": 0.7, "t_max": 0.5}, 8.0, "guidance interval t_min=0.7, t_max=0.5; expected 0 <= t_min <= t_max <= 1"),
+    ({}, 0.5, "cfg \\(ω\\) = 0.5 < 1"),
+])
+def test_family_value_checks_run_at_plan(no_data, knobs: dict, cfg: float, message: str) -> None:  # noqa: F811
+    """Constraints across knobs (or on cfg) the declaration cannot express: the family's own check, at plan."""
+    with pytest.raises(ProtocolError, match=f"^p.yaml: model 'imf-xl2': {message}"):
+        _plan("imf-xl2", knobs, cfg=[cfg])
