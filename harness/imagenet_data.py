@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from .datasets import Dataset, register_dataset
+from .datasets import DataMissingError, Dataset, register_dataset
 from .errors import HarnessError, ProtocolError
 from .hashing import digest
 from .hf_parquet import parquet_shards, read_rows, scan_parquet
@@ -47,10 +47,11 @@ def dataset_root(dataset_id: str, default_subpath: str) -> Path:
     elif os.environ.get("HARNESS_DATA"):
         root = Path(os.environ["HARNESS_DATA"]) / default_subpath
     else:
-        raise HarnessError(f"dataset {dataset_id!r}: no data location; set {variable}=/path/to/it or "
-                           f"HARNESS_DATA=/data (looked up as $HARNESS_DATA/{default_subpath})")
+        raise DataMissingError(f"dataset {dataset_id!r}: no data location; set {variable}=/path/to/it or "
+                               f"HARNESS_DATA=/data (looked up as $HARNESS_DATA/{default_subpath})")
     if not root.exists():
-        raise HarnessError(f"dataset {dataset_id!r}: {root} does not exist (from {variable} or HARNESS_DATA)")
+        raise DataMissingError(f"dataset {dataset_id!r}: {root} does not exist (set {variable}=/path/to/it or "
+                               f"HARNESS_DATA=/data, looked up as $HARNESS_DATA/{default_subpath})")
     return root
 
 
@@ -96,7 +97,8 @@ def _listing_key(root: Path) -> tuple[Any, ...]:
 class ImageFolderDataset(Dataset):
     """Class folders under a root; subclasses say how a folder name maps to a label id."""
 
-    num_classes = 1000
+    num_classes = 1000  # the committed label table's classes (harness/data/imagenet_labels.tsv)
+    provides = ("labels", "prompts", "images")  # prompts: "a photo of a {name}" from the label table
     BASE_ID: ClassVar[str] = ""  # the layout's id without the preprocessing suffix; names the root variable
     DEFAULT_SUBPATH: ClassVar[str] = ""
     PREPROCESS: ClassVar[str] = "squash-bicubic-256"

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -244,8 +245,11 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
 
 def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[str, ...], cache: Path,
                reference_n: int, capabilities_guidance: str, device: str = "cpu", bootstrap: int = 0,
-               run_dir: Path | None = None) -> tuple[list[MetricRow], int]:
+               run_dir: Path | None = None, stats_reference: Any = None) -> tuple[list[MetricRow], int]:
     """Metric rows of one cell; returns (rows, how many were computed rather than read from cache).
+
+    ``stats_reference``: imported mu/sigma (the protocol's ``reference_stats``) used instead of the dataset's
+    statistics by every mu/sigma reference metric (the metric refuses it if its extractor differs).
 
     With ``bootstrap`` = B > 0 every metric's CI is the percentile interval of B replicates on the same
     resampled sample indices, and the replicates are written to ``<run_dir>/bootstrap/<cell>/<metric>.npy``."""
@@ -258,7 +262,9 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
     for name in metric_names:
         metric = get_metric(name)
         ext_key = get_extractor(metric.extractor).spec.key
-        reference = metric_reference(metric, cache, cell.dataset.id, reference_n, device)
+        imported = stats_reference is not None and metric.needs_reference and metric.reference_kind == "stats"
+        reference = stats_reference if imported else metric_reference(metric, cache, cell.dataset.id, reference_n,
+                                                                      device)
         reference_id = reference.reference_id if reference is not None else ""
         key = digest({"metric": name, "variant": metric.variant, "cell": cell.cell_id, "extractor": ext_key,
                       "shards": [m.content_digest for m in manifests], "reference": reference_id,

@@ -35,6 +35,7 @@ PROMPT_COLUMNS = ("Prompt", "Prompts", "prompt", "prompts", "text", "caption")
 
 class PromptDataset(Dataset):
     num_classes = None
+    provides = ("prompts",)
     DEFAULT_SUBPATH: ClassVar[str] = ""
     RULE: ClassVar[str] = ""  # how samples are selected from the file; part of the digest
 
@@ -108,6 +109,7 @@ class Coco2014Captions(PromptDataset):
     """captions_val2014.json: lowest-id caption per image, images by id, default_rng(0) permutation, first 30000."""
 
     DEFAULT_SUBPATH = "coco2014/annotations/captions_val2014.json"
+    provides = ("prompts", "images")  # reference images from val2014/ beside annotations/
     COUNT = 30_000
     RULE = (f"lowest-id caption per image, images by id, default_rng(0) permutation, first {COUNT}; "
             f"reference {get_preprocess('adm-center-crop-256').spec}")

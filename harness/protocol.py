@@ -7,7 +7,7 @@ compute is spent. Knobs a model cannot honour are refused here (plan time), neve
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,12 @@ import yaml
 from . import SAMPLING_VERSION
 from .adapters import check_settings, get_adapter_class
 from .cards import load_card
-from .datasets import get_dataset
+from .datasets import Dataset, plan_dataset
 from .errors import HarnessError, ProtocolError
+from .knobs import check_knob_values
+from .reference_spec import ReferenceStatsSpec, check_reference_metrics, parse_reference_stats
 from .suggest import did_you_mean
-from .types import Cell, ModelCard, SamplerSettings, ShardTask
+from .types import Cell, DatasetRef, ModelCard, SamplerSettings, ShardTask
 
 # key → (description of what is allowed, default or REQUIRED)
 REQUIRED = object()
@@ -40,8 +42,14 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "metrics": ("a list of metric names", []),
     "reference_n": ("an integer >= 2 (reference images for corpus metrics)", 1000),
     "bootstrap": ("an integer >= 0 (bootstrap replicates per cell for metric CIs; 0 disables)", 200),
+    "reference_stats": ("{file, format, n}: FID against an imported mu/sigma file (harness/reference_spec.py)",
+                        None),
 }
-MODEL_KEYS = {"card", "steps", "cfg", "sampler", "knobs", "recipe"}
+MODEL_KEYS = {"card", "steps", "cfg", "sampler", "knobs", "recipe", "unsupported"}
+# models[i].unsupported: what a setting the model cannot honour does to the plan. "refuse" (default): the
+# whole plan is refused. "list": that setting is printed as refused, with the reason, and never run (for
+# presets that reproduce a paper's grid, where some models could not do what the paper asked of them).
+UNSUPPORTED = ("refuse", "list")
 NATURAL = "natural"  # a cfg entry meaning "the guidance value this model was released with"
 CfgValue = float | None | str
 
@@ -54,6 +62,7 @@ class ModelEntry:
     sampler: str | None = None
     knobs: tuple[tuple[str, Any], ...] = ()
     recipe: str | None = None  # a named setting set of the card (steps, cfg, sampler, knobs)
+    unsupported: str = "refuse"  # see UNSUPPORTED
 
 
 @dataclass(frozen=True)
@@ -73,12 +82,45 @@ class Protocol:
     reference_n: int
     source: str = "<dict>"
     bootstrap: int = 200
+    reference_stats: ReferenceStatsSpec | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A setting a model cannot honour, listed (never run) because its entry says ``unsupported: list``."""
+
+    model: str
+    settings: SamplerSettings
+    reason: str
 
 
 @dataclass(frozen=True)
 class Plan:
     protocol: Protocol
     cells: tuple[Cell, ...]
+    refused: tuple[Refusal, ...] = ()
+
+    @property
+    def missing_data(self) -> dict[str, str]:
+        """Dataset id → why its files are absent and which variable to set (empty when every dataset is here)."""
+        return {c.dataset.id: c.dataset.missing for c in self.cells if c.dataset.provisional}
+
+    @property
+    def missing_reference(self) -> str:
+        """Why the protocol's reference_stats file is not here ("" when present or not used)."""
+        spec = self.protocol.reference_stats
+        return spec.missing() if spec else ""
+
+    def require_data(self) -> None:
+        """Refuse to run a plan whose cell ids are provisional (a dataset's files are absent) or whose
+        reference statistics file is absent."""
+        why = list(self.missing_data.values())
+        if why:
+            why[0] = f"cell ids are provisional because {why[0]}"
+        if self.missing_reference:
+            why.append(self.missing_reference)
+        if why:
+            raise HarnessError(f"{self.protocol.source}: cannot run: " + "; ".join(why))
 
     def shards(self, cell_dirs: dict[str, str], device: str = "cpu") -> list[ShardTask]:
         p = self.protocol
@@ -175,16 +217,20 @@ def _model_entry(src: str, i: int, value: Any) -> ModelEntry:
                                 f"allowed: {', '.join(sorted(MODEL_KEYS))}")
     if not isinstance(value.get("card"), str) or not value["card"]:
         raise ProtocolError(f"{src}: key '{where}.card' has value {value.get('card')!r}; expected a card name")
+    unsupported = value.get("unsupported", "refuse")
+    if unsupported not in UNSUPPORTED:
+        raise ProtocolError(f"{src}: key '{where}.unsupported' has value {unsupported!r}; expected one of "
+                            f"{', '.join(UNSUPPORTED)}")
     recipe = value.get("recipe")
     if recipe is not None:
-        clash = sorted(set(value) - {"card", "recipe"})
+        clash = sorted(set(value) - {"card", "recipe", "unsupported"})
         if clash:
             raise ProtocolError(f"{src}: key '{where}' names recipe {recipe!r} and also {clash}; a recipe fixes "
                                 f"steps, cfg, sampler and knobs — list the model twice to add other settings")
         if not isinstance(recipe, str):
             raise ProtocolError(f"{src}: key '{where}.recipe' has value {recipe!r}; expected a recipe name")
-        return ModelEntry(card=value["card"], steps=None, cfg=None, recipe=recipe)
-    return _settings_entry(src, where, value["card"], value)
+        return ModelEntry(card=value["card"], steps=None, cfg=None, recipe=recipe, unsupported=unsupported)
+    return replace(_settings_entry(src, where, value["card"], value), unsupported=unsupported)
 
 
 def _settings_entry(src: str, where: str, card: str, value: dict[str, Any], recipe: str | None = None) -> ModelEntry:
@@ -210,8 +256,9 @@ def _resolve_recipe(src: str, i: int, entry: ModelEntry, card: ModelCard) -> Mod
         raise ProtocolError(f"{src}: key 'models[{i}].recipe': card {card.name!r} has no recipe {entry.recipe!r}"
                             f"{did_you_mean(entry.recipe, card.recipes)}; it has: {', '.join(card.recipes) or 'none'}")
     recipe = {k: v for k, v in card.recipes[entry.recipe].items() if k in ("steps", "cfg", "sampler", "knobs")}
-    return _settings_entry(f"{src}: models[{i}] recipe {entry.recipe!r} of {card.source}", "recipe", card.name,
-                           recipe, recipe=entry.recipe)
+    resolved = _settings_entry(f"{src}: models[{i}] recipe {entry.recipe!r} of {card.source}", "recipe", card.name,
+                               recipe, recipe=entry.recipe)
+    return replace(resolved, unsupported=entry.unsupported)
 
 
 def _resolve_cfg(where: str, card: ModelCard, caps: Any, values: tuple[CfgValue, ...]) -> list[float | None]:
@@ -260,11 +307,47 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         batch_size=_int(src, "batch_size", get["batch_size"], 1),
         metrics=_str_list(src, "metrics", get["metrics"], allow_empty=True),
         reference_n=_int(src, "reference_n", get["reference_n"], 2), source=src,
-        bootstrap=_int(src, "bootstrap", get["bootstrap"], 0))
+        bootstrap=_int(src, "bootstrap", get["bootstrap"], 0),
+        reference_stats=parse_reference_stats(src, get["reference_stats"]))
+
+
+def _check_dataset(where: str, card: ModelCard, caps: Any, ref: DatasetRef) -> None:
+    """Refuse a model on a dataset that cannot condition it: what the model needs vs what the dataset provides."""
+    provides = ", ".join(ref.provides) or "nothing"
+    if caps.conditioning == "class":
+        if "labels" not in ref.provides:
+            raise ProtocolError(f"{where}model {card.name!r} is class-conditional (needs labels) but dataset "
+                                f"{ref.id!r} provides {provides}")
+        if ref.num_classes != caps.num_classes:
+            raise ProtocolError(f"{where}model {card.name!r} is conditioned on {caps.num_classes} classes but "
+                                f"dataset {ref.id!r} has {ref.num_classes}")
+    if caps.conditioning == "text" and "prompts" not in ref.provides:
+        raise ProtocolError(f"{where}model {card.name!r} is text-conditioned (needs prompts) but dataset "
+                            f"{ref.id!r} provides {provides}")
+
+
+def _check_metrics(src: str, where: str, protocol: Protocol, metrics: list[Any], card: ModelCard, caps: Any,
+                   dataset: Dataset | None, ref: DatasetRef) -> None:
+    for metric in metrics:
+        if metric.name == "class_alignment" and caps.conditioning != "class":
+            raise ProtocolError(f"{where}metric 'class_alignment' needs a class-conditional model; "
+                                f"{card.name!r} is conditioned on {caps.conditioning}")
+    if not any(m.needs_reference for m in metrics) or protocol.reference_stats is not None:
+        return  # imported statistics replace the dataset's images (checked once, in make_plan)
+    if "images" not in ref.provides:
+        needing = ", ".join(m.name for m in metrics if m.needs_reference)
+        raise ProtocolError(f"{src}: key 'metrics': {needing} need reference images but dataset {ref.id!r} "
+                            f"provides {', '.join(ref.provides) or 'nothing'}")
+    if dataset is not None and protocol.reference_n > dataset.size:  # size is unknown without the files
+        raise ProtocolError(f"{src}: key 'reference_n' has value {protocol.reference_n}; dataset "
+                            f"{ref.id!r} has only {dataset.size} reference images")
 
 
 def make_plan(protocol: Protocol) -> Plan:
-    """Expand to cells (models × datasets × steps × cfg), refusing anything a model cannot honour."""
+    """Expand to cells (models × datasets × steps × cfg), refusing anything a model cannot honour.
+
+    A dataset whose files are absent still plans (provisional cell ids, ``Plan.missing_data``); what it
+    knows without them (class count, labels / prompts / images) still drives the refusals."""
     from .metrics import get_metric
 
     src = protocol.source
@@ -274,34 +357,36 @@ def make_plan(protocol: Protocol) -> Plan:
             metrics.append(get_metric(name))
         except ProtocolError as e:
             raise ProtocolError(f"{src}: key 'metrics[{i}]': {e}") from None
+    if protocol.reference_stats is not None:
+        check_reference_metrics(src, protocol.reference_stats, metrics)
+    datasets = [plan_dataset(name, where=f"{src}: datasets: ") for name in protocol.datasets]
     cells: list[Cell] = []
+    refused: dict[tuple[str, SamplerSettings], Refusal] = {}
     for i, entry in enumerate(protocol.models):
         where = f"{src}: models[{i}]: "
         card = load_card(entry.card, where=where)
         entry = _resolve_recipe(src, i, entry, card)
         adapter_cls = get_adapter_class(card.family, where=where)
         caps = adapter_cls.capabilities_for(card)
-        for ds_name in protocol.datasets:
-            dataset = get_dataset(ds_name, where=f"{src}: datasets: ")
-            if caps.conditioning == "class" and dataset.num_classes != caps.num_classes:
-                raise ProtocolError(f"{where}model {card.name!r} is conditioned on {caps.num_classes} classes but "
-                                    f"dataset {ds_name!r} has {dataset.num_classes}")
-            for metric in metrics:
-                if metric.name == "class_alignment" and caps.conditioning != "class":
-                    raise ProtocolError(f"{where}metric 'class_alignment' needs a class-conditional model; "
-                                        f"{card.name!r} is conditioned on {caps.conditioning}")
-            if any(m.needs_reference for m in metrics) and protocol.reference_n > dataset.size:
-                raise ProtocolError(f"{src}: key 'reference_n' has value {protocol.reference_n}; dataset "
-                                    f"{ds_name!r} has only {dataset.size} reference images")
-            ref = dataset.ref()
+        adapter = adapter_cls(card)  # no weights loaded: asked only for each cell's NFE (families check values)
+        knobs_key = (f"{src}: models[{i}] recipe {entry.recipe!r} of {card.source}: key 'knobs" if entry.recipe
+                     else f"{src}: key 'models[{i}].knobs")
+        check_knob_values(entry.knobs, caps.knobs, knobs_key, f"model {card.name!r} ({card.family})")
+        for dataset, ref in datasets:
+            _check_dataset(where, card, caps, ref)
+            _check_metrics(src, where, protocol, metrics, card, caps, dataset, ref)
             for steps in entry.steps or protocol.steps:
                 for cfg in _resolve_cfg(where, card, caps, entry.cfg or protocol.cfg):
                     settings = SamplerSettings(steps=steps, cfg=cfg, sampler=entry.sampler or protocol.sampler,
                                                knobs=entry.knobs)
                     try:
                         check_settings(card, caps, settings)
+                        adapter.expected_nfe(settings)
                     except ProtocolError as e:
-                        raise ProtocolError(f"{src}: {e}") from None
+                        if entry.unsupported == "refuse":
+                            raise ProtocolError(f"{src}: {e}") from None
+                        refused.setdefault((card.name, settings), Refusal(card.name, settings, str(e)))
+                        continue
                     cells.append(Cell(model=card, settings=settings, dataset=ref, seed=protocol.seed,
                                       n=protocol.n, sampling_version=SAMPLING_VERSION))
     ids = [c.cell_id for c in cells]
@@ -309,4 +394,4 @@ def make_plan(protocol: Protocol) -> Plan:
         raise ProtocolError(f"{src}: the protocol lists the same cell twice (a model, steps or cfg repeated)")
     if not cells:
         raise HarnessError(f"{src}: the protocol expands to no cells")
-    return Plan(protocol=protocol, cells=tuple(cells))
+    return Plan(protocol=protocol, cells=tuple(cells), refused=tuple(refused.values()))

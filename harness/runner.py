@@ -47,6 +47,7 @@ def write_run_record(run_dir: Path, plan: Plan, cell_dirs: dict[str, str]) -> No
 
 def prepare_run(plan: Plan, run_dir: Path, cache_dir: Path) -> dict[str, str]:
     """Check both directories are writable, write cell specs and run.json; returns cell id → cell dir."""
+    plan.require_data()  # provisional cell ids (a dataset's files absent): refused before anything is written
     for cell in plan.cells:
         require_pinned(cell.model)  # before anything is written or spent
     ensure_writable(run_dir)
@@ -61,6 +62,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     """``require_generated``: refuse to generate (the Slurm collect step: generation ran in the arrays)."""
     p = plan.protocol
     cell_dirs = prepare_run(plan, run_dir, cache_dir)
+    imported = p.reference_stats.load() if p.reference_stats else None  # validated before any compute
 
     shards = plan.shards(cell_dirs, device)
     todo = [t for t in shards if not shard_is_complete(t)]
@@ -85,7 +87,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
             tasks.append(ExtractTask(t.cell_dir, t.start, t.stop, extractors, str(cache_dir), device))
     n_shard_tasks = len(tasks)
     references = {}  # path → (dataset, extractor, output, start and stop of its chunks in ``tasks``)
-    for m in metrics:
+    for m in metrics if imported is None else ():
         for ds in p.datasets if m.needs_reference and m.reference_kind == "stats" else ():
             path = reference_path(cache_dir, ds, m.extractor, m.output, p.reference_n)
             if not path.exists() and path not in references:
@@ -106,7 +108,8 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     for cell in plan.cells:
         guidance = get_adapter_class(cell.model.family).capabilities_for(cell.model).guidance
         cell_rows, n_new = score_cell(p.name, Path(cell_dirs[cell.cell_id]), p.shard_size, p.metrics, cache_dir,
-                                      p.reference_n, guidance, device, bootstrap=p.bootstrap, run_dir=run_dir)
+                                      p.reference_n, guidance, device, bootstrap=p.bootstrap, run_dir=run_dir,
+                                      stats_reference=imported)
         rows += cell_rows
         computed += n_new
     say(f"score: {computed} metric values computed, {len(rows) - computed} read from cache")

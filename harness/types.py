@@ -80,13 +80,30 @@ class SampleOutput:
     seconds: float  # wall time attributed to this sample (batch time / batch size)
 
 
+PROVISIONAL_DIGEST = "provisional"  # the digest of a dataset whose files are not present (plan only, never run)
+
+
 @dataclass(frozen=True)
 class DatasetRef:
-    """A dataset as the plan sees it: what conditions it provides, and the digest of its content."""
+    """A dataset as the plan sees it: what conditions it provides, and the digest of its content.
+
+    ``provides`` names what it has for a cell: "labels", "prompts" (conditions) and "images" (references).
+    A non-empty ``missing`` (why its files are not here and how to point at them) makes it provisional:
+    its digest, and so the id of every cell on it, is a placeholder; a plan with one can be printed, not run.
+    """
 
     id: str
     digest: str
     num_classes: int | None
+    provides: tuple[str, ...] = ()
+    missing: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provides", tuple(self.provides))  # a list when read back from cell.json
+
+    @property
+    def provisional(self) -> bool:
+        return bool(self.missing)
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,11 @@ class Cell:
     seed: int
     n: int
     sampling_version: int
+
+    @property
+    def provisional(self) -> bool:
+        """True when its dataset's files are absent: the id is a placeholder (shown with a ``~``)."""
+        return self.dataset.provisional
 
     @property
     def cell_id(self) -> str:

@@ -34,6 +34,7 @@ from PIL import Image
 from harness.adapters import Adapter, Capabilities, register
 from harness.cards import card_from_dict
 from harness.errors import GenerationError, HarnessError, ProtocolError
+from harness.knobs import knob_from_declaration
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
 FORMAT = "onestep-bench/external/v1"
@@ -94,6 +95,9 @@ class ExternalAdapter(Adapter):
         for key in ("samplers", "knobs"):
             if key in caps:
                 caps[key] = tuple(caps[key])
+        # a knob is a name, or {name, kind, minimum, maximum, choices} (values then checked at plan time)
+        caps["knobs"] = tuple(knob_from_declaration(k, f"{card.source or card.name}: params.capabilities.knobs: ")
+                              for k in caps.get("knobs", ()))
         try:
             return Capabilities(**caps)
         except TypeError as e:

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.adapters import Capabilities, register
 from harness.errors import ProtocolError
+from harness.knobs import Knob
 from harness.types import ModelCard, SamplerSettings
 from model_zoo.diffusers_common import (
     COMMON_PARAMS,
@@ -50,8 +51,8 @@ class FluxDevAdapter(DiffusersTextToImage):
         p = resolve_params(card, cls.defaults)
         return Capabilities(conditioning="text", guidance="embedded", min_steps=p["min_steps"],
                             max_steps=p["max_steps"], resolution=p["resolution"], samplers=("euler",),
-                            one_step=p["one_step"], natural_cfg=p["natural_cfg"], knobs=("true_cfg_scale",),
-                            guidance_note=DEV_NOTE)
+                            one_step=p["one_step"], natural_cfg=p["natural_cfg"],
+                            knobs=(Knob("true_cfg_scale", "number", 0.0),), guidance_note=DEV_NOTE)
 
     def true_cfg_scale(self, settings: SamplerSettings) -> float:
         value = settings.knob("true_cfg_scale", 1.0)

@@ -29,6 +29,7 @@ import torch
 
 from harness.adapters import Capabilities, build_tiny, register
 from harness.errors import ProtocolError
+from harness.knobs import Knob
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo.flax_convert import flax_to_torch
 from model_zoo.latent_common import TINY_ARCH, LatentAdapter, resolve_latent_params
@@ -48,6 +49,7 @@ class _AverageVelocityAdapter(LatentAdapter):
     """Shared: the linspace(1, 0, N + 1) grid of average-velocity jumps, one evaluation per step."""
 
     def expected_nfe(self, settings: SamplerSettings) -> int:
+        self.validate(settings)  # the plan asks for the NFE of every cell: bad values are refused there
         return settings.steps
 
     @abstractmethod
@@ -98,6 +100,9 @@ class MeanFlowLatentAdapter(_AverageVelocityAdapter):
         return build_tiny(cls, {**TINY_ARCH, "learn_sigma": False, **overrides})
 
 
+INTERVAL_KNOBS = (Knob("t_min", "number", 0.0, 1.0), Knob("t_max", "number", 0.0, 1.0))  # t_min <= t_max: at sampling
+
+
 @register("imf")
 class IMeanFlowAdapter(_AverageVelocityAdapter):
     family_defaults = {"hidden": 1024, "depth": 48, "heads": 16, "head_depth": 8, "mlp_ratio": 8 / 3,
@@ -109,7 +114,7 @@ class IMeanFlowAdapter(_AverageVelocityAdapter):
         p = resolve_latent_params(card, cls.family_defaults)
         return Capabilities(conditioning="class", guidance="interval", min_steps=1, max_steps=p["max_steps"],
                             resolution=cls.resolution_of(p), samplers=("euler",), num_classes=p["num_classes"],
-                            one_step=True, natural_cfg=float(p["natural_cfg"]), knobs=("t_min", "t_max"),
+                            one_step=True, natural_cfg=float(p["natural_cfg"]), knobs=INTERVAL_KNOBS,
                             guidance_note="cfg = ω, a network input (no extra pass), active for t in "
                                           f"[t_min, t_max] (default {p['interval']}); ω = 1 is unguided")
 

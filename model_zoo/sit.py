@@ -22,12 +22,14 @@ import torch
 
 from harness.adapters import Capabilities, build_tiny, register
 from harness.errors import ProtocolError
+from harness.knobs import Knob
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo import ode_solvers
 from model_zoo.latent_common import TINY_ARCH, LatentAdapter, resolve_latent_params
 
 SAMPLERS = ("euler", "heun", "dopri5")
-KNOBS = ("cfg_channels", "atol", "rtol")
+KNOBS = (Knob("cfg_channels", "choice", choices=(3, 4)), Knob("atol", "number", 0.0, 1.0, min_open=True, max_open=True),
+         Knob("rtol", "number", 0.0, 1.0, min_open=True, max_open=True))
 DOPRI5_TOLERANCES = {"atol": 1e-6, "rtol": 1e-3}  # SiT sample.py / the paper's harness defaults
 
 

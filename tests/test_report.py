@@ -229,7 +229,7 @@ def test_compare_reports_moved_mmhm_choices_and_whether_the_move_is_inside_the_n
     assert changes.loc["multi", "chosen_other"] == "16 steps, cfg 3"
     assert changes.loc["multi", "chosen"] == "16 steps, cfg 1" and changes.loc["multi", "verdict"] == "changed"
     assert changes.loc["onestep", "verdict"] == "same setting"
-    md, _ = write_comparison(load_runs([new]), load_runs([base]), tmp_path)
+    md, *_ = write_comparison(load_runs([new]), load_runs([base]), tmp_path)
     assert "| ds        | multi   | 16 steps, cfg 1 | 16 steps, cfg 3 |" in md.read_text()
     # replicates so wide that the two settings cannot be told apart: the same move is inside the noise
     for c, s in moved.items():

@@ -13,7 +13,9 @@ CARDS = ["sd35-large", "sd35-medium", "sd35-large-turbo", "flux1-dev", "flux1-sc
 
 
 def plan_cells(card: str, recipe: str) -> list[tuple[int, float | None, str, int]]:
-    raw = {"name": "p", "models": [{"card": card, "recipe": recipe}], "datasets": ["mnist-5k"], "steps": [1], "n": 4}
+    # a prompt dataset (text models are refused on label-only ones); planning needs no prompt file
+    raw = {"name": "p", "models": [{"card": card, "recipe": recipe}], "datasets": ["partiprompts"], "steps": [1],
+           "n": 4}
     cells = make_plan(protocol_from_dict(raw, source="p.yaml")).cells
     out = []
     for c in cells:

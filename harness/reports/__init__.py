@@ -12,7 +12,7 @@ import pandas as pd
 from ..composite import Bounds
 from ..store import atomic_write_bytes
 from .board import Board, build_boards
-from .compare import compare_runs, comparison_markdown, selection_changes
+from .compare import compare_runs, comparison_markdown, mmhm_differences, mmhm_markdown, selection_changes
 from .grid import plot_image_grid
 from .html import leaderboard_html
 from .plots import safe_name, write_plots
@@ -59,11 +59,15 @@ def write_report(run_dir: Path, frame: pd.DataFrame, mmhm_metrics: Sequence[str]
 def write_comparison(run: Results, other: Results, out: Path, mmhm_metrics: Sequence[str] | None = None,
                      bounds: Bounds | None = None) -> list[Path]:
     """comparison.md and comparison.csv: paired differences run − other with CIs and noise verdicts, and
-    (in the .md) whether each model's MMHM choice moved, and if so whether inside the noise."""
+    (in the .md) whether each model's MMHM choice moved, and if so whether inside the noise; per-setting
+    MMHM Δ with paired-bootstrap CIs in the .md and comparison_mmhm.csv."""
     diff = compare_runs(run, other)
     moves = selection_changes(run, other, mmhm_metrics, bounds)
+    mmhm_diff, notes = mmhm_differences(run, other, mmhm_metrics, bounds)
     names = (Path(run.sources[0]).name, Path(other.sources[0]).name)
     if names[0] == names[1]:
         names = (str(run.sources[0]), str(other.sources[0]))
-    return [_write_text(Path(out) / "comparison.md", comparison_markdown(diff, *names, moves)),
-            _write_text(Path(out) / "comparison.csv", diff.to_csv(index=False))]
+    section = mmhm_markdown(mmhm_diff, notes, *names)
+    return [_write_text(Path(out) / "comparison.md", comparison_markdown(diff, *names, moves, section)),
+            _write_text(Path(out) / "comparison.csv", diff.to_csv(index=False)),
+            _write_text(Path(out) / "comparison_mmhm.csv", mmhm_diff.to_csv(index=False))]

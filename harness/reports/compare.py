@@ -12,7 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..composite import Bounds, load_replicates, percentile_ci
+from ..composite import (
+    Bounds,
+    bounds_from_rows,
+    default_metrics,
+    load_replicates,
+    mmhm,
+    mmhm_replicates,
+    percentile_ci,
+)
 from ..errors import HarnessError
 from .board import build_boards
 from .results import Results
@@ -66,19 +74,89 @@ def compare_runs(run: Results, other: Results) -> pd.DataFrame:
                                 "ci_low": r.ci_low_other, "ci_high": r.ci_high_other})
             lo, hi, source = _difference_ci(run, other, mine, theirs)
             delta = r.value - r.value_other
-            row.update(delta=delta, ci_low=lo, ci_high=hi, ci_from=source)
-            if delta == 0:
-                row["verdict"] = "identical"
-            elif source == "none":
-                row["verdict"] = "no CI"
-            elif lo <= 0 <= hi:
-                row["verdict"] = "inside the noise"
-            else:
-                better = (delta > 0) == bool(r.higher_is_better)
-                row["verdict"] = "better" if better else "worse"
+            row.update(delta=delta, ci_low=lo, ci_high=hi, ci_from=source,
+                       verdict=_verdict(delta, lo, hi, bool(r.higher_is_better)))
         out.append(row)
     frame = pd.DataFrame(out)
     return frame.sort_values(["dataset", "metric", "model", "steps", "cfg"], na_position="first").reset_index(drop=True)
+
+
+def _verdict(delta: float, lo: float, hi: float, higher_is_better: bool) -> str:
+    if delta == 0:
+        return "identical"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no CI"
+    if lo <= 0 <= hi:
+        return "inside the noise"
+    return "better" if (delta > 0) == higher_is_better else "worse"
+
+
+def _mmhm_metrics(a: pd.DataFrame, b: pd.DataFrame, chosen: Sequence[str] | None) -> tuple[str, ...]:
+    """As the leaderboard chooses: the given metrics, else the paper's four present in both runs, else every
+    metric present in both."""
+    common = set(a.metric) & set(b.metric)
+    return tuple(chosen) if chosen else (default_metrics(common) or tuple(sorted(common)))
+
+
+def mmhm_differences(run: Results, other: Results, mmhm_metrics: Sequence[str] | None = None,
+                     bounds: Bounds | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Per (dataset, model, steps, cfg): MMHM in each run under ONE set of bounds, Δ = run − other, and the
+    95% CI of Δ from the paired bootstrap replicates (MMHM replicate b of this run minus replicate b of the
+    other, each computed under those bounds). Bounds: the frozen ``bounds`` if given, else min/max over the
+    cells of both runs together (MMHM under each run's own bounds is not comparable). Returns the table
+    and one line per dataset saying which bounds were used (or why no Δ was computed)."""
+    out, notes = [], []
+    for dataset in sorted(set(run.frame.dataset) & set(other.frame.dataset)):
+        a, b = (r.frame[r.frame.dataset == dataset] for r in (run, other))
+        metrics = _mmhm_metrics(a, b, mmhm_metrics)
+        if not metrics or any(m not in set(a.metric) or m not in set(b.metric) for m in metrics):
+            notes.append(f"{dataset}: MMHM Δ not computed: metrics {list(metrics)} are not in both runs.")
+            continue
+        try:
+            shared = bounds or _joint_bounds(a, b, metrics)
+            sides = [_mmhm_side(results, rows, metrics, shared) for results, rows in ((run, a), (other, b))]
+        except HarnessError as err:  # e.g. no cell has every metric: say so, keep the other datasets
+            notes.append(f"{dataset}: MMHM Δ not computed: {err}")
+            continue
+        where = (f"frozen bounds from {shared.frozen_from}" if shared.frozen_from
+                 else f"bounds over the {len(shared.defined_by)} cells of both runs")
+        notes.append(f"{dataset}: MMHM over {', '.join(metrics)} with {where}: "
+                     + ", ".join(f"{m} [{lo:.4g}, {hi:.4g}]" for m, (lo, hi) in shared.lo_hi.items()))
+        merged = sides[0].merge(sides[1], on=["model", "steps", "_cfg"], how="outer", suffixes=("", "_other"),
+                                indicator=True)
+        out += [_mmhm_row(dataset, r) for _, r in merged.iterrows()]
+    columns = ["dataset", "model", "steps", "cfg", "mmhm", "mmhm_other", "delta", "ci_low", "ci_high", "verdict"]
+    frame = pd.DataFrame(out, columns=columns)
+    return frame.sort_values(["dataset", "model", "steps", "cfg"], na_position="first").reset_index(drop=True), notes
+
+
+def _joint_bounds(a: pd.DataFrame, b: pd.DataFrame, metrics: tuple[str, ...]) -> Bounds:
+    """Both runs' cells as one row set; a cell id may occur in both runs, so each side's ids are tagged."""
+    both = pd.concat([a.assign(cell_id="this:" + a.cell_id), b.assign(cell_id="other:" + b.cell_id)])
+    return bounds_from_rows(both, metrics)
+
+
+def _mmhm_side(results: Results, rows: pd.DataFrame, metrics: tuple[str, ...], bounds: Bounds) -> pd.DataFrame:
+    """Per cell of one run: setting, MMHM under ``bounds`` and its bootstrap replicates (None without)."""
+    scores = mmhm(rows, metrics, bounds)
+    reps = mmhm_replicates(scores, results.run_dir_of)
+    cells = rows.drop_duplicates("cell_id").set_index("cell_id")[["model", "steps", "cfg"]]
+    table = cells.join(scores.table[["mmhm"]], how="inner").reset_index()
+    table["reps"] = [reps.get(c) for c in table.cell_id]
+    return _keyed(table).drop(columns="cell_id")
+
+
+def _mmhm_row(dataset: str, r: pd.Series) -> dict:
+    row = {"dataset": dataset, "model": r.model, "steps": int(r.steps),
+           "cfg": r.cfg if r._merge != "right_only" else r.cfg_other, "mmhm": r.mmhm, "mmhm_other": r.mmhm_other,
+           "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+    if r._merge != "both":
+        return {**row, "verdict": "only in " + ("this run" if r._merge == "left_only" else "the other run")}
+    delta = float(r.mmhm - r.mmhm_other)
+    mine, theirs = r.reps, r.reps_other
+    paired = isinstance(mine, np.ndarray) and isinstance(theirs, np.ndarray) and mine.size == theirs.size
+    lo, hi = percentile_ci(mine - theirs) if paired else (np.nan, np.nan)
+    return {**row, "delta": delta, "ci_low": lo, "ci_high": hi, "verdict": _verdict(delta, lo, hi, True)}
 
 
 def _setting(steps: int, cfg: float) -> str:
@@ -122,7 +200,29 @@ def selection_changes(run: Results, other: Results, mmhm_metrics: Sequence[str] 
     return pd.DataFrame(out)
 
 
-def comparison_markdown(diff: pd.DataFrame, run_name: str, other_name: str, moves: pd.DataFrame | None = None) -> str:
+def _ci_text(lo: float, hi: float) -> str:
+    return f"[{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else "–"
+
+
+def mmhm_markdown(mmhm_diff: pd.DataFrame, notes: list[str], run_name: str, other_name: str) -> list[str]:
+    """The per-setting MMHM Δ section of comparison.md."""
+    lines = ["## MMHM per setting", "",
+             f"MMHM of each setting in both runs under one set of bounds; Δ = {run_name} − {other_name} with the "
+             "95% CI of the paired bootstrap replicates; \"inside the noise\" means the CI contains 0.", "",
+             *(f"- {n}" for n in notes), ""]
+    if mmhm_diff.empty:
+        return lines
+    lines += [pd.DataFrame({
+        "dataset": mmhm_diff.dataset, "model": mmhm_diff.model, "steps": mmhm_diff.steps,
+        "cfg": mmhm_diff.cfg.map(fmt_cfg), run_name: mmhm_diff.mmhm.map(fmt), other_name: mmhm_diff.mmhm_other.map(fmt),
+        "Δ": mmhm_diff.delta.map(fmt),
+        "95% CI of Δ": [_ci_text(lo, hi) for lo, hi in zip(mmhm_diff.ci_low, mmhm_diff.ci_high, strict=True)],
+        "verdict": mmhm_diff.verdict}).to_markdown(index=False), ""]
+    return lines
+
+
+def comparison_markdown(diff: pd.DataFrame, run_name: str, other_name: str, moves: pd.DataFrame | None = None,
+                        mmhm_section: list[str] | None = None) -> str:
     lines = [f"# {run_name} vs {other_name}", "",
              f"Δ = {run_name} − {other_name}, with a 95% CI; \"inside the noise\" means the CI contains 0; "
              "better/worse follow each metric's direction.", ""]
@@ -131,12 +231,13 @@ def comparison_markdown(diff: pd.DataFrame, run_name: str, other_name: str, move
     shown = pd.DataFrame({
         "dataset": diff.dataset, "model": diff.model, "steps": diff.steps, "cfg": diff.cfg.map(fmt_cfg),
         "metric": diff.metric, run_name: diff.value.map(fmt), other_name: diff.value_other.map(fmt),
-        "Δ": diff.delta.map(fmt), "95% CI of Δ": [f"[{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else "–"
-                                                  for lo, hi in zip(diff.ci_low, diff.ci_high, strict=True)],
+        "Δ": diff.delta.map(fmt),
+        "95% CI of Δ": [_ci_text(lo, hi) for lo, hi in zip(diff.ci_low, diff.ci_high, strict=True)],
         "CI from": diff.ci_from, "verdict": diff.verdict})
     counts = diff.verdict.value_counts().to_dict()
     lines += [shown.to_markdown(index=False), "",
               "Summary: " + ", ".join(f"{v}: {c}" for v, c in sorted(counts.items())), ""]
+    lines += mmhm_section or []
     if moves is not None and not moves.empty:
         lines += ["## MMHM selection per model", "",
                   f"Each run's MMHM argmax (its own bounds). A moved choice is \"inside the noise\" when, in "
