@@ -25,7 +25,7 @@ from typing import Any
 import submitit
 
 from .errors import HarnessError
-from .execution import Executor, _progress
+from .execution import Executor, _progress, describe  # noqa: F401 - describe is re-exported
 from .slurm_profile import SlurmProfile
 
 # Job states in which a task may still produce its result.
@@ -51,15 +51,6 @@ class RequeueableTask(submitit.helpers.Checkpointable):
 
     def __call__(self, fn: Callable[[Any], Any], task: Any) -> Any:
         return fn(task)
-
-
-def describe(task: Any) -> str:
-    """A stable, human-readable name of a work item for jobs.jsonl and error messages."""
-    if hasattr(task, "cell_dir") and hasattr(task, "start"):
-        return f"{Path(task.cell_dir).name}/{task.start:07d}-{task.stop:07d}"
-    if hasattr(task, "dataset") and hasattr(task, "start"):
-        return f"reference/{task.dataset}/{task.extractor}/{task.start}-{task.stop}"
-    return type(task).__name__
 
 
 def _now() -> str:
