@@ -55,11 +55,24 @@ class DebugExecutor(Executor):
 
 def describe(task: Any) -> str:
     """A stable, human-readable name of a work item for logs, jobs.jsonl and error messages."""
+    shards = getattr(task, "shards", None)
+    if shards:
+        return describe(shards[0]) + (f" (+{len(shards) - 1} more shards)" if len(shards) > 1 else "")
     if hasattr(task, "cell_dir") and hasattr(task, "start"):
         return f"{Path(task.cell_dir).name}/{task.start:07d}-{task.stop:07d}"
+    if hasattr(task, "cell_dir") and hasattr(task, "extractor"):
+        return f"extract/{Path(task.cell_dir).name}/{task.extractor}"
     if hasattr(task, "dataset") and hasattr(task, "start"):
         return f"reference/{task.dataset}/{task.extractor}/{task.start}-{task.stop}"
+    if hasattr(task, "dataset") and hasattr(task, "kind"):
+        return f"reference/{task.dataset}/{task.extractor}/{task.output}/{task.n}/{task.kind}"
     return type(task).__name__
+
+
+def work_items(task: Any) -> list[str]:
+    """The work items one task descriptor covers: each shard of a bundle, else the task itself."""
+    shards = getattr(task, "shards", None)
+    return [describe(s) for s in shards] if shards is not None else [describe(task)]
 
 
 def visible_gpus() -> list[str]:
