@@ -24,7 +24,8 @@ from .suggest import did_you_mean
 from .types import HUB_SCHEME, ModelCard
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "model_zoo" / "cards"
-CARD_KEYS = {"name", "family", "weights", "weights_sha256", "hub", "dtype", "params", "description", "recipes"}
+CARD_KEYS = {"name", "family", "weights", "weights_sha256", "hub", "dtype", "params", "description", "recipes",
+             "cost"}
 RECIPE_KEYS = {"steps", "cfg", "sampler", "knobs", "citation", "note"}
 
 
@@ -94,7 +95,16 @@ def card_from_dict(raw: Any, source: str = "<dict>") -> ModelCard:
 def _card(raw: dict, source: str, params: dict, weights: str | None, weights_digest: str) -> ModelCard:
     return ModelCard(name=raw["name"], family=raw["family"], weights=weights, weights_digest=weights_digest,
                      params=params, dtype=str(raw.get("dtype", "float32")), source=source,
-                     recipes=_recipes(raw.get("recipes"), source))
+                     recipes=_recipes(raw.get("recipes"), source), cost=_cost(raw.get("cost"), source))
+
+
+def _cost(raw: Any, source: str) -> dict[str, Any] | None:
+    """Optional ``cost: {seconds_per_nfe: 0.05, gpu: h100, resolution: 256}``: measured speed, for sizing jobs."""
+    if raw is None:
+        return None
+    from .cost import parse_card_cost
+
+    return parse_card_cost(raw, source)
 
 
 def _hub_weights(hub: Any, source: str) -> tuple[str, str]:

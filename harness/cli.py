@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_args(p)
     p.add_argument("--results", type=Path, help="run directory (default: results/<protocol name>)")
     p.add_argument("--executor", default="local", choices=["debug", "local", "slurm"])
-    p.add_argument("--workers", type=int, default=None, help="processes for --executor local (default: 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for --executor local (default: one per visible GPU, pinned to it; else 2)")
     p.add_argument("--cache", type=Path, default=None,
                    help="feature/reference cache (default: $HARNESS_CACHE or ~/.cache/onestep-bench)")
     p.add_argument("--device", default="cpu")

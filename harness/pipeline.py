@@ -186,15 +186,19 @@ def reference_stats(cache: Path, dataset_id: str, extractor_name: str, output: s
     return save_reference(path, dataset_id, extractor_name, output, n, [reference_chunk(t) for t in tasks])
 
 
+def reference_features_path(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int) -> Path:
+    key = digest({"dataset": get_dataset(dataset_id).digest, "extractor": get_extractor(extractor_name).spec.key,
+                  "output": output, "n": n, "kind": "features"}, length=24)
+    return cache / "reffeatures" / f"{key}.npz"
+
+
 def reference_features(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int,
                        device: str = "cpu"):
     """Reference feature rows (KID, P/R) for (dataset content, extractor spec, output, n): computed once."""
     from .features.reference import ReferenceFeatures
 
     dataset, spec = get_dataset(dataset_id), get_extractor(extractor_name).spec
-    key = digest({"dataset": dataset.digest, "extractor": spec.key, "output": output, "n": n,
-                  "kind": "features"}, length=24)
-    path = cache / "reffeatures" / f"{key}.npz"
+    path = reference_features_path(cache, dataset_id, extractor_name, output, n)
     if path.exists():
         return ReferenceFeatures.load(path)
     ext = loaded_extractor(extractor_name, device)

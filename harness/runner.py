@@ -58,8 +58,9 @@ def prepare_run(plan: Plan, run_dir: Path, cache_dir: Path) -> dict[str, str]:
 
 
 def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, device: str = "cpu",
-             require_generated: bool = False) -> Path:
-    """``require_generated``: refuse to generate (the Slurm collect step: generation ran in the arrays)."""
+             require_generated: bool = False, require_features: bool = False) -> Path:
+    """``require_generated`` / ``require_features``: refuse to generate / extract (the Slurm collect step:
+    both ran in array tasks before it)."""
     p = plan.protocol
     cell_dirs = prepare_run(plan, run_dir, cache_dir)
     imported = p.reference_stats.load() if p.reference_stats else None  # validated before any compute
@@ -94,6 +95,10 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
                 chunks = reference_chunks(ds, m.extractor, m.output, p.reference_n, device)
                 references[path] = (ds, m.extractor, m.output, len(tasks), len(tasks) + len(chunks))
                 tasks += chunks
+    if tasks and require_features:
+        raise HarnessError(f"{run_dir}: {n_shard_tasks} shards lack features and {len(references)} reference "
+                           f"statistics are missing after the extraction jobs ended (see their logs under "
+                           f"{run_dir / 'slurm'}); run the same `harness run` again to resubmit them")
     if tasks:
         say(f"extract: {n_shard_tasks} of {len(shards)} shards need features ({', '.join(extractors)}); "
             f"{len(references)} reference statistics to compute ({len(tasks) - n_shard_tasks} chunks "

@@ -1,12 +1,13 @@
 """The Slurm executor on submitit: job arrays split under MaxArraySize, requeue through a checkpoint.
 
-* One array task per task descriptor (a shard, an extraction); descriptors are tiny frozen dataclasses.
+* One array task per task descriptor (a bundle of shards, an extraction); descriptors are tiny frozen
+  dataclasses.
 * Arrays are split into ``map_array`` calls of at most ``MaxArraySize - 1`` tasks, each indexed from 0
   (Slurm caps the *index*, and submitit does not split), all submitted at once.
 * Every task runs inside :class:`RequeueableTask`, a submitit ``Checkpointable``: on preemption or a time
   limit submitit requeues the very same call, and the idempotent task resumes from its journal.
-* ``<run_dir>/jobs.jsonl`` maps (array job, task) → work item as jobs are submitted, so status and resubmission
-  never need the launching process.
+* ``<run_dir>/jobs.jsonl`` maps (array job, task) → work item (each shard of a bundle) as jobs are
+  submitted, so status and resubmission never need the launching process.
 * Slurm is asked about job states only for work with no result on disk, in one batched, rate-limited call.
 """
 
@@ -25,7 +26,7 @@ from typing import Any
 import submitit
 
 from .errors import HarnessError
-from .execution import Executor, _progress
+from .execution import Executor, _progress, describe, work_items
 from .slurm_profile import SlurmProfile
 
 # Job states in which a task may still produce its result.
@@ -51,15 +52,6 @@ class RequeueableTask(submitit.helpers.Checkpointable):
 
     def __call__(self, fn: Callable[[Any], Any], task: Any) -> Any:
         return fn(task)
-
-
-def describe(task: Any) -> str:
-    """A stable, human-readable name of a work item for jobs.jsonl and error messages."""
-    if hasattr(task, "cell_dir") and hasattr(task, "start"):
-        return f"{Path(task.cell_dir).name}/{task.start:07d}-{task.stop:07d}"
-    if hasattr(task, "dataset") and hasattr(task, "start"):
-        return f"reference/{task.dataset}/{task.extractor}/{task.start}-{task.stop}"
-    return type(task).__name__
 
 
 def _now() -> str:
@@ -189,8 +181,9 @@ class SlurmExecutor(Executor):
             self.sbatch_calls += 1
             append_jobs_log(self.run_dir, [
                 {"job_id": job.job_id, "array_job": job.job_id.split("_")[0], "task": index, "stage": stage,
-                 "item": describe(task), "submitted_at": _now()}
-                for index, (job, task) in enumerate(zip(chunk_jobs, batch, strict=True))])
+                 "item": item, "submitted_at": _now()}
+                for index, (job, task) in enumerate(zip(chunk_jobs, batch, strict=True))
+                for item in work_items(task)])  # a bundle: one line per shard, all with the bundle's job
             jobs += chunk_jobs
         return jobs
 

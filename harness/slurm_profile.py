@@ -30,7 +30,10 @@ class SlurmProfile:
     setup: tuple[str, ...] = ()  # shell lines before the task: module loads, env activation
     max_array_size: int = 1001  # the site's MaxArraySize (`scontrol show config`): indices stay below it
     array_parallelism: int = 64  # array tasks running at once, per array
-    collect_time_min: int | None = None  # the one collect job (extract + score a whole run); default time_min
+    collect_time_min: int | None = None  # the one collect job (score + report a whole run); default time_min
+    # Shards are bundled into array tasks of about this many minutes of estimated generation (harness.cost),
+    # never more than time_min minus signal_delay_s; shards of unknown cost get one task each.
+    task_target_min: int = 30
     signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint, then requeue
     max_num_timeout: int = 3
     extra_sbatch: dict[str, Any] = field(default_factory=dict)  # merged last into the #SBATCH header
@@ -53,8 +56,9 @@ class SlurmProfile:
         return params
 
 
-_INT_KEYS = {"gpus_per_task": 0, "cpus_per_task": 1, "time_min": 1, "collect_time_min": 1, "max_array_size": 2,
-             "array_parallelism": 1, "signal_delay_s": 0, "max_num_timeout": 0}  # key → smallest allowed value
+_INT_KEYS = {"gpus_per_task": 0, "cpus_per_task": 1, "time_min": 1, "collect_time_min": 1, "task_target_min": 1,
+             "max_array_size": 2, "array_parallelism": 1, "signal_delay_s": 0,
+             "max_num_timeout": 0}  # key → smallest allowed value
 _STR_KEYS = ("name", "partition", "account", "qos")
 
 
@@ -103,6 +107,12 @@ def parse_profile(raw: Any, path: Path) -> SlurmProfile:
         _check(path, "signal_delay_s", delay, delay < limit * 60,
                f"less than {key} × 60 = {limit * 60} s, or jobs are signalled as soon as they start")
     return SlurmProfile(**values, source=str(path))
+
+
+def task_budget_s(profile: SlurmProfile) -> float:
+    """The estimated seconds one generation array task may be given: the target, capped below the time limit
+    (a task must end before it is signalled to checkpoint, ``signal_delay_s`` before the limit)."""
+    return float(min(profile.task_target_min * 60, profile.time_min * 60 - profile.signal_delay_s))
 
 
 def load_profile(arg: str | Path) -> SlurmProfile:

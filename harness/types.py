@@ -24,6 +24,9 @@ class ModelCard:
     # Named setting sets (e.g. "official", "matched"): {name: {steps, cfg, sampler, knobs, citation}}.
     # Conveniences for protocols, not part of the model's identity.
     recipes: dict[str, Any] = field(default_factory=dict)
+    # Measured generation speed {seconds_per_nfe, gpu, resolution} (harness.cost sizes Slurm tasks with it).
+    # Not part of the model's identity: a faster GPU does not change the images.
+    cost: dict[str, Any] | None = None
 
     @property
     def hub(self) -> tuple[str, str] | None:

@@ -104,9 +104,33 @@ def test_smoke_as_arrays_equals_the_debug_executor_byte_for_byte(slurm_cluster, 
     assert images(run) == images(reference) and len(images(run)) == 24
     pd.testing.assert_frame_equal(values(run), values(reference))
     assert set(values(run).metric) == {"fid", "class_alignment"}
+    # extraction ran as arrays: one task per (cell, extractor) + the FID reference; the collect job only scored
+    cells = sorted(p.name for p in (run / "cells").iterdir())
+    extracted = sorted(r["item"] for r in jobs(run, "extract"))
+    assert extracted[:8] == sorted(f"extract/{c}/{e}" for c in cells for e in ("inception-fid-helper", "mnist-cnn"))
+    assert len(extracted) == 9 and extracted[8].startswith("reference/mnist-5k/inception-fid-helper/")
+    collect = jobs(run, "collect")[0]["job_id"]
+    assert "extract: nothing to do" in (run / "slurm" / collect / f"{collect}_0_log.out").read_text()
     assert "8/8 shards complete; results.parquet present" in ok(harness("status", str(run), cache=cache))
     again = ok(harness("run", SMOKE, "--executor", "slurm", "--profile", "ci", "--results", str(run), cache=cache))
     assert "nothing to do" in again and len(jobs(run)) == 8  # nothing resubmitted
+
+
+def test_cost_sized_bundles_run_as_fewer_tasks_and_equal_the_debug_executor(slurm_cluster, tmp_path,  # noqa: F811
+                                                                           debug_fast):
+    card = tmp_path / "fm-tiny.yaml"  # the same model (identity, cells, images) with a measured cost
+    card.write_text((REPO / "model_zoo" / "cards" / "fm-tiny.yaml").read_text()
+                    + "cost: {seconds_per_nfe: 20, gpu: h100}\n")
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    out = ok(harness("run", SMOKE, *FAST, "--set", f"models=[{card}]", "--executor", "slurm", "--profile", "ci",
+                     "--wait", "--results", str(run), cache=cache))
+    # shards cost 80 40 | 160 80 | 160 80 | 320 160 s; the ci budget is 10 min - 60 s = 540 s
+    assert "generate: 8 of 8 shards submitted as 1 array job(s)" in out and "(3 tasks)" in out
+    submitted = jobs(run)
+    assert len({r["item"] for r in submitted}) == 8 == len(submitted)  # every shard exactly once
+    assert [r["task"] for r in submitted] == [0] * 5 + [1] * 2 + [2]
+    assert len(jobs(run, "extract")) == 4  # one mnist-cnn task per cell
+    assert_identical(run, debug_fast)
 
 
 def _submit(run: Path, cache: Path, *extra: str, delay: str, profile: str = "ci") -> str:
