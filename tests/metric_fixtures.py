@@ -1,5 +1,6 @@
 """Shared fixtures of the metric tests: random Kaiming-initialised Inception weights in torch-fidelity's
-format (the real file cannot be downloaded offline) and small image sets with several sizes."""
+format (the real file cannot be downloaded offline), installed under the real entry name with the entry's
+pin swapped to their digest, and small image sets with several sizes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.features.inception_tf1 import WEIGHTS_FILE
+from harness import weights
+from harness.features.inception_tf1 import WEIGHTS_ENTRY, WEIGHTS_FILE
+from harness.hashing import sha256_file
 
 
 def write_random_inception_weights(path: Path, seed: int = 0) -> Path:
@@ -37,18 +40,27 @@ def write_random_inception_weights(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def use_inception_weights(mp: pytest.MonkeyPatch, weights_home: Path) -> Path:
+    """HARNESS_WEIGHTS -> ``weights_home`` and the inception-tf1 pin -> the digest of the file found there."""
+    path = weights_home / WEIGHTS_ENTRY / WEIGHTS_FILE
+    mp.setenv("HARNESS_WEIGHTS", str(weights_home))
+    entry = weights.ENTRIES[WEIGHTS_ENTRY]
+    mp.setitem(weights.ENTRIES, WEIGHTS_ENTRY, entry.with_pins({WEIGHTS_FILE: sha256_file(path)}))
+    return path
+
+
 @pytest.fixture(scope="session")
 def inception_weights_dir(tmp_path_factory) -> Path:
+    """A HARNESS_WEIGHTS folder holding random weights as ``inception-tf1/<the release file name>``."""
     directory = tmp_path_factory.mktemp("weights")
-    write_random_inception_weights(directory / WEIGHTS_FILE)
+    write_random_inception_weights(directory / WEIGHTS_ENTRY / WEIGHTS_FILE)
     return directory
 
 
 @pytest.fixture
 def tf1_weights(inception_weights_dir, monkeypatch) -> Path:
-    """HARNESS_WEIGHTS pointing at the random weights, for this test only; returns the file."""
-    monkeypatch.setenv("HARNESS_WEIGHTS", str(inception_weights_dir))
-    return inception_weights_dir / WEIGHTS_FILE
+    """The random weights installed (see ``use_inception_weights``) for this test only; returns the file."""
+    return use_inception_weights(monkeypatch, inception_weights_dir)
 
 
 def image_set(seed: int, n: int, size: int, bright: float = 1.0) -> np.ndarray:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from metric_fixtures import image_set
+from metric_fixtures import image_set, use_inception_weights
 
 from harness.features import get_extractor
-from harness.features.inception_tf1 import WEIGHTS_FILE
 from harness.features.reference import ReferenceFeatures, ReferenceStats
 from harness.metrics import get_metric
 from harness.metrics.base import ShardFeatures
@@ -40,14 +39,14 @@ def certified(inception_weights_dir):
     gen = np.concatenate([image_set(1, N // 2, 48), image_set(2, N // 2, 64)[:, 8:56, 8:56]])
     ref = image_set(3, N, 48, bright=0.8)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HARNESS_WEIGHTS", str(inception_weights_dir))
+        weights_file = use_inception_weights(mp, inception_weights_dir)
         ext = get_extractor("inception-tf1")
         ext.load()
         ours = {"gen": ext.extract(gen), "ref": ext.extract(ref), "key": ext.spec.key}
         theirs = torch_fidelity.calculate_metrics(
             input1=_Uint8Chw(gen), input2=_Uint8Chw(ref), cuda=False, isc=True, fid=True, kid=True, prc=True,
             feature_extractor="inception-v3-compat",
-            feature_extractor_weights_path=str(inception_weights_dir / WEIGHTS_FILE),
+            feature_extractor_weights_path=str(weights_file),
             kid_subset_size=N, cache=False, save_cpu_ram=True, verbose=False)
         yield ours, theirs
 
@@ -66,7 +65,7 @@ def _score(name: str, ours: dict) -> object:
 
 
 def test_fid_equals_torch_fidelity(certified, inception_weights_dir, monkeypatch):
-    monkeypatch.setenv("HARNESS_WEIGHTS", str(inception_weights_dir))
+    use_inception_weights(monkeypatch, inception_weights_dir)
     ours, theirs = certified
     value = _score("fid_tf1", ours).value
     assert value > 1.0  # different image sets: a real distance, not a degenerate 0
@@ -97,7 +96,7 @@ def test_is_equals_torch_fidelity(certified):
 def test_kid_equals_torch_fidelity(certified, inception_weights_dir, monkeypatch):
     from torch_fidelity.metric_kid import kid_features_to_metric
 
-    monkeypatch.setenv("HARNESS_WEIGHTS", str(inception_weights_dir))
+    use_inception_weights(monkeypatch, inception_weights_dir)
     ours, theirs = certified
     result = _score("kid", ours)
     assert result.details["subset_size"] == N
@@ -113,7 +112,7 @@ def test_kid_equals_torch_fidelity(certified, inception_weights_dir, monkeypatch
 
 
 def test_precision_recall_equal_torch_fidelity(certified, inception_weights_dir, monkeypatch):
-    monkeypatch.setenv("HARNESS_WEIGHTS", str(inception_weights_dir))
+    use_inception_weights(monkeypatch, inception_weights_dir)
     ours, theirs = certified
     assert _score("precision", ours).value == pytest.approx(theirs["precision"], abs=1e-12)
     assert _score("recall", ours).value == pytest.approx(theirs["recall"], abs=1e-12)

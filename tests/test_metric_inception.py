@@ -6,17 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from metric_fixtures import image_set
+from metric_fixtures import image_set, use_inception_weights
 
 from harness.errors import HarnessError
 from harness.features import get_extractor
 from harness.features.inception_clean import clean_resize
-from harness.features.inception_tf1 import WEIGHTS_FILE
+from harness.features.inception_tf1 import WEIGHTS_ENTRY, WEIGHTS_FILE
 
 
 def test_missing_weights_name_the_file_and_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "empty"))
-    with pytest.raises(HarnessError, match=f"{WEIGHTS_FILE}.*harness weights fetch inception-tf1"):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(HarnessError, match=f"harness weights fetch inception-tf1.*needs {WEIGHTS_FILE}"):
         get_extractor("inception-tf1").spec  # noqa: B018
 
 
@@ -26,15 +27,22 @@ def test_spec_records_the_weights_sha256(tf1_weights, tmp_path, monkeypatch):
     tf1, clean = get_extractor("inception-tf1").spec, get_extractor("inception-clean").spec
     assert tf1.weights_sha256 == sha256_file(tf1_weights) == clean.weights_sha256
     assert tf1.key != clean.key  # same network, other resize: never one cache entry
-    other = tmp_path / WEIGHTS_FILE
+    other = tmp_path / WEIGHTS_ENTRY / WEIGHTS_FILE
+    other.parent.mkdir()
     other.write_bytes(tf1_weights.read_bytes() + b"\0")
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path))
+    # a file that is not the pinned one is refused, naming the file and the command that replaces it
+    with pytest.raises(HarnessError, match=f"{other}: sha256 .* does not match the expected "
+                                           f".*harness weights fetch inception-tf1"):
+        get_extractor("inception-tf1").spec  # noqa: B018
+    use_inception_weights(monkeypatch, tmp_path)  # pinned to that file instead: another spec key
     assert get_extractor("inception-tf1").spec.key != tf1.key
 
 
 def test_corrupt_weights_file_is_a_clear_error(tmp_path, monkeypatch):
-    (tmp_path / WEIGHTS_FILE).write_bytes(b"not a state dict")
-    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path))
+    (tmp_path / WEIGHTS_ENTRY).mkdir()
+    (tmp_path / WEIGHTS_ENTRY / WEIGHTS_FILE).write_bytes(b"not a state dict")
+    use_inception_weights(monkeypatch, tmp_path)  # even with a matching digest it must not half-load
     with pytest.raises(HarnessError, match="not a torch-fidelity Inception-v3 state dict"):
         get_extractor("inception-tf1").load()
 

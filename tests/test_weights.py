@@ -129,3 +129,48 @@ def test_list_and_run_refused_before_compute(home, tmp_path, capsys):
     assert not results.exists()  # nothing generated
     assert main(["weights", "fetch", "no-such"]) == 2
     assert "unknown weights 'no-such'" in capsys.readouterr().err
+
+
+def test_inception_tf1_entry_is_torch_fidelitys_release_file():
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    from harness.features.inception_tf1 import WEIGHTS_FILE
+
+    entry = weights.get_entry("inception-tf1")
+    (file,) = entry.files
+    assert file.url == URL_INCEPTION_V3 and file.relative == WEIGHTS_FILE == URL_INCEPTION_V3.rsplit("/", 1)[1]
+    # torch.hub naming: the 8 hex digits before ".pth" are the sha256 prefix of the file
+    assert len(file.sha256) == 64 and file.sha256.startswith(WEIGHTS_FILE.rsplit("-", 1)[1].removesuffix(".pth"))
+    assert set(entry.used_by) == {"inception-tf1", "inception-clean"} and entry.provenance
+    assert weights.entries_for_extractor("inception-clean") == ["inception-tf1"]
+
+
+def test_fetch_inception_tf1_from_a_local_server_then_the_extractor_uses_it(server, home, tmp_path, monkeypatch,
+                                                                           capsys):
+    """The command the extractor's error names, end to end: fetch (digest-checked) -> found -> loaded."""
+    from metric_fixtures import image_set, write_random_inception_weights
+
+    from harness.features import get_extractor
+    from harness.features.inception_tf1 import WEIGHTS_FILE
+    from harness.hashing import sha256_file
+
+    served = write_random_inception_weights(tmp_path / "served" / WEIGHTS_FILE)  # the server's folder
+    real = weights.get_entry("inception-tf1")
+    local = WeightsEntry(real.name, (WeightsFile(WEIGHTS_FILE, f"{server}/{WEIGHTS_FILE}", real.files[0].sha256),),
+                         real.used_by, real.source)
+    _install(monkeypatch, local)
+    with pytest.raises(WeightsNotFound, match="harness weights fetch inception-tf1"):
+        get_extractor("inception-tf1").spec  # noqa: B018
+    # the official pin refuses these (random) bytes and leaves nothing behind
+    assert main(["weights", "fetch", "inception-tf1"]) == 2
+    assert "does not match the pinned 6726825d" in capsys.readouterr().err
+    assert not any((home / "inception-tf1").iterdir())
+    sha = sha256_file(served)
+    _install(monkeypatch, local.with_pins({WEIGHTS_FILE: sha}))
+    assert main(["weights", "fetch", "inception-tf1"]) == 0
+    assert f"fetched, sha256 {sha}" in capsys.readouterr().out
+    ext = get_extractor("inception-tf1")
+    assert ext.weights_path() == home / "inception-tf1" / WEIGHTS_FILE and ext.spec.weights_sha256 == sha
+    ext.load()
+    assert ext.extract(image_set(0, 2, 40))["pool3"].shape == (2, 2048)
+    assert main(["weights", "verify", "inception-tf1"]) == 0

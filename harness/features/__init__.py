@@ -24,6 +24,7 @@ _EXTRACTORS: dict[str, str] = {
     "pickscore-v1": ".pickscore:PickScoreV1",
     "inception-tf1": ".inception_tf1:InceptionTF1",
     "inception-clean": ".inception_clean:InceptionClean",
+    "mobilenet-v2-imagenet": ".mobilenet_v2:MobileNetV2ImageNet",
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",

@@ -3,8 +3,9 @@
 Preprocessing reproduces the TF1 graph exactly as torch-fidelity does: uint8 -> float32, TF1-legacy
 bilinear resize to 299 (``interpolate_bilinear_2d_like_tensorflow1x``, no antialias, always applied),
 then (x - 128) / 128. Outputs: ``pool3`` (2048-d, FID/KID/P-R) and ``logits_unbiased`` (1008-way
-pool3·Wᵀ without the bias, IS). The weights file (torch-fidelity's format, 566 tensors) comes from the
-local weights cache (``weights_cache``); its sha256 is part of the spec, so other weights make other keys.
+pool3·Wᵀ without the bias, IS). The weights file (torch-fidelity's format, 566 tensors) is found by
+``harness.weights`` (entry ``inception-tf1``: $HARNESS_WEIGHTS, then the torch hub cache) and checked against
+the pinned sha256 before use; the sha256 is part of the spec, so other weights make other keys.
 
 The state dict is read with ``weights_only=True`` and loaded strictly after the network is built:
 torch-fidelity's own constructor would unpickle the file with ``weights_only=False``.
@@ -19,12 +20,13 @@ import numpy as np
 import torch
 
 from ..errors import HarnessError
+from ..weights import INCEPTION_TF1_FILE, INCEPTION_TF1_SHA256, verified_file
 from . import check_images
 from .base import Extractor, ExtractorSpec
-from .weights_cache import find_weights, weights_sha256
 
-WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release file name
-OFFICIAL_SHA256_PREFIX = "6726825d"  # torch.hub convention: the file name carries its sha256 prefix
+WEIGHTS_FILE = INCEPTION_TF1_FILE  # torch-fidelity's release file name
+WEIGHTS_ENTRY = "inception-tf1"  # harness.weights entry (``harness weights fetch inception-tf1``)
+OFFICIAL_SHA256_PREFIX = INCEPTION_TF1_SHA256[:8]  # torch.hub convention: the file name carries this prefix
 SIZE = 299
 _PLACEHOLDER: list[Path] = []
 
@@ -79,15 +81,18 @@ class InceptionTF1(Extractor):
     def __init__(self, batch_size: int = 32) -> None:
         super().__init__(batch_size)
 
+    def _weights(self) -> tuple[Path, str]:
+        return verified_file(WEIGHTS_ENTRY, WEIGHTS_FILE, needed_by=f"extractor {self.name!r}")
+
     def weights_path(self) -> Path:
-        return find_weights(WEIGHTS_FILE, "inception-tf1")
+        return self._weights()[0]
 
     @property
     def spec(self) -> ExtractorSpec:
-        # Needs the weights file (its sha256 is the identity): a missing file is a clear error here,
-        # before any compute is planned.
+        # Needs the weights file (its verified sha256 is the identity): a missing or altered file is a clear
+        # error here, before any compute is planned.
         return ExtractorSpec(
-            name=self.name, weights_sha256=weights_sha256(self.weights_path()), layer="pool3+logits_unbiased",
+            name=self.name, weights_sha256=self._weights()[1], layer="pool3+logits_unbiased",
             resize=self.resize_spec, crop="none", normalisation="(x-128)/128", input_rounding="uint8",
             dtype="float32", numerics="tf32=off")
 

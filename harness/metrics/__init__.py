@@ -20,6 +20,7 @@ _METRICS: dict[str, str] = {
     "fid_clean": ".fid:FIDClean",
     "is": ".inception_score:InceptionScore",
     "is_mnist": ".inception_score:InceptionScoreMnist",
+    "is_proxy_mobilenetv2": ".inception_score:ISProxyMobileNetV2",
     "kid": ".kid:KID",
     "precision": ".precision_recall:Precision",
     "recall": ".precision_recall:Recall",

@@ -9,6 +9,8 @@ std over splits is reported with ddof=0 (as torch-fidelity and the original code
 ``is`` reads the 1008-way ``logits_unbiased`` of the tf1 Inception (the published definition).
 ``is_mnist`` reads the packaged MNIST CNN's 10 logits: a *domain* score for the offline MNIST world,
 an MNIST-CNN proxy whose values are not comparable with Inception IS (max 10, not 1000).
+``is_proxy_mobilenetv2`` reads the packaged MobileNetV2's 1000 ImageNet logits: the offline stand-in for IS
+on ImageNet-like images, same formula, another network, so never reported or compared as "IS".
 """
 
 from __future__ import annotations
@@ -94,4 +96,12 @@ class InceptionScoreMnist(InceptionScore):
     variant = (f"MNIST-CNN proxy (digit-recognizer-py, 10 classes; not Inception IS)/logits/"
                f"splits={SPLITS},seed={SPLIT_SEED},float64")
     extractor = "mnist-cnn"
+    output = "logits"
+
+
+class ISProxyMobileNetV2(InceptionScore):
+    name = "is_proxy_mobilenetv2"
+    variant = (f"IS proxy on MobileNetV2 ImageNet-1k (torchvision IMAGENET1K_V1, 1000 classes; not Inception IS)/"
+               f"logits/splits={SPLITS},seed={SPLIT_SEED},float64")
+    extractor = "mobilenet-v2-imagenet"
     output = "logits"
