@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from abc import abstractmethod
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,9 +34,9 @@ from typing import Any, ClassVar
 import torch
 
 from harness.adapters import Adapter, Capabilities, to_uint8_images
-from harness.cards import card_from_dict, resolve_hub_snapshot
+from harness.cards import WeightsMissingError, card_from_dict, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
-from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
+from harness.types import HUB_SCHEME, ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -75,6 +77,61 @@ def resolve_params(card: ModelCard, defaults: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"{card.source or card.name}: family {card.family} loads diffusers folders from the "
                             f"Hugging Face cache; give 'hub: {{repo, revision}}' instead of a local weights file")
     return p
+
+
+# ---------------------------------------------------------------- extra checkpoint files named in card params
+# Some releases are a file on top of a base pipeline (DMD2's UNet, Hyper-SD's LoRA): the card's ``hub`` names
+# the base repo and a param names the file as {repo, revision, file}, resolved from the local HF cache only.
+
+HUB_FILE_KEYS = {"repo", "revision", "file"}
+
+
+def check_hub_file(card: ModelCard, key: str, value: Any) -> dict[str, str] | None:
+    """``params[key]``: null or {repo: ORG/NAME, revision: commit-or-branch, file: path in the repo}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != HUB_FILE_KEYS or not all(
+            isinstance(v, str) and v.strip() for v in value.values()) or value["repo"].count("/") != 1:
+        raise ProtocolError(f"{card.source or card.name}: params.{key}={value!r}; expected a mapping with exactly "
+                            f"repo (org/name), revision and file, all non-empty strings")
+    if not value["file"].endswith((".safetensors", ".bin", ".pt")):
+        raise ProtocolError(f"{card.source or card.name}: params.{key}.file={value['file']!r}; expected a "
+                            f".safetensors, .bin or .pt state-dict file")
+    return dict(value)
+
+
+def resolve_hub_file(card: ModelCard, key: str, spec: dict[str, str]) -> Path:
+    """The local path of ``spec['file']`` in ``spec['repo']@spec['revision']`` (HF cache; never downloads).
+
+    Like the card's own hub revision (``require_pinned``), a branch would let the images change silently:
+    loading refuses anything but a full commit id."""
+    if re.fullmatch(r"[0-9a-f]{40}", spec["revision"]) is None:
+        raise ProtocolError(f"model card {card.name!r} ({card.source}): params.{key}.revision {spec['revision']!r} is "
+                            f"a branch or tag, not a commit; set it to the 40-hex commit of {spec['repo']} you have")
+    holder = replace(card, weights=f"{HUB_SCHEME}{spec['repo']}@{spec['revision']}")
+    path = resolve_hub_snapshot(holder) / spec["file"]
+    if not path.is_file():
+        raise WeightsMissingError(f"model card {card.name!r} ({card.source}): params.{key}: file {spec['file']!r} is "
+                                  f"not in the cached snapshot of {spec['repo']}@{spec['revision']} ({path.parent}); "
+                                  f"`huggingface-cli download {spec['repo']} {spec['file']} --revision "
+                                  f"{spec['revision']}` on a machine with internet, then copy the cache here")
+    return path
+
+
+def read_state_dict(path: Path, who: str) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or a ``torch.save``-d state dict (``.bin``/``.pt``, tensors only)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file: name it rather than surface a pickle/safetensors trace
+        raise HarnessError(f"{who}: {path} is not a readable state dict ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HarnessError(f"{who}: {path} does not hold a flat mapping of parameter names to tensors")
+    return state
 
 
 # ---------------------------------------------------------------- per-image conditioning and accounting
