@@ -188,16 +188,19 @@ def eval_mode(pipe: Any) -> Any:
     return pipe
 
 
-def load_pipeline_folder(pipeline_class: type, folder: Path, dtype: torch.dtype, who: str, **overrides: Any) -> Any:
+def load_pipeline_folder(pipeline_class: type, folder: Path, dtype: torch.dtype, who: str,
+                         also_accept: tuple[str, ...] = (), **overrides: Any) -> Any:
     """``pipeline_class.from_pretrained`` on a local diffusers folder, never touching the network.
 
+    ``also_accept``: other ``model_index.json`` class names whose components ``pipeline_class`` can hold
+    (a custom pipeline such as InstaFlow's RectifiedFlowPipeline over standard SD components).
     ``overrides`` replace components (e.g. ``safety_checker=None``)."""
     index = folder / "model_index.json"
     try:
         found = json.loads(index.read_text()).get("_class_name")
     except (OSError, ValueError) as e:
         raise HarnessError(f"{who}: {index} is not a readable diffusers model_index.json ({e})") from None
-    if found != pipeline_class.__name__:
+    if found != pipeline_class.__name__ and found not in also_accept:
         raise HarnessError(f"{who}: {folder} holds a {found} checkpoint; this family loads {pipeline_class.__name__}")
     return eval_mode(pipeline_class.from_pretrained(folder, dtype=dtype, local_files_only=True, **overrides))
 
@@ -288,6 +291,7 @@ class DiffusersTextToImage(Adapter):
 
     pipeline_class_name: ClassVar[str] = ""  # e.g. "StableDiffusion3Pipeline" (imported lazily)
     load_overrides: ClassVar[dict[str, Any]] = {}  # components replaced when loading a checkpoint
+    also_accept: ClassVar[tuple[str, ...]] = ()  # other checkpoint pipeline class names it can load
     defaults: ClassVar[dict[str, Any]] = COMMON_PARAMS
     tiny_params: ClassVar[dict[str, Any]] = {}
 
@@ -319,7 +323,7 @@ class DiffusersTextToImage(Adapter):
         who = f"model card {self.card.name!r} ({self.card.source})"
         if self.card.hub is not None:
             pipe = load_pipeline_folder(self.pipeline_class(), resolve_hub_snapshot(self.card), DTYPES[self.card.dtype],
-                                        who, **self.load_overrides)
+                                        who, also_accept=self.also_accept, **self.load_overrides)
         else:
             if self.card.dtype != "float32":
                 raise ProtocolError(f"{who}: a tiny random pipeline (no weights) is float32 only")
@@ -338,20 +342,24 @@ class DiffusersTextToImage(Adapter):
         settings = requests[0].settings
         prompts = prompts_of(self.card, requests)
         expected = self.expected_nfe(settings)
-        size = self.params["resolution"]
         outputs = []
         for request, prompt in zip(requests, prompts):
             start = time.perf_counter()
             with DenoiserCalls(self.denoiser, images=1) as calls, torch.inference_mode():
-                pixels = self.pipe(prompt=prompt, height=size, width=size, num_inference_steps=settings.steps,
-                                   generator=generator_for(request), output_type="np",
-                                   **self.call_kwargs(settings)).images
+                pixels = self.generate(prompt, generator_for(request), settings)
             if calls.per_image != expected:
                 raise GenerationError(f"model {self.card.name!r}: sample {request.index} ran {calls.per_image} "
                                       f"network evaluations but the family declares {expected} for {settings}")
             image = to_uint8_images(pixels, [request.index], value_range=(0.0, 1.0))[0]
             outputs.append(SampleOutput(image=image, nfe=calls.per_image, seconds=time.perf_counter() - start))
         return outputs
+
+    def generate(self, prompt: str, generator: torch.Generator, settings: SamplerSettings) -> Any:
+        """Float images in [0, 1], N x H x W x 3, of one prompt: the pipeline's own call (a family without a
+        diffusers pipeline for its sampler overrides this with its loop over the loaded components)."""
+        size = self.params["resolution"]
+        return self.pipe(prompt=prompt, height=size, width=size, num_inference_steps=settings.steps,
+                         generator=generator, output_type="np", **self.call_kwargs(settings)).images
 
     @classmethod
     def tiny(cls, **overrides: Any) -> DiffusersTextToImage:
@@ -370,6 +378,8 @@ TRUE_CFG_NOTE = ("true CFG (diffusers guidance_scale) against the pipeline's def
 class TrueCFGTextToImage(DiffusersTextToImage):
     """Pipelines whose guidance_scale is classifier-free guidance, on only when > 1 (SD, SDXL, SD3)."""
 
+    guidance_note: ClassVar[str] = TRUE_CFG_NOTE
+
     @classmethod
     def samplers(cls, card: ModelCard, params: dict[str, Any]) -> tuple[str, ...]:
         return ("euler",)
@@ -379,7 +389,7 @@ class TrueCFGTextToImage(DiffusersTextToImage):
         p = resolve_params(card, cls.defaults)
         return Capabilities(conditioning="text", guidance="cfg", min_steps=p["min_steps"], max_steps=p["max_steps"],
                             resolution=p["resolution"], samplers=cls.samplers(card, p), one_step=p["one_step"],
-                            natural_cfg=p["natural_cfg"], guidance_note=TRUE_CFG_NOTE)
+                            natural_cfg=p["natural_cfg"], guidance_note=cls.guidance_note)
 
     def expected_nfe(self, settings: SamplerSettings) -> int:
         return settings.steps * (2 if settings.cfg > 1 else 1)
