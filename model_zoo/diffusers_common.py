@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from abc import abstractmethod
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,9 +34,9 @@ from typing import Any, ClassVar
 import torch
 
 from harness.adapters import Adapter, Capabilities, build_tiny, to_uint8_images
-from harness.cards import merge_params, params_where, resolve_hub_snapshot
+from harness.cards import WeightsMissingError, merge_params, params_where, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
-from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
+from harness.types import HUB_SCHEME, ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -68,6 +70,61 @@ def resolve_params(card: ModelCard, defaults: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"{card.source or card.name}: family {card.family} loads diffusers folders from the "
                             f"Hugging Face cache; give 'hub: {{repo, revision}}' instead of a local weights file")
     return p
+
+
+# ---------------------------------------------------------------- extra checkpoint files named in card params
+# Some releases are a file on top of a base pipeline (DMD2's UNet, Hyper-SD's LoRA): the card's ``hub`` names
+# the base repo and a param names the file as {repo, revision, file}, resolved from the local HF cache only.
+
+HUB_FILE_KEYS = {"repo", "revision", "file"}
+
+
+def check_hub_file(card: ModelCard, key: str, value: Any) -> dict[str, str] | None:
+    """``params[key]``: null or {repo: ORG/NAME, revision: commit-or-branch, file: path in the repo}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != HUB_FILE_KEYS or not all(
+            isinstance(v, str) and v.strip() for v in value.values()) or value["repo"].count("/") != 1:
+        raise ProtocolError(f"{card.source or card.name}: params.{key}={value!r}; expected a mapping with exactly "
+                            f"repo (org/name), revision and file, all non-empty strings")
+    if not value["file"].endswith((".safetensors", ".bin", ".pt")):
+        raise ProtocolError(f"{card.source or card.name}: params.{key}.file={value['file']!r}; expected a "
+                            f".safetensors, .bin or .pt state-dict file")
+    return dict(value)
+
+
+def resolve_hub_file(card: ModelCard, key: str, spec: dict[str, str]) -> Path:
+    """The local path of ``spec['file']`` in ``spec['repo']@spec['revision']`` (HF cache; never downloads).
+
+    Like the card's own hub revision (``require_pinned``), a branch would let the images change silently:
+    loading refuses anything but a full commit id."""
+    if re.fullmatch(r"[0-9a-f]{40}", spec["revision"]) is None:
+        raise ProtocolError(f"model card {card.name!r} ({card.source}): params.{key}.revision {spec['revision']!r} is "
+                            f"a branch or tag, not a commit; set it to the 40-hex commit of {spec['repo']} you have")
+    holder = replace(card, weights=f"{HUB_SCHEME}{spec['repo']}@{spec['revision']}")
+    path = resolve_hub_snapshot(holder) / spec["file"]
+    if not path.is_file():
+        raise WeightsMissingError(f"model card {card.name!r} ({card.source}): params.{key}: file {spec['file']!r} is "
+                                  f"not in the cached snapshot of {spec['repo']}@{spec['revision']} ({path.parent}); "
+                                  f"`huggingface-cli download {spec['repo']} {spec['file']} --revision "
+                                  f"{spec['revision']}` on a machine with internet, then copy the cache here")
+    return path
+
+
+def read_state_dict(path: Path, who: str) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or a ``torch.save``-d state dict (``.bin``/``.pt``, tensors only)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file: name it rather than surface a pickle/safetensors trace
+        raise HarnessError(f"{who}: {path} is not a readable state dict ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HarnessError(f"{who}: {path} does not hold a flat mapping of parameter names to tensors")
+    return state
 
 
 # ---------------------------------------------------------------- per-image conditioning and accounting
@@ -124,16 +181,19 @@ def eval_mode(pipe: Any) -> Any:
     return pipe
 
 
-def load_pipeline_folder(pipeline_class: type, folder: Path, dtype: torch.dtype, who: str, **overrides: Any) -> Any:
+def load_pipeline_folder(pipeline_class: type, folder: Path, dtype: torch.dtype, who: str,
+                         also_accept: tuple[str, ...] = (), **overrides: Any) -> Any:
     """``pipeline_class.from_pretrained`` on a local diffusers folder, never touching the network.
 
+    ``also_accept``: other ``model_index.json`` class names whose components ``pipeline_class`` can hold
+    (a custom pipeline such as InstaFlow's RectifiedFlowPipeline over standard SD components).
     ``overrides`` replace components (e.g. ``safety_checker=None``)."""
     index = folder / "model_index.json"
     try:
         found = json.loads(index.read_text()).get("_class_name")
     except (OSError, ValueError) as e:
         raise HarnessError(f"{who}: {index} is not a readable diffusers model_index.json ({e})") from None
-    if found != pipeline_class.__name__:
+    if found != pipeline_class.__name__ and found not in also_accept:
         raise HarnessError(f"{who}: {folder} holds a {found} checkpoint; this family loads {pipeline_class.__name__}")
     return eval_mode(pipeline_class.from_pretrained(folder, dtype=dtype, local_files_only=True, **overrides))
 
@@ -224,6 +284,7 @@ class DiffusersTextToImage(Adapter):
 
     pipeline_class_name: ClassVar[str] = ""  # e.g. "StableDiffusion3Pipeline" (imported lazily)
     load_overrides: ClassVar[dict[str, Any]] = {}  # components replaced when loading a checkpoint
+    also_accept: ClassVar[tuple[str, ...]] = ()  # other checkpoint pipeline class names it can load
     defaults: ClassVar[dict[str, Any]] = COMMON_PARAMS
     tiny_params: ClassVar[dict[str, Any]] = {}
 
@@ -255,7 +316,7 @@ class DiffusersTextToImage(Adapter):
         who = f"model card {self.card.name!r} ({self.card.source})"
         if self.card.hub is not None:
             pipe = load_pipeline_folder(self.pipeline_class(), resolve_hub_snapshot(self.card), DTYPES[self.card.dtype],
-                                        who, **self.load_overrides)
+                                        who, also_accept=self.also_accept, **self.load_overrides)
         else:
             if self.card.dtype != "float32":
                 raise ProtocolError(f"{who}: a tiny random pipeline (no weights) is float32 only")
@@ -274,20 +335,24 @@ class DiffusersTextToImage(Adapter):
         settings = requests[0].settings
         prompts = prompts_of(self.card, requests)
         expected = self.expected_nfe(settings)
-        size = self.params["resolution"]
         outputs = []
         for request, prompt in zip(requests, prompts):
             start = time.perf_counter()
             with DenoiserCalls(self.denoiser, images=1) as calls, torch.inference_mode():
-                pixels = self.pipe(prompt=prompt, height=size, width=size, num_inference_steps=settings.steps,
-                                   generator=generator_for(request), output_type="np",
-                                   **self.call_kwargs(settings)).images
+                pixels = self.generate(prompt, generator_for(request), settings)
             if calls.per_image != expected:
                 raise GenerationError(f"model {self.card.name!r}: sample {request.index} ran {calls.per_image} "
                                       f"network evaluations but the family declares {expected} for {settings}")
             image = to_uint8_images(pixels, [request.index], value_range=(0.0, 1.0))[0]
             outputs.append(SampleOutput(image=image, nfe=calls.per_image, seconds=time.perf_counter() - start))
         return outputs
+
+    def generate(self, prompt: str, generator: torch.Generator, settings: SamplerSettings) -> Any:
+        """Float images in [0, 1], N x H x W x 3, of one prompt: the pipeline's own call (a family without a
+        diffusers pipeline for its sampler overrides this with its loop over the loaded components)."""
+        size = self.params["resolution"]
+        return self.pipe(prompt=prompt, height=size, width=size, num_inference_steps=settings.steps,
+                         generator=generator, output_type="np", **self.call_kwargs(settings)).images
 
     @classmethod
     def tiny(cls, **overrides: Any) -> DiffusersTextToImage:
@@ -302,6 +367,8 @@ TRUE_CFG_NOTE = ("true CFG (diffusers guidance_scale) against the pipeline's def
 class TrueCFGTextToImage(DiffusersTextToImage):
     """Pipelines whose guidance_scale is classifier-free guidance, on only when > 1 (SD, SDXL, SD3)."""
 
+    guidance_note: ClassVar[str] = TRUE_CFG_NOTE
+
     @classmethod
     def samplers(cls, card: ModelCard, params: dict[str, Any]) -> tuple[str, ...]:
         return ("euler",)
@@ -311,7 +378,7 @@ class TrueCFGTextToImage(DiffusersTextToImage):
         p = resolve_params(card, cls.defaults)
         return Capabilities(conditioning="text", guidance="cfg", min_steps=p["min_steps"], max_steps=p["max_steps"],
                             resolution=p["resolution"], samplers=cls.samplers(card, p), one_step=p["one_step"],
-                            natural_cfg=p["natural_cfg"], guidance_note=TRUE_CFG_NOTE)
+                            natural_cfg=p["natural_cfg"], guidance_note=cls.guidance_note)
 
     def expected_nfe(self, settings: SamplerSettings) -> int:
         return settings.steps * (2 if settings.cfg > 1 else 1)
