@@ -110,7 +110,7 @@ def uint8_truncating(images: torch.Tensor, indices: list[int]) -> np.ndarray:
     bad = ~torch.isfinite(images).reshape(len(images), -1).all(dim=1)
     if bad.any():  # refused before clamping could hide a NaN
         raise GenerationError(f"decoder produced NaN/Inf pixels for sample index "
-                              f"{[indices[i] for i in torch.flatnonzero(bad).tolist()]}; nothing was written")
+                              f"{[indices[i] for i in torch.nonzero(bad).flatten().tolist()]}; nothing was written")
     pixels = images.clamp(0, 1).mul(255).permute(0, 2, 3, 1).to(torch.uint8)
     return np.ascontiguousarray(pixels.cpu().numpy())
 

@@ -86,7 +86,8 @@ class RAEDecoder(nn.Module):
             raise ValueError(f"decoder width {hidden} is not divisible by {heads} heads")
         self.side, self.patch = side, patch
         self.decoder_embed = nn.Linear(latent_channels, hidden)
-        pos = torch.cat([torch.zeros(1, 1, hidden), sincos_pos_embed(hidden, side)], dim=1)
+        grid = sincos_pos_embed(hidden, side)
+        pos = torch.cat([torch.zeros(1, 1, hidden, device=grid.device), grid], dim=1)  # + the cls token's zero row
         self.register_buffer("decoder_pos_embed", pos)  # a frozen Parameter upstream: same key
         self.decoder_layers = nn.ModuleList(DecoderLayer(hidden, heads, intermediate) for _ in range(depth))
         self.decoder_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPS)
