@@ -5,6 +5,7 @@ guidance (CFG / AutoGuidance, interval), NFE accounting, the decode rule and car
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -339,3 +340,63 @@ def test_shipped_card() -> None:
     with pytest.raises(WeightsMissingError, match="rae-dit-dh-xl.*harness weights fetch rae-dit-dh-xl"):
         a.load("cpu")
     assert load_card("rae-dit-dh-xl-external").family == "external"
+
+
+# ---------------------------------------------------------------- opt-in: against the upstream code itself
+
+
+@pytest.mark.skipif(not os.environ.get("RAE_UPSTREAM_SRC"), reason="set RAE_UPSTREAM_SRC to a bytetriper/RAE src/ "
+                    "checkout (needs timm, einops, torchdiffeq importable) to run the cross-check")
+@pytest.mark.parametrize("steps, cfg, method, interval", [
+    (49, 1.0, "cfg", (0.0, 1.0)), (25, 7.0, "cfg", (0.0, 1.0)), (49, 1.42, "autoguidance", (0.0, 1.0)),
+    (10, 3.0, "cfg", (0.3, 0.8)), (1, 7.0, "cfg", (0.0, 1.0)),
+])
+def test_matches_upstream_sampler_and_decoder(monkeypatch: pytest.MonkeyPatch, steps: int, cfg: float, method: str,
+                                              interval: tuple[float, float]) -> None:
+    """Same weights and noise through upstream's DiTwDDTHead, transport (num_steps = steps + 1 time points,
+    torchdiffeq Euler), forward_with_cfg / forward_with_autoguidance, GeneralDecoder and the sample_ddp.py
+    uint8 rule: pixel-identical images."""
+    monkeypatch.syspath_prepend(os.environ["RAE_UPSTREAM_SRC"])
+    from stage1.decoders.decoder import GeneralDecoder
+    from stage2.models.DDT import DiTwDDTHead
+    from stage2.transport import Sampler, create_transport
+    from transformers import ViTMAEConfig
+
+    a = perturbed(RAEAdapter.tiny())
+    p = a.params
+
+    def upstream_ddt(prefix: str, mine: DiTDH) -> torch.nn.Module:
+        net = DiTwDDTHead(input_size=4, patch_size=1, in_channels=8, hidden_size=p[f"{prefix}_hidden"],
+                          depth=p[f"{prefix}_depth"], num_heads=p[f"{prefix}_heads"], num_classes=10)
+        net.load_state_dict(mine.state_dict(), strict=True)
+        return net.eval()
+
+    net, guide = upstream_ddt("dit", a.net), upstream_ddt("guide", a.guide)
+    conf = ViTMAEConfig(hidden_size=8, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                        decoder_num_attention_heads=2, decoder_intermediate_size=64, hidden_act="gelu",
+                        layer_norm_eps=1e-12, qkv_bias=True, num_channels=3, patch_size=4, image_size=16)
+    decoder = GeneralDecoder(conf, num_patches=16).eval()
+    decoder.load_state_dict(a.decoder.state_dict(), strict=True)
+    s = settings(steps, cfg, guidance_method=method, t_min=interval[0], t_max=interval[1])
+    reqs = requests_for(a, [100, 101], s)
+    z = torch.stack([torch.randn((8, 4, 4), generator=torch.Generator().manual_seed(r.seed)) for r in reqs])
+    y = torch.tensor([r.label for r in reqs])
+    sample_fn = Sampler(create_transport(time_dist_shift=time_shift(p))).sample_ode(sampling_method="euler",
+                                                                                    num_steps=steps + 1)
+    with torch.no_grad():
+        if cfg > 1:
+            kw = {"y": torch.cat([y, torch.full_like(y, 10)]), "cfg_scale": cfg, "cfg_interval": interval}
+            if method == "autoguidance":
+                kw["additional_model_forward"] = guide.forward
+            fn = net.forward_with_autoguidance if method == "autoguidance" else net.forward_with_cfg
+            ref = sample_fn(torch.cat([z, z]), fn, **kw)[-1].chunk(2)[0]
+        else:
+            ref = sample_fn(z, net.forward, y=y)[-1]
+        tokens = a.stats.denormalize(ref).reshape(2, 8, 16).transpose(1, 2)
+        pixels = decoder.unpatchify(decoder(tokens, drop_cls_token=False).logits) * a.decoder.pixel_std \
+            + a.decoder.pixel_mean
+        want = pixels.clamp(0, 1).mul(255).permute(0, 2, 3, 1).to(torch.uint8).numpy()
+        mine, nfe = a.sample_latents(reqs)
+    torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-5)
+    assert nfe == [a.expected_nfe(s)] * 2
+    assert [o.image.tobytes() for o in a.sample(reqs)] == [w.tobytes() for w in want]
