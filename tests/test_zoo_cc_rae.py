@@ -44,10 +44,12 @@ def rae() -> RAEAdapter:
 
 
 def test_dit_dh_xl_and_decoder_have_the_official_keys_and_size() -> None:
-    with torch.device("meta"):  # shapes only
-        xl = DiTDH(16, 768, (1152, 2048), (28, 2), (16, 16), 1000)
+    with torch.device("meta"):  # shapes only (.to: the fixed sin/cos tables are built on the CPU)
+        xl = DiTDH(16, 768, (1152, 2048), (28, 2), (16, 16), 1000).to("meta")
         small = DiTDH(16, 768, (384, 2048), (12, 2), (6, 16), 1000)
-        dec = RAEDecoder(768, 16, 1152, 28, 16, 4096, 16)
+        dec = RAEDecoder(768, 16, 1152, 28, 16, 4096, 16).to("meta")
+        velocity = xl(torch.randn(2, 768, 16, 16), torch.rand(2), torch.zeros(2, dtype=torch.long))
+        assert velocity.shape == (2, 768, 16, 16) and dec(velocity).shape == (2, 3, 256, 256)
     sd = xl.state_dict()
     assert sum(p.numel() for p in xl.parameters()) / 1e6 == pytest.approx(839, abs=1)  # RAE paper: DiT^DH-XL 839M
     assert len(sd) == 382 and len(small.state_dict()) == 190
