@@ -393,5 +393,6 @@ def make_plan(protocol: Protocol) -> Plan:
     if len(set(ids)) != len(ids):
         raise ProtocolError(f"{src}: the protocol lists the same cell twice (a model, steps or cfg repeated)")
     if not cells:
-        raise HarnessError(f"{src}: the protocol expands to no cells")
+        why = f"; every setting was refused, e.g. {next(iter(refused.values())).reason}" if refused else ""
+        raise HarnessError(f"{src}: the protocol expands to no cells{why}")
     return Plan(protocol=protocol, cells=tuple(cells), refused=tuple(refused.values()))

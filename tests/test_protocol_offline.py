@@ -153,3 +153,11 @@ def test_unsupported_list_and_its_validation(no_data) -> None:
     raw["models"][0].pop("unsupported")  # default: the whole plan is refused
     with pytest.raises(ProtocolError, match="cfg=7.0 asked of a model without guidance"):
         make_plan(protocol_from_dict(raw, source="x.yaml"))
+
+
+def test_a_plan_whose_every_setting_is_refused_says_why(no_data) -> None:
+    raw = {**_one_model("imagenet-val", card="soflow-xl2", unsupported="list"), "cfg": [7.0]}
+    raw["models"][0]["sampler"] = "renoise"
+    with pytest.raises(HarnessError, match="expands to no cells; every setting was refused, e.g. model "
+                                           "'soflow-xl2' \\(soflow\\): cfg=7.0 asked of a model without guidance"):
+        make_plan(protocol_from_dict(raw, source="x.yaml"))
