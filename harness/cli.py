@@ -244,15 +244,70 @@ def _card_line(card) -> str:
             f"{'one-step' if caps.one_step else 'multi-step'} {caps.resolution}px{knobs}{recipes}")
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
+def _nfe_rule(adapter, caps) -> str:
+    """The family's declared NFE as a formula in steps, probed from ``expected_nfe`` (no weights loaded)."""
+    from .types import SamplerSettings
+
+    def formula(cfg: float | None) -> str:
+        def nfe(steps: int) -> int | None:
+            return adapter.expected_nfe(SamplerSettings(steps=steps, cfg=cfg, sampler=caps.samplers[0]))
+
+        # Probed at 1 and 2 steps whatever the card's range: the rule is the family's, not the card's.
+        first = nfe(1)
+        if first is None:
+            return "adaptive (counted while sampling)"
+        per_step = nfe(2) - first
+        offset = first - per_step
+        term = "steps" if per_step == 1 else f"{per_step}*steps"
+        return term + (f"{offset:+d}" if offset else "")
+
+    if caps.guidance == "none":
+        return formula(None)
+    low = min(caps.natural_cfg if caps.natural_cfg is not None else 1.0, 1.0)
+    rules = {cfg: formula(cfg) for cfg in (low, 7.0)}
+    if len(set(rules.values())) == 1:
+        return rules[low]
+    return "; ".join(f"{rule} at cfg={cfg:g}" for cfg, rule in rules.items())
+
+
+def _adapter_lines() -> list[str]:
+    """Per family: what it honours (from its first shipped card; steps and natural cfg vary per card)."""
     from .adapters import discover
+    from .cards import available_cards, load_card
+
+    cards: dict[str, list] = {}
+    for name in available_cards():
+        card = load_card(name)
+        cards.setdefault(card.family, []).append(card)
+    lines = []
+    for family, cls in sorted(discover().items()):
+        head = f"{family:<16} ({cls.__module__})"
+        if family not in cards:
+            lines.append(f"{head}  no shipped card")
+            continue
+        card = cards[family][0]
+        caps = cls.capabilities_for(card)
+        samplers = dict.fromkeys(s for c in cards[family] for s in cls.capabilities_for(c).samplers)
+        try:
+            nfe = _nfe_rule(cls(card), caps)
+        except HarnessError as e:  # a family whose NFE needs more than the card (reported, not hidden)
+            nfe = f"unknown ({e})"
+        lines.append(f"{head}  {caps.conditioning}  guidance={caps.guidance}  "
+                     f"knobs={','.join(caps.knobs) or 'none'}  samplers={','.join(samplers)}  nfe/sample={nfe}  "
+                     f"cards={','.join(c.name for c in cards[family])}")
+        if caps.guidance_note:
+            lines.append(f"    {caps.guidance_note}")
+    return lines
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
     from .cards import available_cards, load_card
     from .datasets import available_datasets
     from .features import available_extractors
     from .metrics import available_metrics
 
     sections = {
-        "adapters": lambda: [f"{name}  ({cls.__module__})" for name, cls in sorted(discover().items())],
+        "adapters": _adapter_lines,
         "cards": lambda: [_card_line(load_card(n)) for n in available_cards()],
         "datasets": available_datasets,
         "metrics": available_metrics,
