@@ -14,6 +14,8 @@ _METRICS: dict[str, str] = {
     "class_alignment": ".class_alignment:ClassAlignment",
     "clip_score": ".clip_score:ClipScore",
     "clip_score_clamped": ".clip_score:ClipScoreClamped",
+    "clip_score_per_class": ".per_class:ClipScorePerClass",
+    "pickscore_per_class": ".per_class:PickScorePerClass",
     "pickscore": ".pickscore:PickScore",
     "fid_mnist": ".fid_mnist:FIDMnist",
     "fid_tf1": ".fid:FIDTF1",

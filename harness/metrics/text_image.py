@@ -66,7 +66,8 @@ class TextImageMetric(Metric):
     def per_sample(self, cosines: np.ndarray, extractor: Any) -> tuple[np.ndarray, dict[str, Any]]:
         raise NotImplementedError
 
-    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None = None) -> MetricResult:
+    def sample_scores(self, shards: Iterable[ShardFeatures]) -> tuple[np.ndarray, dict[str, Any]]:
+        """One score per sample, in sample order, and the details every text-image row records."""
         from ..pipeline import loaded_extractor
 
         images, prompts = collect(shards, self.name)
@@ -76,5 +77,7 @@ class TextImageMetric(Metric):
             raise HarnessError(f"{self.name}: text embeddings {texts.shape} do not match image embeddings "
                                f"{images.shape}; were the features made by another model?")
         scores, details = self.per_sample((images * texts).sum(axis=1), extractor)
-        return mean_result(scores, {**details, **truncation, "distinct_prompts": len(set(prompts)),
-                                    "context_length": 77})
+        return scores, {**details, **truncation, "distinct_prompts": len(set(prompts)), "context_length": 77}
+
+    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None = None) -> MetricResult:
+        return mean_result(*self.sample_scores(shards))
