@@ -8,6 +8,8 @@ Card file keys: name, family, dtype, params (family options), description, and o
 The weights digest (file sha256, or repo@commit) enters every cell id, so a changed checkpoint never
 reuses old images. ``recipes`` names setting sets (e.g. the upstream ``official`` recipe and the
 paper's ``matched`` settings) that a protocol can select with ``{card: NAME, recipe: official}``.
+Optional ``cost: {seconds_per_nfe: 0.05, gpu: h100, resolution: 256}`` (measured speed; not identity)
+sizes Slurm array tasks (harness.cost); cards without it are calibrated from completed shards.
 """
 
 from __future__ import annotations

@@ -105,7 +105,10 @@ def calibration(run_dirs: Iterable[Path]) -> tuple[dict[str, _Measured], dict[st
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             for manifest in sorted(spec.parent.glob("shards/*.json")):
-                m = _read_measured(manifest, manifest.stat().st_mtime_ns)
+                try:
+                    m = _read_measured(manifest, manifest.stat().st_mtime_ns)
+                except OSError:  # replaced or removed since the listing
+                    continue
                 if m is None or m.samples == 0:
                     continue
                 for table, key in ((by_cell, cell_id), (by_model, model)):

@@ -55,9 +55,9 @@ class DebugExecutor(Executor):
 
 def describe(task: Any) -> str:
     """A stable, human-readable name of a work item for logs, jobs.jsonl and error messages."""
-    shards = getattr(task, "shards", None)
-    if shards:
-        return describe(shards[0]) + (f" (+{len(shards) - 1} more shards)" if len(shards) > 1 else "")
+    parts = getattr(task, "parts", None)
+    if parts:
+        return describe(parts[0]) + (f" (+{len(parts) - 1} more)" if len(parts) > 1 else "")
     if hasattr(task, "cell_dir") and hasattr(task, "start"):
         return f"{Path(task.cell_dir).name}/{task.start:07d}-{task.stop:07d}"
     if hasattr(task, "cell_dir") and hasattr(task, "extractor"):
@@ -70,9 +70,9 @@ def describe(task: Any) -> str:
 
 
 def work_items(task: Any) -> list[str]:
-    """The work items one task descriptor covers: each shard of a bundle, else the task itself."""
-    shards = getattr(task, "shards", None)
-    return [describe(s) for s in shards] if shards is not None else [describe(task)]
+    """The work items one task descriptor covers: each part of a bundle, else the task itself."""
+    parts = getattr(task, "parts", None)
+    return [describe(s) for s in parts] if parts is not None else [describe(task)]
 
 
 def visible_gpus() -> list[str]:
@@ -253,7 +253,8 @@ def make_executor(name: str, workers: int | None = None, device: str = "cpu") ->
     if name == "debug":
         return DebugExecutor()
     if name == "local":
-        return LocalExecutor(workers)
+        # "--device cuda:N" names one GPU itself: pinning workers to others would hide it from them.
+        return LocalExecutor(workers, gpus=[] if device.startswith("cuda:") else None)
     if name == "slurm":
         raise HarnessError("the Slurm executor needs a profile and a run directory: use "
                            "`harness run --executor slurm --profile NAME` (harness.slurm_run.submit_plan)")

@@ -34,6 +34,8 @@ class SlurmProfile:
     # Shards are bundled into array tasks of about this many minutes of estimated generation (harness.cost),
     # never more than time_min minus signal_delay_s; shards of unknown cost get one task each.
     task_target_min: int = 30
+    # Extraction array tasks take consecutive cells of one extractor up to this many images (cells never split).
+    extract_images_per_task: int = 20000
     signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint, then requeue
     max_num_timeout: int = 3
     extra_sbatch: dict[str, Any] = field(default_factory=dict)  # merged last into the #SBATCH header
@@ -57,7 +59,7 @@ class SlurmProfile:
 
 
 _INT_KEYS = {"gpus_per_task": 0, "cpus_per_task": 1, "time_min": 1, "collect_time_min": 1, "task_target_min": 1,
-             "max_array_size": 2, "array_parallelism": 1, "signal_delay_s": 0,
+             "max_array_size": 2, "array_parallelism": 1, "signal_delay_s": 0, "extract_images_per_task": 1,
              "max_num_timeout": 0}  # key → smallest allowed value
 _STR_KEYS = ("name", "partition", "account", "qos")
 

@@ -2,8 +2,9 @@
 
 * Generation: the missing shards, bundled into array tasks of about ``task_target_min`` minutes of estimated
   cost (harness.cost; never over the time limit; unknown cost → one shard per task).
-* Extraction: one array task per (cell, extractor) still lacking features, ``afterany`` the generation arrays;
-  reference statistics/features one task each, with no dependency (they need no generated image).
+* Extraction: the (cell, extractor) pairs still lacking features, bundled up to ``extract_images_per_task``
+  images per array task, ``afterany`` the generation arrays; reference statistics/features one task each,
+  with no dependency (they need no generated image).
 * Collect: scoring and the report, ``afterany`` everything above; it generates and extracts nothing, so a
   task that did not finish (cancelled, failed) makes it fail with a message saying to run the same command
   again, which then submits only what is missing (work still queued or running is not submitted twice).
@@ -28,12 +29,14 @@ from .slurm_profile import SlurmProfile, task_budget_s
 from .slurm_tasks import (
     CellExtractTask,
     CollectTask,
+    ExtractBundle,
     ReferenceTask,
     ShardBundle,
     bundle_indices,
     collect_run,
     compute_reference,
-    extract_cell,
+    extract_bundle,
+    extraction_bundles,
     generate_bundle,
 )
 from .store import manifest_path, read_manifest
@@ -147,10 +150,11 @@ def submit_plan(plan: Plan, run_dir: Path, cache_dir: Path, profile: SlurmProfil
     cells = [t for t in extract_todo if isinstance(t, CellExtractTask)]
     refs = [t for t in extract_todo if isinstance(t, ReferenceTask)]
     after_generation = sorted(set(_arrays(gen_jobs)) | set(busy_arrays))
-    ext_jobs = ex.submit(extract_cell, cells, "extract", dependency=after_generation) if cells else []
+    ext_bundles: list[ExtractBundle] = extraction_bundles(cells, profile.extract_images_per_task)
+    ext_jobs = ex.submit(extract_bundle, ext_bundles, "extract", dependency=after_generation) if cells else []
     ref_jobs = ex.submit(compute_reference, refs, "extract") if refs else []
-    say(f"extract: {len(cells)} (cell, extractor) tasks after the generation arrays, {len(refs)} reference "
-        f"tasks; {len(extract) - len(extract_todo)} already queued or running")
+    say(f"extract: {len(cells)} (cell, extractor) pairs in {len(ext_bundles)} tasks after the generation arrays, "
+        f"{len(refs)} reference tasks; {len(extract) - len(extract_todo)} already queued or running")
     dependency = sorted(set(after_generation) | set(_arrays(ext_jobs + ref_jobs)))
     collect = ex.submit(collect_run, [CollectTask(plan, str(run_dir), str(cache_dir), device)], "collect",
                         dependency=dependency, time_min=profile.collect_time_min)
@@ -159,12 +163,12 @@ def submit_plan(plan: Plan, run_dir: Path, cache_dir: Path, profile: SlurmProfil
     if wait:
         # Everything submitted now is waited on; work in flight from earlier is covered by the collect job.
         jobs = gen_jobs + ext_jobs + ref_jobs + collect
-        names = [describe(t) for t in bundles + cells + refs] + ["collect"]
+        names = [describe(t) for t in bundles + ext_bundles + refs] + ["collect"]
         ex.wait(jobs, names, desc="slurm")
         say(f"report: {run_dir / 'results.parquet'}")
     submitted = _arrays(gen_jobs + ext_jobs + ref_jobs) + [collect[0].job_id]
     return Submission(len(todo), len(missing) - len(todo), len(complete), ex.sbatch_calls, tuple(submitted),
-                      len(bundles), len(cells) + len(refs))
+                      len(bundles), len(ext_bundles) + len(refs))
 
 
 def slurm_states_for(run_dir: Path, items: list[str]) -> dict[str, str]:

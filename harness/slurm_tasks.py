@@ -1,7 +1,8 @@
 """What the Slurm array tasks run: tiny picklable descriptors and the functions that execute them.
 
 * :class:`ShardBundle` — consecutive shards of one model, sized by estimated cost (:func:`bundle_indices`).
-* :class:`CellExtractTask` — one extractor over every shard of one cell (after the generation arrays ended).
+* :class:`ExtractBundle` — one extractor over every shard of consecutive cells, up to a number of images
+  (after the generation arrays ended).
 * :class:`ReferenceTask` — one reference artefact (statistics or feature rows); needs no generated image.
 * :class:`CollectTask` — scoring and the report, once every array ended; it generates and extracts nothing.
 
@@ -57,6 +58,10 @@ class ShardBundle:
 
     shards: tuple[ShardTask, ...]
 
+    @property
+    def parts(self) -> tuple[ShardTask, ...]:
+        return self.shards
+
 
 def generate_bundle(bundle: ShardBundle) -> list[ShardResult]:
     return [generate_shard(shard) for shard in bundle.shards]
@@ -89,6 +94,34 @@ def extract_cell(task: CellExtractTask) -> int:
                            f"features of the other {len(task.ranges) - len(missing)} extracted. Run the same "
                            f"`harness run` again to resubmit what is missing")
     return computed
+
+
+@dataclass(frozen=True)
+class ExtractBundle:
+    """Extraction of several cells (one extractor) in one array task: small cells do not pay a task each."""
+
+    parts: tuple[CellExtractTask, ...]
+
+
+def extract_bundle(bundle: ExtractBundle) -> int:
+    """Every part, even after one failed (the others' features are kept); then one error naming the failures."""
+    computed, failures = 0, []
+    for part in bundle.parts:
+        try:
+            computed += extract_cell(part)
+        except HarnessError as e:
+            failures.append(str(e))
+    if failures:
+        raise HarnessError(f"{len(failures)} of {len(bundle.parts)} cells not extracted: " + " | ".join(failures))
+    return computed
+
+
+def extraction_bundles(tasks: Sequence[CellExtractTask], images_per_task: int) -> list[ExtractBundle]:
+    """Consecutive cells of one extractor, up to ``images_per_task`` images per bundle (a cell is never split)."""
+    tasks = sorted(tasks, key=lambda t: t.extractor)  # stable: plan order within each extractor
+    sizes = [float(sum(stop - start for start, stop in t.ranges)) for t in tasks]
+    groups = [t.extractor for t in tasks]
+    return [ExtractBundle(tuple(tasks[i] for i in b)) for b in bundle_indices(sizes, groups, images_per_task)]
 
 
 @dataclass(frozen=True)

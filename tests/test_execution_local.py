@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.execution import LocalExecutor, WorkerCrashError, exit_description, visible_gpus
+from harness.execution import LocalExecutor, WorkerCrashError, exit_description, make_executor, visible_gpus
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,13 @@ def test_one_worker_per_visible_gpu_each_pinned_to_its_own(tmp_path, monkeypatch
         seen_by_pid.setdefault(pid, set()).add(seen)
     assert len(seen_by_pid) == 2, seen_by_pid  # two worker processes, no more
     assert sorted(s for values in seen_by_pid.values() for s in values) == ["3", "5"]  # one GPU each
+
+
+def test_an_explicit_cuda_device_is_not_repinned(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert make_executor("local", None, "cuda").gpus == ["0", "1"]
+    explicit = make_executor("local", 3, "cuda:1")
+    assert explicit.gpus == [] and explicit.workers == 3
 
 
 def test_workers_bound_concurrency_below_the_gpu_count(tmp_path):

@@ -104,7 +104,7 @@ def test_smoke_as_arrays_equals_the_debug_executor_byte_for_byte(slurm_cluster, 
     assert images(run) == images(reference) and len(images(run)) == 24
     pd.testing.assert_frame_equal(values(run), values(reference))
     assert set(values(run).metric) == {"fid", "class_alignment"}
-    # extraction ran as arrays: one task per (cell, extractor) + the FID reference; the collect job only scored
+    # extraction ran as arrays: every (cell, extractor) + the FID reference; the collect job only scored
     cells = sorted(p.name for p in (run / "cells").iterdir())
     extracted = sorted(r["item"] for r in jobs(run, "extract"))
     assert extracted[:8] == sorted(f"extract/{c}/{e}" for c in cells for e in ("inception-fid-helper", "mnist-cnn"))
@@ -129,7 +129,8 @@ def test_cost_sized_bundles_run_as_fewer_tasks_and_equal_the_debug_executor(slur
     submitted = jobs(run)
     assert len({r["item"] for r in submitted}) == 8 == len(submitted)  # every shard exactly once
     assert [r["task"] for r in submitted] == [0] * 5 + [1] * 2 + [2]
-    assert len(jobs(run, "extract")) == 4  # one mnist-cnn task per cell
+    extracted = jobs(run, "extract")  # the 4 cells' mnist-cnn features: 24 images, one extraction task
+    assert len(extracted) == 4 and {r["task"] for r in extracted} == {0}
     assert_identical(run, debug_fast)
 
 

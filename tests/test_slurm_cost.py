@@ -183,3 +183,18 @@ def test_shard_bundles_size_tasks_by_cost_and_keep_unknown_ones_single(calibrate
     dirs = prepare_run(unknown, tmp_path / "run2", tmp_path / "cache")
     assert [len(b.shards) for b in shard_bundles(unknown, unknown.shards(dirs), dirs, profile, tmp_path / "run2")] \
         == [1] * 8  # unknown cost: one shard per task, as before
+
+
+def test_extraction_bundles_group_cells_of_one_extractor_up_to_the_image_budget():
+    from harness.slurm_tasks import CellExtractTask, extraction_bundles
+
+    def cell(name: str, extractor: str, n: int) -> CellExtractTask:
+        return CellExtractTask(f"/r/cells/{name}", tuple((s, min(s + 4, n)) for s in range(0, n, 4)), extractor, "/c")
+
+    tasks = [cell(c, e, n) for c, n in (("a", 6), ("b", 6), ("c", 30), ("d", 2)) for e in ("inception", "cnn")]
+    bundles = extraction_bundles(tasks, images_per_task=12)
+    assert [[(p.cell_dir[-1], p.extractor) for p in b.parts] for b in bundles] == [
+        [("a", "cnn"), ("b", "cnn")], [("c", "cnn")], [("d", "cnn")],
+        [("a", "inception"), ("b", "inception")], [("c", "inception")], [("d", "inception")]]
+    assert sorted(map(repr, (p for b in bundles for p in b.parts))) == sorted(map(repr, tasks))  # each once
+    assert len(extraction_bundles(tasks, images_per_task=10**6)) == 2  # one task per extractor
