@@ -94,3 +94,7 @@ def check_knob_values(knobs: Iterable[tuple[str, Any]], declared: Iterable[str],
         knob = by_name.get(name)
         if isinstance(knob, Knob) and not knob.accepts(value):
             raise ProtocolError(f"{where}.{name}' has value {value!r}; {who} expects {knob.expectation()}")
+
+
+# a guidance interval in normalised time, as iMF and RAE take it (t_min <= t_max is the family's check)
+INTERVAL_KNOBS = (Knob("t_min", "number", 0.0, 1.0), Knob("t_max", "number", 0.0, 1.0))

@@ -29,7 +29,7 @@ import torch
 
 from harness.adapters import Capabilities, build_tiny, register
 from harness.errors import ProtocolError
-from harness.knobs import Knob
+from harness.knobs import INTERVAL_KNOBS
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo.flax_convert import flax_to_torch
 from model_zoo.latent_common import TINY_ARCH, LatentAdapter, resolve_latent_params
@@ -100,7 +100,6 @@ class MeanFlowLatentAdapter(_AverageVelocityAdapter):
         return build_tiny(cls, {**TINY_ARCH, "learn_sigma": False, **overrides})
 
 
-INTERVAL_KNOBS = (Knob("t_min", "number", 0.0, 1.0), Knob("t_max", "number", 0.0, 1.0))  # t_min <= t_max: at sampling
 
 
 @register("imf")

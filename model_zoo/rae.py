@@ -47,13 +47,14 @@ import torch
 from harness.adapters import Adapter, Capabilities, build_tiny, register
 from harness.cards import merge_params, params_where, require_float32, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
+from harness.knobs import INTERVAL_KNOBS, Knob
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 from model_zoo.latent_common import NFECounter, read_checkpoint
 from model_zoo.nets.ddt import DiTDH
 from model_zoo.nets.rae_decoder import LatentStats, RAEDecoder, check_stats
 
-KNOBS = ("guidance_method", "t_min", "t_max")
 METHODS = ("cfg", "autoguidance")
+KNOBS = (Knob("guidance_method", "choice", choices=METHODS), *INTERVAL_KNOBS)  # t_min < t_max: at sampling
 LAST_TIME = 1 - 1 / 1000  # upstream check_interval: t1 = 1 - 1/1000 for a velocity model's ODE
 FILE_KEYS = ("dit_checkpoint", "decoder_checkpoint", "stats_file", "guide_checkpoint")  # the last is optional
 DEFAULTS: dict[str, Any] = {

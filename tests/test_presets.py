@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_protocol_offline import no_data  # noqa: F401 - fixture: no data location of any kind
 
 from harness.cli import main
 from harness.errors import HarnessError, ProtocolError

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_protocol_offline import no_data  # noqa: F401 - fixture: no data location of any kind
 
 from harness.adapters import get_adapter_class
 from harness.cards import load_card
@@ -73,7 +72,7 @@ def _plan(card: str, knobs: dict, sampler: str = "euler", cfg: list | None = Non
     ("sit-xl2", {"atol": 0.0}, "dopri5",
      "p.yaml: key 'models[0].knobs.atol' has value 0.0; model 'sit-xl2' (sit) expects a finite number in (0, 1)"),
     ("rae-dit-dh-xl", {"guidance_method": "ag"}, "euler",
-     "p.yaml: key 'models[0].knobs.guidance_method' has value 'ag'; model 'rae-dit-dh-xl' (external) expects "
+     "p.yaml: key 'models[0].knobs.guidance_method' has value 'ag'; model 'rae-dit-dh-xl' (rae) expects "
      "one of cfg, autoguidance"),
 ])
 def test_bad_knob_value_refused_at_plan(no_data, card: str, knobs: dict, sampler: str,  # noqa: F811

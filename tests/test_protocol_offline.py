@@ -3,7 +3,6 @@ provides: the model, the dataset and what each has are named, before any compute
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -23,14 +22,6 @@ PAPER_FAIR = REPO / "protocols" / "paper_fair.yaml"
 EIGHT = ("meanflow-xl2", "imf-xl2", "soflow-xl2", "sit-xl2", "rae-dit-dh-xl", "scale-rae", "sd35-large", "flux1-dev")
 ROW = re.compile(r"^ (~| )([0-9a-f]{16})\s+(\S+)\s+(\S+)\s+steps=(\d+)\s+cfg=(\S+)\s+guidance=(\S+)\s+"
                  r"sampler=(\S+).*nfe/sample=(\S+)")
-
-
-@pytest.fixture()
-def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No data location of any kind: the state of a fresh offline machine."""
-    for name in list(os.environ):
-        if name == "HARNESS_DATA" or name.startswith("HARNESS_DATASET_"):
-            monkeypatch.delenv(name)
 
 
 def _rows(out: str) -> list[tuple[str, ...]]:

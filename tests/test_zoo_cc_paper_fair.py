@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-import harness.datasets as datasets
 from harness.cli import main
 from harness.errors import ProtocolError
 from harness.protocol import make_plan, protocol_from_dict
@@ -19,31 +16,12 @@ REPO = Path(__file__).resolve().parent.parent
 MINE = ("meanflow-xl2", "imf-xl2", "soflow-xl2", "sit-xl2", "rae-dit-dh-xl", "scale-rae")
 
 
-class FakeImageNet(datasets.Dataset):
-    """Planning needs only the class count and a digest; no images are read."""
-
-    num_classes = 1000
-
-    @property
-    def digest(self) -> str:
-        return "test-imagenet-1000"
-
-    @property
-    def size(self) -> int:
-        return 50_000
-
-    def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
-        raise AssertionError("planning must not read reference images")
-
-
 @pytest.fixture()
-def protocol_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setitem(datasets._DATASETS, "test-imagenet", FakeImageNet)
-    FakeImageNet.id = "test-imagenet"
+def protocol_file(tmp_path: Path, fake_imagenet: str) -> Path:
     raw = yaml.safe_load((REPO / "protocols" / "paper_fair.yaml").read_text())
     raw["models"] = [m for m in raw["models"] if (m if isinstance(m, str) else m["card"]) in MINE]
     assert len(raw["models"]) == len(MINE)
-    raw["datasets"] = ["test-imagenet"]
+    raw["datasets"] = [fake_imagenet]
     path = tmp_path / "paper_fair_cc.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_zoo_cc_paper_fair import FakeImageNet
 
-import harness.datasets as datasets
 from harness.adapters import check_settings
 from harness.cards import load_card
 from harness.errors import ProtocolError
@@ -16,10 +14,8 @@ from model_zoo.imeanflow import MeanFlowLatentAdapter
 
 
 @pytest.fixture(autouse=True)
-def imagenet_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+def imagenet_classes(fake_imagenet: str) -> None:
     """A 1000-class dataset for planning (no images are read)."""
-    monkeypatch.setitem(datasets._DATASETS, "test-imagenet", FakeImageNet)
-    monkeypatch.setattr(FakeImageNet, "id", "test-imagenet", raising=False)
 
 
 def plan_cells(recipe: str) -> list[tuple[int, float | None, str, int]]:

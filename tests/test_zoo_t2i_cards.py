@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from zoo_t2i_support import plan_cells
 
-from harness.adapters import get_adapter_class
 from harness.cards import is_pinned, load_card
-from harness.protocol import make_plan, protocol_from_dict
 
 CARDS = ["sd35-large", "sd35-medium", "sd35-large-turbo", "flux1-dev", "flux1-schnell", "sdxl-base", "sdxl-turbo",
          "sd-turbo", "lcm-dreamshaper-v7"]
-
-
-def plan_cells(card: str, recipe: str) -> list[tuple[int, float | None, str, int]]:
-    # a prompt dataset (text models are refused on label-only ones); planning needs no prompt file
-    raw = {"name": "p", "models": [{"card": card, "recipe": recipe}], "datasets": ["partiprompts"], "steps": [1],
-           "n": 4}
-    cells = make_plan(protocol_from_dict(raw, source="p.yaml")).cells
-    out = []
-    for c in cells:
-        adapter = get_adapter_class(c.model.family)(c.model)  # plan-time: no weights loaded
-        out.append((c.settings.steps, c.settings.cfg, adapter.capabilities.guidance, adapter.expected_nfe(c.settings)))
-    return out
 
 
 @pytest.mark.parametrize("card", CARDS)

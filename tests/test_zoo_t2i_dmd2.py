@@ -10,8 +10,7 @@ import pytest
 import torch
 from diffusers import LCMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from huggingface_hub import constants
-from test_zoo_t2i_cards import plan_cells
-from zoo_t2i_support import assert_matches_pipeline, install_in_hub_cache, requests, to_uint8
+from zoo_t2i_support import assert_matches_pipeline, install_in_hub_cache, plan_cells, requests, to_uint8
 
 from harness.adapters import check_settings
 from harness.cards import WeightsMissingError, card_from_dict, load_card

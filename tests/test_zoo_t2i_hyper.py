@@ -10,11 +10,11 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionXLPipeline, TCDScheduler
 from huggingface_hub import constants
 from safetensors.torch import save_file
-from test_zoo_t2i_cards import plan_cells
 from zoo_t2i_support import (
     assert_matches_pipeline,
     assert_same_up_to_rounding,
     install_in_hub_cache,
+    plan_cells,
     requests,
     to_uint8,
 )

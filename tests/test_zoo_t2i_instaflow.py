@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
-from test_zoo_t2i_cards import plan_cells
-from zoo_t2i_support import CallCounter, hub_card, install_in_hub_cache, requests, to_uint8
+from zoo_t2i_support import CallCounter, hub_card, install_in_hub_cache, plan_cells, requests, to_uint8
 
 from harness.adapters import check_settings
 from harness.cards import load_card

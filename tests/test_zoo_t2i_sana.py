@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 from diffusers import SanaTransformer2DModel, SCMScheduler
-from test_zoo_t2i_cards import plan_cells
 from zoo_t2i_support import (
     assert_matches_pipeline,
     assert_same_up_to_rounding,
     hub_card,
     install_in_hub_cache,
+    plan_cells,
     requests,
 )
 

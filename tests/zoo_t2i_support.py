@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from huggingface_hub import constants
 
+from harness.adapters import get_adapter_class
 from harness.cards import card_from_dict
+from harness.protocol import make_plan, protocol_from_dict
 from harness.types import SampleRequest, SamplerSettings
 from model_zoo.diffusers_common import DiffusersTextToImage
 
@@ -107,3 +109,15 @@ def install_in_hub_cache(adapter: DiffusersTextToImage, repo: str, commit: str) 
 def hub_card(family: str, repo: str, revision: str, **params: Any):
     return card_from_dict({"name": f"{family}-hub-test", "family": family, "hub": {"repo": repo, "revision": revision},
                            "params": params}, source="<test card>")
+
+
+def plan_cells(card: str, recipe: str) -> list[tuple[int, float | None, str, int]]:
+    # a prompt dataset (text models are refused on label-only ones); planning needs no prompt file
+    raw = {"name": "p", "models": [{"card": card, "recipe": recipe}], "datasets": ["partiprompts"], "steps": [1],
+           "n": 4}
+    cells = make_plan(protocol_from_dict(raw, source="p.yaml")).cells
+    out = []
+    for c in cells:
+        adapter = get_adapter_class(c.model.family)(c.model)  # plan-time: no weights loaded
+        out.append((c.settings.steps, c.settings.cfg, adapter.capabilities.guidance, adapter.expected_nfe(c.settings)))
+    return out
