@@ -121,20 +121,35 @@ def _hub_weights(hub: Any, source: str) -> tuple[str, str]:
     return f"{HUB_SCHEME}{repo}@{revision}", f"hf:{repo}@{revision}"
 
 
+def _is_commit(revision: Any) -> bool:
+    return isinstance(revision, str) and re.fullmatch(r"[0-9a-f]{40}", revision) is not None
+
+
 def is_pinned(card: ModelCard) -> bool:
     """A hub card names exact weights only through a full commit id; a branch or tag can move."""
-    return card.hub is None or re.fullmatch(r"[0-9a-f]{40}", card.hub[1]) is not None
+    return card.hub is None or _is_commit(card.hub[1])
+
+
+def unpinned_references(card: ModelCard) -> list[tuple[str, str, str]]:
+    """(key, repo, revision) of every hub reference that is not a commit: the card's ``hub`` and any param
+    written as ``{repo, revision, ...}`` (a VAE, a UNet or LoRA file on top of a base repo, a guide model)."""
+    refs = [] if is_pinned(card) else [("hub.revision", *card.hub)]
+    for key, value in sorted(card.params.items()):
+        if isinstance(value, dict) and "repo" in value and "revision" in value and not _is_commit(value["revision"]):
+            refs.append((f"params.{key}.revision", str(value["repo"]), str(value["revision"])))
+    return refs
 
 
 def require_pinned(card: ModelCard) -> None:
     """Refuse to generate from an unpinned hub card: its cells would not be content-addressed.
 
     Plans of unpinned cards are allowed (so presets can be inspected anywhere); runs are not."""
-    if not is_pinned(card):
-        repo, revision = card.hub
-        raise ProtocolError(f"model card {card.name!r} ({card.source}): hub.revision {revision!r} is a branch or tag, "
-                            f"not a commit, so its images could silently change; set hub.revision to the 40-hex "
-                            f"commit of {repo} you have (`harness weights fetch {card.name}` prints it)")
+    refs = unpinned_references(card)
+    if refs:
+        listed = "; ".join(f"{key} {revision!r} of {repo}" for key, repo, revision in refs)
+        raise ProtocolError(f"model card {card.name!r} ({card.source}): {listed}: a branch or tag, not a commit, so "
+                            f"its images could silently change; set each to the 40-hex commit you downloaded "
+                            f"(`harness weights fetch {card.name}` prints it)")
 
 
 def _recipes(raw: Any, source: str) -> dict[str, dict[str, Any]]:

@@ -35,8 +35,19 @@ def test_unpinned_hub_card_plans_but_refuses_to_run():
     assert is_pinned(card_from_dict(hub_card()))
     unpinned = card_from_dict(hub_card(hub={"repo": "org/model", "revision": "main"}), source="c.yaml")
     assert not is_pinned(unpinned)
-    with pytest.raises(ProtocolError, match="'main' is a branch or tag.*harness weights fetch hubby"):
+    with pytest.raises(ProtocolError, match="hub.revision 'main' of org/model: a branch or tag.*"
+                                            "harness weights fetch hubby"):
         require_pinned(unpinned)
+
+
+def test_an_unpinned_file_reference_in_params_refuses_to_run_like_the_hub_revision():
+    """A UNet/LoRA/VAE named as {repo, revision, ...} in params moves the images as much as hub.revision does."""
+    raw = hub_card(params={"unet": {"repo": "org/unet", "revision": "main", "file": "u.pt"}})
+    card = card_from_dict(raw, source="c.yaml")
+    assert is_pinned(card)  # the card's own hub revision is a commit
+    with pytest.raises(ProtocolError, match=r"params.unet.revision 'main' of org/unet: a branch or tag"):
+        require_pinned(card)
+    require_pinned(card_from_dict(hub_card(params={"unet": {"repo": "org/unet", "revision": REV, "file": "u.pt"}})))
 
 
 @pytest.mark.parametrize("hub, fragment", [
