@@ -78,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["all", "adapters", "cards", "datasets", "metrics", "extractors", "protocols"])
     p = sub.add_parser("dataset", help="scan and validate a dataset; print its manifest (files, digest, histogram)")
     p.add_argument("name", help="dataset name (see `harness ls datasets`)")
-    p = sub.add_parser("weights", help="list, fetch (networked machine) or verify the weights extractors need")
+    p = sub.add_parser("weights", help="list, fetch (networked machine) or verify the weights extractors and "
+                                       "model cards need")
     p.add_argument("action", choices=["list", "fetch", "verify"])
-    p.add_argument("names", nargs="*", help="weights names (see `harness weights list`)")
+    p.add_argument("names", nargs="*", help="weights names (see `harness weights list`) or model card names "
+                                            "(their hub repo and the files their params name)")
     return parser
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .errors import HarnessError
 from .hashing import sha256_file
+from .model_weights import fetch_card, is_card, verify_card
 
 
 class WeightsNotFound(HarnessError):
@@ -109,7 +110,8 @@ def weights_home() -> Path:
 
 def get_entry(name: str) -> WeightsEntry:
     if name not in ENTRIES:
-        raise HarnessError(f"unknown weights {name!r}; available: {', '.join(sorted(ENTRIES))}")
+        raise HarnessError(f"unknown weights {name!r}; available: {', '.join(sorted(ENTRIES))}, "
+                           f"or a model card name (`harness ls cards`)")
     return ENTRIES[name]
 
 
@@ -304,11 +306,11 @@ def run_cli(action: str, names: list[str]) -> int:
         if not names:
             raise HarnessError(f"harness weights fetch: name what to fetch; one of {', '.join(sorted(ENTRIES))}")
         for name in names:
-            print("\n".join(fetch(name)))
+            print("\n".join(fetch(name) if name in ENTRIES or not is_card(name) else fetch_card(name)))
         return 0
     found = names or [n for n in ENTRIES if locate(n)]
     if not found:
         print(f"no weights found to verify (looked in {weights_home()} and the HF/torch caches)")
     for name in found:
-        print("\n".join(verify(name)))
+        print("\n".join(verify(name) if name in ENTRIES or not is_card(name) else verify_card(name)))
     return 0
