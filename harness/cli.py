@@ -33,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"onestep-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("plan", help="print the cells, shards, samples and total NFE of a protocol")
+    p = sub.add_parser("plan", help="print the cells, shards, samples, total NFE and estimated GPU-hours of a protocol")
     _add_protocol_args(p)
+    p.add_argument("--calibrate", type=Path, action="append", default=[], metavar="RUN_DIR",
+                   help="run directories whose completed shards calibrate cards without a cost block "
+                        "(repeatable; default: results/<protocol name> when it exists)")
     p = sub.add_parser("validate", help="check a protocol (schema and model capabilities) without running it")
     _add_protocol_args(p)
     p = sub.add_parser("run", help="generate, extract, score and report (resumes; skips what is done)")
@@ -126,7 +129,17 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
     provisional = f"; provisional ids (data absent: {', '.join(plan.missing_data)})" if plan.missing_data else ""
     print(f"{len(plan.cells)} cells, {total_shards} shards, {len(plan.cells) * p.n} samples, "
           f"{total_nfe} total NFE{unknown}; metrics: {', '.join(p.metrics) or 'none'}{refused}{provisional}")
+    print(f"generation estimate: {_gpu_hours(plan, getattr(args, 'calibrate', []))}")
     return 0
+
+
+def _gpu_hours(plan, calibrate: list[Path]) -> str:
+    """GPU-hours from the cards' cost blocks, else calibrated from completed shards of earlier runs."""
+    from .cost import estimate_plan_gpu_hours
+
+    default = Path("results") / plan.protocol.name
+    dirs = calibrate or ([default] if default.is_dir() else [])
+    return str(estimate_plan_gpu_hours(plan, dirs))
 
 
 def _refused_lines(plan) -> list[str]:
