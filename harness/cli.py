@@ -109,6 +109,7 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
             total_nfe += nfe * c.n
         cfg = "none" if c.settings.cfg is None else f"{c.settings.cfg:g}"
         knobs = "".join(f" {k}={v}" for k, v in c.settings.knobs)
+        knobs += f" resize={c.resize[0]}px/{c.resize[1]}" if c.resize else ""
         cell_id = f"~{c.cell_id}" if c.provisional else f" {c.cell_id}"
         lines.append(f" {cell_id}  {c.model.name:<18} {c.dataset.id:<13} steps={c.settings.steps:<4} "
                      f"cfg={cfg:<5} guidance={caps.guidance:<8} sampler={c.settings.sampler:<6} n={c.n:<6} "

@@ -20,6 +20,7 @@ from .datasets import Dataset, plan_dataset
 from .errors import HarnessError, ProtocolError
 from .knobs import check_knob_values
 from .reference_spec import ReferenceStatsSpec, check_reference_metrics, parse_reference_stats
+from .resize import ImageSize, parse_image_size, resize_for
 from .suggest import did_you_mean
 from .types import Cell, DatasetRef, ModelCard, SamplerSettings, ShardTask
 
@@ -44,6 +45,7 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "bootstrap": ("an integer >= 0 (bootstrap replicates per cell for metric CIs; 0 disables)", 200),
     "reference_stats": ("{file, format, n}: FID against an imported mu/sigma file (harness/reference_spec.py)",
                         None),
+    "image_size": ("null (native) or {size, filter}: resize before saving (harness/resize.py)", None),
 }
 MODEL_KEYS = {"card", "steps", "cfg", "sampler", "knobs", "recipe", "unsupported"}
 # models[i].unsupported: what a setting the model cannot honour does to the plan. "refuse" (default): the
@@ -83,6 +85,7 @@ class Protocol:
     source: str = "<dict>"
     bootstrap: int = 200
     reference_stats: ReferenceStatsSpec | None = None
+    image_size: ImageSize | None = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,8 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         metrics=_str_list(src, "metrics", get["metrics"], allow_empty=True),
         reference_n=_int(src, "reference_n", get["reference_n"], 2), source=src,
         bootstrap=_int(src, "bootstrap", get["bootstrap"], 0),
-        reference_stats=parse_reference_stats(src, get["reference_stats"]))
+        reference_stats=parse_reference_stats(src, get["reference_stats"]),
+        image_size=parse_image_size(src, get["image_size"]))
 
 
 def _check_dataset(where: str, card: ModelCard, caps: Any, ref: DatasetRef) -> None:
@@ -388,7 +392,8 @@ def make_plan(protocol: Protocol) -> Plan:
                         refused.setdefault((card.name, settings), Refusal(card.name, settings, str(e)))
                         continue
                     cells.append(Cell(model=card, settings=settings, dataset=ref, seed=protocol.seed,
-                                      n=protocol.n, sampling_version=SAMPLING_VERSION))
+                                      n=protocol.n, sampling_version=SAMPLING_VERSION,
+                                      resize=resize_for(caps.resolution, protocol.image_size)))
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         raise ProtocolError(f"{src}: the protocol lists the same cell twice (a model, steps or cfg repeated)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from .errors import GenerationError, ShardError
 from .faults import fault_point
 from .hashing import sha256_bytes
 from .locks import exclusive
+from .resize import apply_resize
 from .store import (
     encode_png,
     file_matches,
@@ -164,11 +165,13 @@ def _generate_claimed_shard(task: ShardTask) -> ShardResult:
                 outputs = adapter.sample(requests)[:len(chunk)]
                 per_image = (time.perf_counter() - t0) / len(padded)
                 for index, out in zip(chunk, outputs, strict=True):
-                    check_image(out.image, index, resolution)
+                    check_image(out.image, index, resolution)  # the native image, before any resize
                     if not _nfe_is_honest(out.nfe, expected_nfe):
                         declared = "adaptive (>= 1)" if expected_nfe is None else expected_nfe
                         raise GenerationError(f"sample {index}: adapter {cell.model.family!r} reported NFE "
                                               f"{out.nfe} but declares {declared} for {cell.settings}")
+                if cell.resize is not None:
+                    outputs = [replace(o, image=apply_resize(o.image, cell.resize)) for o in outputs]
                 done.update(_write_batch(directory, jf, requests[:len(chunk)], outputs, per_image))
     fault_point("before_manifest")
     samples = tuple(done[i] for i in range(task.start, task.stop))

@@ -84,13 +84,15 @@ def encode_png(image: np.ndarray) -> bytes:
 def cell_to_dict(cell: Cell) -> dict:
     return {"cell_id": cell.cell_id, "model": asdict(cell.model), "settings": asdict(cell.settings),
             "dataset": asdict(cell.dataset), "seed": cell.seed, "n": cell.n,
-            "sampling_version": cell.sampling_version}
+            "sampling_version": cell.sampling_version,
+            **({"resize": list(cell.resize)} if cell.resize else {})}
 
 
 def cell_from_dict(d: dict) -> Cell:
     cell = Cell(model=ModelCard(**d["model"]), settings=SamplerSettings(**d["settings"]),
                 dataset=DatasetRef(**d["dataset"]), seed=d["seed"], n=d["n"],
-                sampling_version=d["sampling_version"])
+                sampling_version=d["sampling_version"],
+                resize=tuple(d["resize"]) if d.get("resize") else None)
     if cell.cell_id != d["cell_id"]:
         raise ShardError(f"cell.json for {d['cell_id']} hashes to {cell.cell_id}: the file was edited "
                          f"or written by an incompatible harness version")

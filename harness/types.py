@@ -119,6 +119,7 @@ class Cell:
     seed: int
     n: int
     sampling_version: int
+    resize: tuple[int, str] | None = None  # (size, PIL filter) applied before saving; see harness/resize.py
 
     @property
     def provisional(self) -> bool:
@@ -127,14 +128,17 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        return digest({
+        spec = {
             "model": self.model.identity(),
             "settings": self.settings,
             "dataset": {"id": self.dataset.id, "digest": self.dataset.digest},
             "seed_policy": {"kind": "sha256(seed,dataset,index)", "seed": self.seed},
             "n": self.n,
             "sampling_version": self.sampling_version,
-        })
+        }
+        if self.resize is not None:  # only then: cells at native size keep the ids they always had
+            spec["resize"] = {"size": self.resize[0], "filter": self.resize[1]}
+        return digest(spec)
 
 
 @dataclass(frozen=True)

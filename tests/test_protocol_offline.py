@@ -53,7 +53,9 @@ def test_paper_fair_plans_offline_with_provisional_ids(no_data, capsys: pytest.C
     assert len(refused) == 2  # one line per model and setting, listing its steps
     soflow = next(line for line in refused if "soflow-xl2" in line)
     assert "steps=1,25 cfg=7 sampler=renoise not run:" in soflow and "asked of a model without guidance" in soflow
-    assert out.rstrip().endswith("provisional ids (data absent: imagenet-val, imagenetv2-mf, relaionet)")
+    summary, estimate = out.rstrip().splitlines()[-2:]
+    assert summary.endswith("provisional ids (data absent: imagenet-val, imagenetv2-mf, relaionet)")
+    assert estimate.startswith("generation estimate: ")
     assert "84 cells" in out and "4 refused settings listed, not run" in out
 
 
