@@ -389,6 +389,23 @@ class TrueCFGTextToImage(DiffusersTextToImage):
         return {"guidance_scale": settings.cfg}
 
 
+class EmbeddedGuidanceTextToImage(DiffusersTextToImage):
+    """Pipelines whose guidance_scale is a network input (distilled guidance): one pass per step, any cfg."""
+
+    guidance_note: ClassVar[str] = ""
+    sampler_names: ClassVar[tuple[str, ...]] = ("euler",)
+
+    @classmethod
+    def capabilities_for(cls, card: ModelCard) -> Capabilities:
+        p = resolve_params(card, cls.defaults)
+        return Capabilities(conditioning="text", guidance="embedded", min_steps=p["min_steps"],
+                            max_steps=p["max_steps"], resolution=p["resolution"], samplers=cls.sampler_names,
+                            one_step=p["one_step"], natural_cfg=p["natural_cfg"], guidance_note=cls.guidance_note)
+
+    def expected_nfe(self, settings: SamplerSettings) -> int:
+        return settings.steps
+
+
 class UNetTextToImage(TrueCFGTextToImage):
     """Stable Diffusion UNet pipelines (SD 1.x/2.x, SDXL): true CFG, sampler = a named diffusers scheduler."""
 

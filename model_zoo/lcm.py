@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.adapters import Capabilities, register
+from harness.adapters import register
 from harness.errors import HarnessError
-from harness.types import ModelCard, SamplerSettings
+from harness.types import SamplerSettings
 from model_zoo.diffusers_common import (
     COMMON_PARAMS,
-    DiffusersTextToImage,
+    EmbeddedGuidanceTextToImage,
     clip_tokenizer,
-    resolve_params,
     tiny_clip_text,
     tiny_vae,
     use_scheduler,
@@ -28,21 +27,13 @@ GUIDANCE_NOTE = "embedded (distilled CFG): w = cfg - 1 is a UNet input, one pass
 
 
 @register("lcm")
-class LatentConsistencyAdapter(DiffusersTextToImage):
+class LatentConsistencyAdapter(EmbeddedGuidanceTextToImage):
     pipeline_class_name = "LatentConsistencyModelPipeline"
     load_overrides = StableDiffusionAdapter.load_overrides  # no safety checker (no black frames)
     defaults = {**COMMON_PARAMS, "max_steps": 50}
     tiny_params = {"resolution": 64, "natural_cfg": 8.0}
-
-    @classmethod
-    def capabilities_for(cls, card: ModelCard) -> Capabilities:
-        p = resolve_params(card, cls.defaults)
-        return Capabilities(conditioning="text", guidance="embedded", min_steps=p["min_steps"],
-                            max_steps=p["max_steps"], resolution=p["resolution"], samplers=("lcm",),
-                            one_step=p["one_step"], natural_cfg=p["natural_cfg"], guidance_note=GUIDANCE_NOTE)
-
-    def expected_nfe(self, settings: SamplerSettings) -> int:
-        return settings.steps
+    guidance_note = GUIDANCE_NOTE
+    sampler_names = ("lcm",)
 
     def call_kwargs(self, settings: SamplerSettings) -> dict[str, Any]:
         return {"guidance_scale": settings.cfg}

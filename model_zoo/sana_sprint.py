@@ -22,10 +22,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from harness.adapters import Capabilities, register
+from harness.adapters import register
 from harness.errors import HarnessError
-from harness.types import ModelCard, SamplerSettings
-from model_zoo.diffusers_common import COMMON_PARAMS, DiffusersTextToImage, resolve_params
+from harness.types import SamplerSettings
+from model_zoo.diffusers_common import COMMON_PARAMS, EmbeddedGuidanceTextToImage
 
 GUIDANCE_NOTE = ("embedded (distilled) guidance: cfg is a transformer input (guidance embedding), one pass per "
                  "step; no classifier-free guidance")
@@ -44,20 +44,12 @@ def gemma_tokenizer() -> Any:
 
 
 @register("sana_sprint")
-class SanaSprintAdapter(DiffusersTextToImage):
+class SanaSprintAdapter(EmbeddedGuidanceTextToImage):
     pipeline_class_name = "SanaSprintPipeline"
     defaults = {**COMMON_PARAMS, "max_sequence_length": 300}
     tiny_params = {"resolution": 32, "natural_cfg": 4.5, "max_steps": 8, "one_step": True, "max_sequence_length": 16}
-
-    @classmethod
-    def capabilities_for(cls, card: ModelCard) -> Capabilities:
-        p = resolve_params(card, cls.defaults)
-        return Capabilities(conditioning="text", guidance="embedded", min_steps=p["min_steps"],
-                            max_steps=p["max_steps"], resolution=p["resolution"], samplers=("scm",),
-                            one_step=p["one_step"], natural_cfg=p["natural_cfg"], guidance_note=GUIDANCE_NOTE)
-
-    def expected_nfe(self, settings: SamplerSettings) -> int:
-        return settings.steps
+    guidance_note = GUIDANCE_NOTE
+    sampler_names = ("scm",)
 
     def call_kwargs(self, settings: SamplerSettings) -> dict[str, Any]:
         return {"guidance_scale": settings.cfg, "use_resolution_binning": False,
