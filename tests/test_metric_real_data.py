@@ -2,8 +2,8 @@
 graph): two disjoint sets of MNIST test digits, and MNIST against Fashion-MNIST (Debian
 ``dataset-fashion-mnist``, apt-installed here when running as root, else skipped with the reason).
 
-N = 64 images per side (192 images through Inception at 299x299; on the shared 2-core CPU the file took 90 s at
-load ~2 and 180 s at load ~5; N = 100 took 2.7 min). At N < 2048 the covariances are rank-deficient and FID
+N = 64 images per side (192 images through Inception at 299x299; on the shared 2-core CPU the file took 180 s at
+load ~5, ~85-95 s per test; N = 100 took 2.7 min at load ~2). At N < 2048 the covariances are rank-deficient and FID
 carries a positive small-N bias, so the magnitudes asserted are loose but far apart: same-distribution halves
 stay small, digits vs clothing is several times larger. The value
 must equal clean-fid's ``fid_from_feats`` (scipy ``sqrtm``) on the same features. scipy's ``sqrtm`` at d=2048
