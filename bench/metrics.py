@@ -7,6 +7,11 @@
 3. FID + IS + KID on the same N images and the same (random Kaiming) weights: the engine's single pass
    (decode once, one Inception pass per image feeding all three) vs torch-fidelity ``calculate_metrics``.
 4. Bootstrap cost: B=200 FID replicates at d=2048 for an n-sample cell (Gram form).
+5. FID + IS + CLIP Score on the same N PNG files (plus N reference PNGs) and the same weights (random Kaiming
+   Inception in torch-fidelity's format; a random full-size ViT-B/16 CLIP in OpenAI's layout): the engine's
+   single pass (``harness.score``: decode each file once, feed the Inception and CLIP extractors from it, then
+   every metric) vs the peer chain run one after the other: torch-fidelity ``calculate_metrics`` (FID + IS)
+   on the two folders, then open_clip (CLIP Score) on the generated folder. Target >= 2x.
 
     .venv/bin/python bench/metrics.py [--images 32] [--rows 50000] [--cell-n 1000]
 """
@@ -117,6 +122,105 @@ def bench_engine_vs_torch_fidelity(n: int) -> None:
           f"{abs(ours['kid'] - theirs['kernel_inception_distance_mean']):.2e}")
 
 
+def _write_pngs(folder: Path, images: np.ndarray) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for k, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{k:05d}.png")
+    return folder
+
+
+def _open_clip_chain(model_path: Path, folder: Path, prompts: list[str]) -> float:
+    """The peer way: open_clip's model + eval transform + tokenizer, one image at a time from the files."""
+    import open_clip
+    import torch
+    from open_clip.model import build_model_from_openai_state_dict
+    from PIL import Image
+
+    state = torch.load(model_path, map_location="cpu", weights_only=True)
+    model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None).float().eval()
+    preprocess = open_clip.transform.image_transform(model.visual.image_size, is_train=False)
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    files = sorted(folder.glob("*.png"))
+    with torch.no_grad():
+        pixels = torch.stack([preprocess(Image.open(f).convert("RGB")) for f in files])
+        img = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
+        txt = torch.nn.functional.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
+    return float((100 * (img * txt).sum(-1)).mean())
+
+
+def _profiled(fn):
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    result = profiler.runcall(fn)
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    return result
+
+
+def bench_single_pass_vs_peers(n: int, rounds: int = 2, profile: bool = False) -> None:
+    import open_clip
+    import pytest
+    import torch
+    import torch_fidelity
+    from metric_fixtures import image_set, use_inception_weights, write_random_inception_weights
+
+    from harness import pipeline, weights
+    from harness.features.inception_tf1 import WEIGHTS_ENTRY, WEIGHTS_FILE
+    from harness.hashing import sha256_file
+    from harness.metrics import get_metric
+    from harness.metrics.base import ShardFeatures
+    from harness.score import ImageSource, extract_all, resolve_references
+
+    prompts = [f"a photo of a {c}" for c in ("tench", "goldfish", "shark", "hen")] * (n // 4 + 1)
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
+        root = Path(tmp)
+        inception = write_random_inception_weights(root / WEIGHTS_ENTRY / WEIGHTS_FILE)
+        use_inception_weights(mp, root)
+        torch.manual_seed(0)
+        clip_path = root / "clip-vit-b-16-openai" / "ViT-B-16.pt"
+        clip_path.parent.mkdir()
+        torch.save(open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).state_dict(), clip_path)
+        entry = weights.ENTRIES["clip-vit-b-16-openai"]
+        mp.setitem(weights.ENTRIES, entry.name, entry.with_pins({"ViT-B-16.pt": sha256_file(clip_path)}))
+        gen = _write_pngs(root / "gen", image_set(1, n, 64))  # one size: torch-fidelity batches files as they are
+        ref = _write_pngs(root / "ref", image_set(2, n, 64, bright=0.8))
+        prompts = prompts[:n]
+
+        def engine() -> dict[str, float]:
+            pipeline._EXTRACTORS.clear()  # nothing loaded before: the engine pays its model loading too
+            metrics = [get_metric(m) for m in ("fid_tf1", "is", "clip_score")]
+            references, _ = resolve_references(metrics[:1], str(ref), None, None, root / f"cache{time.time()}",
+                                               "cpu")
+            feats = extract_all(ImageSource(gen), ["clip-vit-b-16-openai", "inception-tf1"], "cpu")  # one decode
+            return {m.name: m.compute([ShardFeatures(feats[m.extractor][m.output], (None,) * n, tuple(prompts))],
+                                      references.get(m.name)).value for m in metrics}
+
+        def peers() -> dict[str, float]:
+            out = torch_fidelity.calculate_metrics(
+                input1=str(gen), input2=str(ref), cuda=False, isc=True, fid=True, cache=False, verbose=False,
+                feature_extractor_weights_path=str(inception), save_cpu_ram=True)
+            return {**out, "clip": _open_clip_chain(clip_path, gen, prompts)}
+
+        times: dict[str, list[float]] = {"engine": [], "peers": []}
+        results: dict[str, dict] = {}
+        for _ in range(rounds):  # alternating, so neither side always runs on warm caches
+            for name, fn in (("peers", peers), ("engine", engine)):
+                t = time.perf_counter()
+                results[name] = _profiled(fn) if profile and name == "engine" else fn()
+                times[name].append(round(time.perf_counter() - t, 1))
+        ours, theirs = results["engine"], results["peers"]
+        clip = theirs["clip"]
+        t_ours, t_peers = min(times["engine"]), min(times["peers"])
+    print(f"FID+IS+CLIP on {n} generated (64 px) + {n} reference PNGs, CPU {os.cpu_count()} cores: engine single "
+          f"pass {t_ours:.1f} s, torch-fidelity then open_clip {t_peers:.1f} s, ratio {t_peers / t_ours:.2f}x "
+          f"(best of {rounds} alternating rounds: engine {times['engine']}, peers {times['peers']}) "
+          f"(target >= 2x); |dFID| {abs(ours['fid_tf1'] - theirs['frechet_inception_distance']):.2e}, "
+          f"|dIS| {abs(ours['is'] - theirs['inception_score_mean']):.2e}, |dCLIP| {abs(ours['clip_score'] - clip):.2e}")
+
+
 def bench_bootstrap(n: int, d: int, b: int) -> None:
     from harness.metrics.bootstrap import bootstrap_indices
     from harness.metrics.fid import frechet_replicates
@@ -138,14 +242,17 @@ def main() -> None:
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--cell-n", type=int, default=1000)
     p.add_argument("--replicates", type=int, default=200)
-    p.add_argument("--only", choices=["frechet", "rss", "engine", "bootstrap"])
+    p.add_argument("--only", choices=["frechet", "rss", "engine", "bootstrap", "single-pass"])
+    p.add_argument("--rounds", type=int, default=2, help="single-pass: alternating rounds per side (best counts)")
+    p.add_argument("--profile", action="store_true", help="single-pass: cProfile the engine side")
     p.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rss_child:
         return rss_child(args.rss_child, args.dim)
     steps = {"frechet": lambda: bench_frechet(args.dim), "rss": lambda: bench_rss(args.rows, args.dim),
              "engine": lambda: bench_engine_vs_torch_fidelity(args.images),
-             "bootstrap": lambda: bench_bootstrap(args.cell_n, args.dim, args.replicates)}
+             "bootstrap": lambda: bench_bootstrap(args.cell_n, args.dim, args.replicates),
+             "single-pass": lambda: bench_single_pass_vs_peers(args.images, args.rounds, args.profile)}
     for name, step in steps.items():
         if args.only in (None, name):
             step()
