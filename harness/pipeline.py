@@ -232,10 +232,8 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
                reference, indices: np.ndarray) -> tuple[MetricResult, np.ndarray | None]:
     """Replicates of one metric on the cell's resampled samples and the percentile CI they give."""
     shards = list(_shard_features(cache, ext_key, metric.output, manifests))
-    features = np.concatenate([s.features for s in shards])
-    labels = tuple(label for s in shards for label in s.labels)
     try:
-        values = metric.replicates(features, labels, reference, indices)
+        values = metric.shard_replicates(shards, reference, indices)
     except ShardError:
         raise
     except HarnessError as err:  # e.g. too large to resample in memory: keep the metric's own CI, say why

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_clip_score import _hf_scores, installed, tiny  # noqa: F401 - fixtures shared with the CLIP tests
+from clip_metric_fixtures import hf_clip_scores
 
 from harness.errors import HarnessError
 from harness.features import get_extractor
@@ -17,7 +17,7 @@ CLASS_PROMPTS = {0: "a photo of a tench", 1: "a photo of a goldfish", 2: "a phot
 LABELS = (0, 1, 1, 2, 2, 2)  # unbalanced: the macro mean differs from the plain mean
 
 
-def _shards(installed, labels):  # noqa: F811
+def _shards(installed, labels):
     ext = get_extractor("clip-vit-b-16-openai")
     ext.load()
     feats = ext.extract(installed["images"])["image_embeds"]
@@ -25,8 +25,8 @@ def _shards(installed, labels):  # noqa: F811
     return [ShardFeatures(feats[:2], labels[:2], prompts[:2]), ShardFeatures(feats[2:], labels[2:], prompts[2:])]
 
 
-def test_clip_score_per_class_means_and_macro_value(installed):  # noqa: F811
-    reference = _hf_scores(installed, [CLASS_PROMPTS[c] for c in LABELS])  # transformers, per sample
+def test_clip_score_per_class_means_and_macro_value(installed):
+    reference = hf_clip_scores(installed, [CLASS_PROMPTS[c] for c in LABELS])  # transformers, per sample
     expected = {c: reference[np.array(LABELS) == c].mean() for c in CLASS_PROMPTS}
     result = get_metric("clip_score_per_class").compute(_shards(installed, LABELS))
     assert result.n == 6 and result.details["classes"] == 3
@@ -39,7 +39,7 @@ def test_clip_score_per_class_means_and_macro_value(installed):  # noqa: F811
     assert abs(plain - result.value) > 1e-2  # unbalanced classes: the two aggregates really differ
 
 
-def test_per_class_needs_labels(installed):  # noqa: F811
+def test_per_class_needs_labels(installed):
     with pytest.raises(HarnessError, match="sample 0 has no class label .*class-conditional"):
         get_metric("clip_score_per_class").compute(_shards(installed, (None,) * 6))
 
@@ -60,3 +60,19 @@ def test_pickscore_per_class_is_pickscore_grouped():
     metric = get_metric("pickscore_per_class")
     assert metric.extractor == "pickscore-v1" and metric.variant.startswith(PickScore.variant)
     assert "per-class" in metric.variant and type(metric).per_sample is PickScore.per_sample
+
+
+@pytest.mark.parametrize("name", ["clip_score", "clip_score_per_class"])
+def test_text_image_bootstrap_replicates_recompute_the_metric_on_resampled_samples(installed, name):
+    """Replicate b must equal the metric computed on the samples indices[b] picks (prompts travel with them)."""
+    metric = get_metric(name)
+    shards = _shards(installed, LABELS)
+    indices = np.random.default_rng(3).integers(0, len(LABELS), (5, len(LABELS)))
+    replicates = metric.shard_replicates(shards, None, indices)
+    feats = np.concatenate([s.features for s in shards])
+    labels = np.array(LABELS, dtype=object)
+    prompts = np.array([p for s in shards for p in s.prompts], dtype=object)
+    for b, idx in enumerate(indices):
+        resampled = [ShardFeatures(feats[idx], tuple(labels[idx]), tuple(prompts[idx]))]
+        assert replicates[b] == pytest.approx(metric.compute(resampled).value, rel=1e-6)
+    assert np.ptp(replicates) > 0  # the resampling moved the value: the check has room to fail

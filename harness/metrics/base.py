@@ -44,6 +44,13 @@ class Metric(ABC):
     @abstractmethod
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult: ...
 
+    def shard_replicates(self, shards: list[ShardFeatures], reference: Any | None, indices: np.ndarray) -> np.ndarray:
+        """Bootstrap replicates from the cell's shards (what the score stage calls). Metrics that need more than
+        features and labels (the prompts of text-image metrics) override this one."""
+        features = np.concatenate([s.features for s in shards])
+        labels = tuple(label for s in shards for label in s.labels)
+        return self.replicates(features, labels, reference, indices)
+
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
         """Bootstrap replicate values: row b recomputes the metric on ``features[indices[b]]``

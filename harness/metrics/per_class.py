@@ -45,6 +45,11 @@ class PerClassTextImageMetric(TextImageMetric):
             "classes": len(per_class), "per_class": {str(c): {"value": m, "n": n} for c, (m, n) in per_class.items()}})
 
 
+    def aggregate(self, scores: np.ndarray, labels: np.ndarray) -> float:
+        means = [mean for mean, _ in class_means(scores, list(labels), self.name).values()]
+        return float(np.mean(means))
+
+
 class ClipScorePerClass(PerClassTextImageMetric, ClipScore):
     name = "clip_score_per_class"
     variant = ClipScore.variant + "/per-class(macro mean)"

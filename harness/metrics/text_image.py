@@ -81,3 +81,13 @@ class TextImageMetric(Metric):
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None = None) -> MetricResult:
         return mean_result(*self.sample_scores(shards))
+
+    def shard_replicates(self, shards: list[ShardFeatures], reference: Any | None, indices: np.ndarray) -> np.ndarray:
+        """Exact and cheap: the scores are per sample, so replicate b is the mean of ``scores[indices[b]]``."""
+        scores, _ = self.sample_scores(shards)
+        labels = np.array([label for s in shards for label in s.labels], dtype=object)
+        return np.array([self.aggregate(scores[idx], labels[idx]) for idx in indices], dtype=np.float64)
+
+    def aggregate(self, scores: np.ndarray, labels: np.ndarray) -> float:
+        """The row value from per-sample scores (the mean; per-class variants average class means)."""
+        return float(scores.mean())
