@@ -21,16 +21,8 @@ from harness.adapters import Capabilities, register
 from harness.errors import ProtocolError
 from harness.knobs import Knob
 from harness.types import ModelCard, SamplerSettings
-from model_zoo.diffusers_common import (
-    COMMON_PARAMS,
-    DiffusersTextToImage,
-    clip_tokenizer,
-    resolve_params,
-    t5_tokenizer,
-    tiny_clip_text,
-    tiny_t5,
-    tiny_vae,
-)
+from model_zoo.diffusers_common import COMMON_PARAMS, DiffusersTextToImage, resolve_params
+from model_zoo.tiny_t2i_components import clip_tokenizer, t5_tokenizer, tiny_clip_text, tiny_t5, tiny_vae
 
 TINY = {"resolution": 64, "max_steps": 50, "max_sequence_length": 16}
 DEV_NOTE = ("embedded (distilled) guidance: cfg is a transformer input, one pass per step; real CFG only via the "

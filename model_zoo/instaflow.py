@@ -28,8 +28,9 @@ import torch
 from harness.adapters import register
 from harness.errors import HarnessError
 from harness.types import SamplerSettings
-from model_zoo.diffusers_common import TrueCFGTextToImage, clip_tokenizer, tiny_clip_text, tiny_vae
+from model_zoo.diffusers_common import TrueCFGTextToImage
 from model_zoo.sd import StableDiffusionAdapter, tiny_sd_unet
+from model_zoo.tiny_t2i_components import clip_tokenizer, tiny_clip_text, tiny_vae
 
 RF_TIME_SCALE = 1000.0  # the UNet's time input at the noise end, as in the SD training timesteps
 

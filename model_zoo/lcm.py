@@ -13,15 +13,9 @@ from typing import Any
 from harness.adapters import register
 from harness.errors import HarnessError
 from harness.types import SamplerSettings
-from model_zoo.diffusers_common import (
-    COMMON_PARAMS,
-    EmbeddedGuidanceTextToImage,
-    clip_tokenizer,
-    tiny_clip_text,
-    tiny_vae,
-    use_scheduler,
-)
+from model_zoo.diffusers_common import COMMON_PARAMS, EmbeddedGuidanceTextToImage, use_scheduler
 from model_zoo.sd import StableDiffusionAdapter, tiny_sd_unet
+from model_zoo.tiny_t2i_components import clip_tokenizer, tiny_clip_text, tiny_vae
 
 GUIDANCE_NOTE = "embedded (distilled CFG): w = cfg - 1 is a UNet input, one pass per step"
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from harness.adapters import register
-from model_zoo.diffusers_common import UNetTextToImage, clip_tokenizer, tiny_clip_text, tiny_vae
+from model_zoo.diffusers_common import UNetTextToImage
+from model_zoo.tiny_t2i_components import clip_tokenizer, tiny_clip_text, tiny_vae
 
 
 @register("sdxl")
