@@ -19,41 +19,22 @@ from .cards import load_card
 from .datasets import Dataset, plan_dataset
 from .errors import HarnessError, ProtocolError
 from .knobs import check_knob_values
+from .protocol_schema import (
+    MODEL_KEYS,
+    NATURAL,
+    REQUIRED,
+    TOP_KEYS,
+    UNSUPPORTED,
+    CfgValue,
+    cfg_list,
+    int_list,
+    int_value,
+    str_list,
+)
 from .reference_spec import ReferenceStatsSpec, check_reference_metrics, parse_reference_stats
 from .resize import ImageSize, parse_image_size, resize_for
 from .suggest import did_you_mean
 from .types import Cell, DatasetRef, ModelCard, SamplerSettings, ShardTask
-
-# key → (description of what is allowed, default or REQUIRED)
-REQUIRED = object()
-TOP_KEYS: dict[str, tuple[str, Any]] = {
-    "name": ("a name of letters, digits, '-' or '_'", REQUIRED),
-    "description": ("free text", ""),
-    "seed": ("an integer >= 0", 0),
-    "models": ("a non-empty list of model cards (name, or {card, steps, cfg, sampler, knobs} or {card, recipe})",
-               REQUIRED),
-    "datasets": ("a non-empty list of dataset ids", REQUIRED),
-    "steps": ("a non-empty list of integers >= 1", REQUIRED),
-    "cfg": ("a non-empty list of numbers >= 0, 'natural' (the model's released value) or null (no guidance)",
-            [None]),
-    "sampler": ("a sampler name, e.g. 'euler'", "euler"),
-    "n": ("an integer >= 1 (samples per cell)", REQUIRED),
-    "shard_size": ("an integer >= 1 (samples per shard)", 64),
-    "batch_size": ("an integer >= 1 (samples per generator call)", 16),
-    "metrics": ("a list of metric names", []),
-    "reference_n": ("an integer >= 2 (reference images for corpus metrics)", 1000),
-    "bootstrap": ("an integer >= 0 (bootstrap replicates per cell for metric CIs; 0 disables)", 200),
-    "reference_stats": ("{file, format, n}: FID against an imported mu/sigma file (harness/reference_spec.py)",
-                        None),
-    "image_size": ("null (native) or {size, filter}: resize before saving (harness/resize.py)", None),
-}
-MODEL_KEYS = {"card", "steps", "cfg", "sampler", "knobs", "recipe", "unsupported"}
-# models[i].unsupported: what a setting the model cannot honour does to the plan. "refuse" (default): the
-# whole plan is refused. "list": that setting is printed as refused, with the reason, and never run (for
-# presets that reproduce a paper's grid, where some models could not do what the paper asked of them).
-UNSUPPORTED = ("refuse", "list")
-NATURAL = "natural"  # a cfg entry meaning "the guidance value this model was released with"
-CfgValue = float | None | str
 
 
 @dataclass(frozen=True)
@@ -170,43 +151,6 @@ def load_protocol(path: str | Path, overrides: list[str] | None = None) -> Proto
     return protocol_from_dict(raw, source=str(path))
 
 
-def _int(src: str, key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected an integer >= {minimum}")
-    return value
-
-
-def _int_list(src: str, key: str, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value:
-        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected {TOP_KEYS['steps'][0]}")
-    return tuple(_int(src, f"{key}[{i}]", v, 1) for i, v in enumerate(value))
-
-
-def _cfg_list(src: str, key: str, value: Any) -> tuple[CfgValue, ...]:
-    if not isinstance(value, list):
-        value = [value]
-    if not value:
-        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected {TOP_KEYS['cfg'][0]}")
-    out: list[CfgValue] = []
-    for i, v in enumerate(value):
-        if v is None or (isinstance(v, str) and v.lower() in ("none", "null")):
-            out.append(None)
-        elif isinstance(v, str) and v.lower() == NATURAL:
-            out.append(NATURAL)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
-            out.append(float(v))
-        else:
-            raise ProtocolError(f"{src}: key '{key}[{i}]' has value {v!r}; expected a number >= 0 or null")
-    return tuple(out)
-
-
-def _str_list(src: str, key: str, value: Any, allow_empty: bool = False) -> tuple[str, ...]:
-    if not isinstance(value, list) or (not value and not allow_empty) or \
-            not all(isinstance(v, str) and v for v in value):
-        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected {TOP_KEYS[key][0]}")
-    return tuple(value)
-
-
 def _model_entry(src: str, i: int, value: Any) -> ModelEntry:
     where = f"models[{i}]"
     if isinstance(value, str) and value:
@@ -238,9 +182,9 @@ def _model_entry(src: str, i: int, value: Any) -> ModelEntry:
 
 def _settings_entry(src: str, where: str, card: str, value: dict[str, Any], recipe: str | None = None) -> ModelEntry:
     steps = value.get("steps")
-    steps = _int_list(src, f"{where}.steps", steps if isinstance(steps, list) else [steps]) \
+    steps = int_list(src, f"{where}.steps", steps if isinstance(steps, list) else [steps]) \
         if "steps" in value else None
-    cfg = _cfg_list(src, f"{where}.cfg", value["cfg"]) if "cfg" in value else None
+    cfg = cfg_list(src, f"{where}.cfg", value["cfg"]) if "cfg" in value else None
     sampler = value.get("sampler")
     if sampler is not None and not isinstance(sampler, str):
         raise ProtocolError(f"{src}: key '{where}.sampler' has value {sampler!r}; expected a sampler name")
@@ -301,16 +245,16 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
     if not isinstance(get["sampler"], str):
         raise ProtocolError(f"{src}: key 'sampler' has value {get['sampler']!r}; expected a sampler name")
     return Protocol(
-        name=name, description=str(get["description"] or ""), seed=_int(src, "seed", get["seed"], 0),
+        name=name, description=str(get["description"] or ""), seed=int_value(src, "seed", get["seed"], 0),
         models=tuple(_model_entry(src, i, m) for i, m in enumerate(models)),
-        datasets=_str_list(src, "datasets", get["datasets"]),
-        steps=_int_list(src, "steps", get["steps"]), cfg=_cfg_list(src, "cfg", get["cfg"]),
-        sampler=get["sampler"], n=_int(src, "n", get["n"], 1),
-        shard_size=_int(src, "shard_size", get["shard_size"], 1),
-        batch_size=_int(src, "batch_size", get["batch_size"], 1),
-        metrics=_str_list(src, "metrics", get["metrics"], allow_empty=True),
-        reference_n=_int(src, "reference_n", get["reference_n"], 2), source=src,
-        bootstrap=_int(src, "bootstrap", get["bootstrap"], 0),
+        datasets=str_list(src, "datasets", get["datasets"]),
+        steps=int_list(src, "steps", get["steps"]), cfg=cfg_list(src, "cfg", get["cfg"]),
+        sampler=get["sampler"], n=int_value(src, "n", get["n"], 1),
+        shard_size=int_value(src, "shard_size", get["shard_size"], 1),
+        batch_size=int_value(src, "batch_size", get["batch_size"], 1),
+        metrics=str_list(src, "metrics", get["metrics"], allow_empty=True),
+        reference_n=int_value(src, "reference_n", get["reference_n"], 2), source=src,
+        bootstrap=int_value(src, "bootstrap", get["bootstrap"], 0),
         reference_stats=parse_reference_stats(src, get["reference_stats"]),
         image_size=parse_image_size(src, get["image_size"]))
 
