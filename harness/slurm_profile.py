@@ -31,6 +31,7 @@ class SlurmProfile:
     max_array_size: int = 1001  # the site's MaxArraySize (`scontrol show config`): indices stay below it
     array_parallelism: int = 64  # array tasks running at once, per array
     collect_time_min: int | None = None  # the one collect job (score + report a whole run); default time_min
+    extract_time_min: int | None = None  # each feature-extraction array task; default time_min
     # Shards are bundled into array tasks of about this many minutes of estimated generation (harness.cost),
     # never more than time_min minus signal_delay_s; shards of unknown cost get one task each.
     task_target_min: int = 30
@@ -58,7 +59,8 @@ class SlurmProfile:
         return params
 
 
-_INT_KEYS = {"gpus_per_task": 0, "cpus_per_task": 1, "time_min": 1, "collect_time_min": 1, "task_target_min": 1,
+_INT_KEYS = {"gpus_per_task": 0, "cpus_per_task": 1, "time_min": 1, "collect_time_min": 1, "extract_time_min": 1,
+             "task_target_min": 1,
              "max_array_size": 2, "array_parallelism": 1, "signal_delay_s": 0, "extract_images_per_task": 1,
              "max_num_timeout": 0}  # key → smallest allowed value
 _STR_KEYS = ("name", "partition", "account", "qos")
@@ -104,7 +106,7 @@ def parse_profile(raw: Any, path: Path) -> SlurmProfile:
                f"not set here: the harness sets --{reserved} itself (use the profile's own keys)")
     values["extra_sbatch"] = dict(extra)
     delay = values.get("signal_delay_s", SlurmProfile.signal_delay_s)
-    for key in ("time_min", "collect_time_min"):
+    for key in ("time_min", "collect_time_min", "extract_time_min"):
         limit = values.get(key) or values.get("time_min", SlurmProfile.time_min)
         _check(path, "signal_delay_s", delay, delay < limit * 60,
                f"less than {key} × 60 = {limit * 60} s, or jobs are signalled as soon as they start")

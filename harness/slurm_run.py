@@ -151,8 +151,10 @@ def submit_plan(plan: Plan, run_dir: Path, cache_dir: Path, profile: SlurmProfil
     refs = [t for t in extract_todo if isinstance(t, ReferenceTask)]
     after_generation = sorted(set(_arrays(gen_jobs)) | set(busy_arrays))
     ext_bundles: list[ExtractBundle] = extraction_bundles(cells, profile.extract_images_per_task)
-    ext_jobs = ex.submit(extract_bundle, ext_bundles, "extract", dependency=after_generation) if cells else []
-    ref_jobs = ex.submit(compute_reference, refs, "extract") if refs else []
+    ext_time = profile.extract_time_min
+    ext_jobs = ex.submit(extract_bundle, ext_bundles, "extract", dependency=after_generation,
+                         time_min=ext_time) if cells else []
+    ref_jobs = ex.submit(compute_reference, refs, "extract", time_min=ext_time) if refs else []
     say(f"extract: {len(cells)} (cell, extractor) pairs in {len(ext_bundles)} tasks after the generation arrays, "
         f"{len(refs)} reference tasks; {len(extract) - len(extract_todo)} already queued or running")
     dependency = sorted(set(after_generation) | set(_arrays(ext_jobs + ref_jobs)))

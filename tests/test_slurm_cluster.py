@@ -186,7 +186,8 @@ def test_time_limit_requeues_through_the_checkpoint_and_resumes(slurm_cluster, t
     reference = debug_run(tmp_path_factory, *FAST, *one_cell)
     profile = tmp_path / "short.yaml"  # 1-minute limit, USR2 50 s before it: signalled ~10 s into the task
     profile.write_text("partition: debug\ncpus_per_task: 1\nmem_gb: 1\ntime_min: 1\nsignal_delay_s: 50\n"
-                       "max_num_timeout: 6\nmax_array_size: 1001\narray_parallelism: 2\ncollect_time_min: 10\n")
+                       "max_num_timeout: 6\nmax_array_size: 1001\narray_parallelism: 2\ncollect_time_min: 10\n"
+                       "extract_time_min: 10\n")  # only generation meets the short limit
     run, cache = tmp_path / "run", tmp_path / "cache"
     done = harness("run", SMOKE, *FAST, *one_cell, "--executor", "slurm", "--profile", str(profile), "--wait",
                    "--results", str(run), cache=cache, delay="after_journal:6")
