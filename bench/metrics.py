@@ -2,6 +2,8 @@
 
 1. Fréchet distance at d=2048 on synthetic full-rank covariances: ours (float64 symmetric eigh) vs the
    clean-fid / pytorch-fid formula with ``scipy.linalg.sqrtm``; wall ratio and |ΔFID| (targets >= 4x, <= 1e-8).
+   1b. A cell of n < d rows (``--cell-n``, default 1000) against reference statistics: the exact Gram route vs
+   the statistics route vs scipy sqrtm.
 2. Peak RSS of FID streamed over 50k synthetic 2048-d rows (batches of 1000 generated on the fly), in a
    fresh subprocess so nothing else counts (target <= 1 GB).
 3. FID + IS + KID on the same N images and the same (random Kaiming) weights: the engine's single pass
@@ -58,6 +60,38 @@ def bench_frechet(d: int) -> None:
     t_scipy = time.perf_counter() - t
     print(f"frechet d={d}: ours {t_ours:.2f} s, scipy sqrtm {t_scipy:.2f} s, ratio {t_scipy / t_ours:.2f}x, "
           f"FID {ours:.6f}, |dFID| {abs(ours - theirs):.2e}")
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def bench_frechet_gram(n: int, d: int) -> None:
+    """A cell of n < d samples against reference statistics: the Gram route on its rows vs the statistics route
+    vs scipy sqrtm, on the same numbers (what every cell of a sweep with n=1000 pays)."""
+    import scipy.linalg
+
+    from harness.metrics.fid import frechet_distance, frechet_distance_gram
+
+    rng = np.random.default_rng(2)
+    x = np.maximum(rng.normal(size=(n, d)) @ (rng.normal(size=(d, d)) / np.sqrt(d)), 0)
+    m2, s2 = synthetic_stats(rng, d, 0.3)
+    (gram, _), t_gram = _timed(lambda: frechet_distance_gram(x, m2, s2))
+    (stats, _), t_stats = _timed(lambda: frechet_distance(x.mean(0), np.cov(x, rowvar=False), m2, s2))
+
+    def scipy_route() -> float:
+        m1, s1 = x.mean(0), np.cov(x, rowvar=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            covmean = scipy.linalg.sqrtm(s1 @ s2)
+        return float(((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean).real)
+
+    theirs, t_scipy = _timed(scipy_route)
+    print(f"frechet n={n} rows vs stats, d={d}: Gram route {t_gram:.2f} s, statistics route {t_stats:.2f} s "
+          f"({t_stats / t_gram:.1f}x), scipy sqrtm {t_scipy:.2f} s ({t_scipy / t_gram:.1f}x); FID {gram:.6f}, "
+          f"|Gram-stats| {abs(gram - stats):.2e}, |Gram-scipy| {abs(gram - theirs):.2e}")
 
 
 def rss_child(rows: int, d: int) -> None:
@@ -242,14 +276,16 @@ def main() -> None:
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--cell-n", type=int, default=1000)
     p.add_argument("--replicates", type=int, default=200)
-    p.add_argument("--only", choices=["frechet", "rss", "engine", "bootstrap", "single-pass"])
+    p.add_argument("--only", choices=["frechet", "frechet-gram", "rss", "engine", "bootstrap", "single-pass"])
     p.add_argument("--rounds", type=int, default=2, help="single-pass: alternating rounds per side (best counts)")
     p.add_argument("--profile", action="store_true", help="single-pass: cProfile the engine side")
     p.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rss_child:
         return rss_child(args.rss_child, args.dim)
-    steps = {"frechet": lambda: bench_frechet(args.dim), "rss": lambda: bench_rss(args.rows, args.dim),
+    steps = {"frechet": lambda: bench_frechet(args.dim),
+             "frechet-gram": lambda: bench_frechet_gram(args.cell_n, args.dim),
+             "rss": lambda: bench_rss(args.rows, args.dim),
              "engine": lambda: bench_engine_vs_torch_fidelity(args.images),
              "bootstrap": lambda: bench_bootstrap(args.cell_n, args.dim, args.replicates),
              "single-pass": lambda: bench_single_pass_vs_peers(args.images, args.rounds, args.profile)}

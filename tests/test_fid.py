@@ -160,3 +160,47 @@ def test_fid_metric_refuses_foreign_reference_and_tiny_n():
         metric.compute(_shards(x[:1], 5), _reference_from(x, key))
     with pytest.raises(HarnessError, match="ReferenceStats"):
         metric.compute(_shards(x, 5), None)
+
+
+@pytest.mark.parametrize("n,d,shift", [(2, 16, 0.0), (12, 64, 0.5), (100, 256, -0.2), (255, 256, 0.1)])
+def test_gram_route_equals_the_statistics_route_and_cleanfid(n, d, shift):
+    from harness.metrics.fid import frechet_distance_gram
+
+    rng = np.random.default_rng(n + d)
+    x = np.maximum(_correlated(rng, n, d), 0)  # pool3-like: ReLU'd, skewed
+    ref = _correlated(rng, 3 * d, d, shift=shift, scale=1.3)
+    mu_r, sigma_r = _moments(ref)
+    gram, details = frechet_distance_gram(x, mu_r, sigma_r)
+    stats, _ = frechet_distance(*_moments(x), mu_r, sigma_r)
+    assert "Gram" in details["method"]
+    assert gram == pytest.approx(stats, rel=1e-9, abs=1e-10)
+    assert gram == pytest.approx(cleanfid_frechet(*_moments(x), mu_r, sigma_r), rel=1e-6)
+
+
+def test_gram_route_of_a_rank_deficient_set_with_itself_is_zero_and_refuses_bad_rows():
+    from harness.metrics.fid import frechet_distance_gram
+
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.normal(size=(12, 512)) @ rng.normal(size=(512, 512)) * 0.1, 0)
+    value, details = frechet_distance_gram(x, *_moments(x))
+    assert 0.0 <= value < 1e-9 and details["eigvals_below_noise_floor"] >= 1
+    bad = x.copy()
+    bad[3, 7] = np.nan
+    with pytest.raises(HarnessError, match="non-finite"):
+        frechet_distance_gram(bad, *_moments(x))
+    with pytest.raises(HarnessError, match="dimensions differ"):
+        frechet_distance_gram(x[:, :100], *_moments(x))
+
+
+def test_fid_metric_takes_the_gram_route_only_below_d_rows():
+    key = get_extractor("inception-fid-helper").spec.key
+    rng = np.random.default_rng(11)
+    ref = _correlated(rng, 400, 48, shift=0.3)
+    reference = _reference_from(ref, key)
+    metric = get_metric("fid")
+    for n, expected in ((47, "Gram"), (48, "eigh(sigma1)"), (90, "eigh(sigma1)")):
+        x = np.abs(_correlated(rng, n, 48)).astype(np.float32)
+        result = metric.compute(_shards(x, 20), reference)  # shards of 20: the rows cross d=48 mid-stream
+        assert expected in result.details["method"], (n, result.details["method"])
+        stats, _ = frechet_distance(*_moments(x.astype(np.float64)), reference.mu, reference.sigma)
+        assert result.value == pytest.approx(stats, rel=1e-9)
