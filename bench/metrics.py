@@ -190,7 +190,7 @@ def _profiled(fn):
 
     profiler = cProfile.Profile()
     result = profiler.runcall(fn)
-    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return result
 
 

@@ -114,3 +114,23 @@ def test_mnist_cnn_sha_pin_enforced(monkeypatch):
     monkeypatch.setattr(mnist_mod, "WEIGHTS_SHA256", "f" * 64)
     with pytest.raises(HarnessError, match=r"handwriting_model\.pth: sha256 325e0773.*digit-recognizer-py==0\.1\.0"):
         get_extractor("mnist-cnn").load()
+
+
+def test_no_weight_init_skips_the_random_fill_and_restores_torch_init():
+    from harness.features.base import no_weight_init
+
+    original = torch.nn.init.kaiming_uniform_
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(64, 32)
+    with no_weight_init():
+        assert torch.nn.init.kaiming_uniform_ is not original
+        before = torch.random.get_rng_state()
+        skipped = torch.nn.Linear(64, 32)
+        assert torch.equal(torch.random.get_rng_state(), before)  # no random numbers were drawn
+    assert torch.nn.init.kaiming_uniform_ is original
+    skipped.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(5, 64)
+    assert torch.equal(skipped(x), reference(x))
+    with pytest.raises(RuntimeError, match="boom"), no_weight_init():
+        raise RuntimeError("boom")
+    assert torch.nn.init.kaiming_uniform_ is original and torch.nn.init.normal_.__name__ == "normal_"

@@ -7,11 +7,15 @@ crop, normalisation, the uint8 rounding rule of the input, dtype and numerics fl
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import HarnessError
 from ..hashing import digest
@@ -61,3 +65,31 @@ class Extractor(ABC):
     @abstractmethod
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """images: uint8 (N, H, W, 3). Returns {output name: float array (N, ...)}."""
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+_INIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def no_weight_init() -> Iterator[None]:
+    """Build a network whose every parameter a checkpoint overwrites right after: skip torch.nn.init's random
+    fill (about 1 s for a ViT-B/16, many seconds for a ViT-H/14 on CPU; transformers' ``from_pretrained`` skips
+    it the same way). Parameters hold uninitialised memory until loaded, so the caller must load *strictly*
+    (every parameter and buffer present) inside or right after the block. torch.nn.init is restored on exit,
+    also on error; a lock keeps two threads from interleaving the swap."""
+    with _INIT_LOCK:
+        saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS if hasattr(torch.nn.init, name)}
+        try:
+            for name in saved:
+                setattr(torch.nn.init, name, _leave_as_is)
+            yield
+        finally:
+            for name, fn in saved.items():
+                setattr(torch.nn.init, name, fn)
+
+
+def _leave_as_is(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor

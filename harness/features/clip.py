@@ -27,7 +27,7 @@ from PIL import Image
 from ..errors import HarnessError
 from ..weights import file_sha256, get_entry, verified_file
 from . import check_images
-from .base import Extractor, ExtractorSpec
+from .base import Extractor, ExtractorSpec, no_weight_init
 
 CONTEXT_LENGTH = 77
 
@@ -91,7 +91,8 @@ class OpenClipExtractor(Extractor):
         state = {k: v for k, v in read_state_dict(path).items()
                  if k not in ("input_resolution", "context_length", "vocab_size")}
         try:
-            net = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None)
+            with no_weight_init():  # every parameter comes from the file: the builder loads strictly
+                net = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None)
         except (KeyError, RuntimeError) as err:
             raise HarnessError(f"{path}: not an OpenAI-layout CLIP state dict: {err}") from err
         torch.backends.cuda.matmul.allow_tf32 = False

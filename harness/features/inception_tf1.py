@@ -22,7 +22,7 @@ import torch
 from ..errors import HarnessError
 from ..weights import INCEPTION_TF1_FILE, INCEPTION_TF1_SHA256, verified_file
 from . import check_images
-from .base import Extractor, ExtractorSpec
+from .base import Extractor, ExtractorSpec, no_weight_init
 
 WEIGHTS_FILE = INCEPTION_TF1_FILE  # torch-fidelity's release file name
 WEIGHTS_ENTRY = "inception-tf1"  # harness.weights entry (``harness weights fetch inception-tf1``)
@@ -50,8 +50,9 @@ def build_network(path: Path) -> torch.nn.Module:
                 return None
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    net = _DeferredLoad("inception-v3-compat", ["2048", "logits_unbiased"],
-                        feature_extractor_weights_path=str(_placeholder_state()))
+    with no_weight_init():  # the strict load below overwrites every parameter and buffer
+        net = _DeferredLoad("inception-v3-compat", ["2048", "logits_unbiased"],
+                            feature_extractor_weights_path=str(_placeholder_state()))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state)

