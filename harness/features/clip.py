@@ -16,9 +16,10 @@ samples' prompts (``encode_text``), so one cached image pass serves any prompt s
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,8 +55,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state)
 
 
-class OpenClipExtractor(Extractor):
+class ImageTextExtractor(Extractor):
+    """An image-text model (CLIP, PickScore): L2-normalised image embeddings; text is embedded at score time."""
+
     outputs = ("image_embeds",)
+
+    @property
+    def logit_scale(self) -> float:
+        self._require_loaded()
+        return float(self._net.logit_scale.detach().exp())
+
+    def _normalised(self, items: Sequence[Any], embed: Callable[[Sequence[Any]], torch.Tensor],
+                    dim: int) -> np.ndarray:
+        """``embed`` over batches of ``items`` (images or prompts), each row L2-normalised, float32 (n, dim)."""
+        parts = [np.zeros((0, dim), np.float32)]
+        for start in range(0, len(items), self.batch_size):
+            emb = embed(items[start:start + self.batch_size]).float()
+            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        return np.concatenate(parts)
+
+
+class OpenClipExtractor(ImageTextExtractor):
     model: ClassVar[ClipModel]
 
     def __init__(self, batch_size: int = 64, weights_path: str | Path | None = None) -> None:
@@ -103,23 +123,15 @@ class OpenClipExtractor(Extractor):
                                            mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
         self._tokenizer = open_clip.get_tokenizer(self.model.arch)
 
-    @property
-    def logit_scale(self) -> float:
-        self._require_loaded()
-        return float(self._net.logit_scale.detach().exp())
+    def _dim(self) -> int:
+        return self._net.text_projection.shape[1]
 
     @torch.inference_mode()
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
         self._require_loaded()
         images = check_images(images, self.name)
-        parts = []
-        for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([self._preprocess(Image.fromarray(im)) for im in images[start:start + self.batch_size]])
-            emb = self._net.encode_image(batch.to(self._device)).float()
-            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
-        if not parts:
-            return {"image_embeds": np.zeros((0, self._net.text_projection.shape[1]), np.float32)}
-        return {"image_embeds": np.concatenate(parts)}
+        return {"image_embeds": self._normalised(images, lambda batch: self._net.encode_image(
+            torch.stack([self._preprocess(Image.fromarray(im)) for im in batch]).to(self._device)), self._dim())}
 
     def truncated(self, prompts: list[str]) -> list[bool]:
         """Per prompt: longer than the context once SOT and EOT are added (so the tokenizer cuts it)."""
@@ -130,12 +142,8 @@ class OpenClipExtractor(Extractor):
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         """L2-normalised text embeddings; open_clip's tokenizer keeps the EOT when it truncates."""
         self._require_loaded()
-        parts = []
-        for start in range(0, len(prompts), self.batch_size):
-            tokens = self._tokenizer(prompts[start:start + self.batch_size], context_length=CONTEXT_LENGTH)
-            emb = self._net.encode_text(tokens.to(self._device)).float()
-            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
-        return np.concatenate(parts)
+        return self._normalised(prompts, lambda batch: self._net.encode_text(
+            self._tokenizer(list(batch), context_length=CONTEXT_LENGTH).to(self._device)), self._dim())
 
 
 class ClipVitB16OpenAI(OpenClipExtractor):

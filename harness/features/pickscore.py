@@ -19,7 +19,8 @@ from ..errors import HarnessError
 from ..hashing import digest
 from ..weights import file_sha256, get_entry, require, verified_file
 from . import check_images
-from .base import Extractor, ExtractorSpec
+from .base import ExtractorSpec
+from .clip import ImageTextExtractor
 
 MODEL_WEIGHTS = "pickscore-v1"
 PROCESSOR_WEIGHTS = "clip-vit-h-14-laion2b-processor"
@@ -31,9 +32,8 @@ def _pooled(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class PickScoreV1(Extractor):
+class PickScoreV1(ImageTextExtractor):
     name = "pickscore-v1"
-    outputs = ("image_embeds",)
 
     def __init__(self, batch_size: int = 32, model_dir: str | Path | None = None,
                  processor_dir: str | Path | None = None) -> None:
@@ -94,22 +94,17 @@ class PickScoreV1(Extractor):
         self._device = torch.device(device)
         self._net = net.float().to(self._device).eval()
 
-    @property
-    def logit_scale(self) -> float:
-        self._require_loaded()
-        return float(self._net.logit_scale.detach().exp())
-
     @torch.inference_mode()
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
         self._require_loaded()
         images = check_images(images, self.name)
-        parts = [np.zeros((0, self._net.config.projection_dim), np.float32)]
-        for start in range(0, len(images), self.batch_size):
-            pil = [Image.fromarray(im) for im in images[start:start + self.batch_size]]
+
+        def embed(batch: np.ndarray) -> torch.Tensor:
+            pil = [Image.fromarray(im) for im in batch]
             pixels = self._processor(images=pil, return_tensors="pt")["pixel_values"].to(self._device)
-            emb = _pooled(self._net.get_image_features(pixel_values=pixels)).float()
-            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
-        return {"image_embeds": np.concatenate(parts)}
+            return _pooled(self._net.get_image_features(pixel_values=pixels))
+
+        return {"image_embeds": self._normalised(images, embed, self._net.config.projection_dim)}
 
     def truncated(self, prompts: list[str]) -> list[bool]:
         self._require_loaded()
@@ -118,11 +113,11 @@ class PickScoreV1(Extractor):
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         self._require_loaded()
-        parts = []
-        for start in range(0, len(prompts), self.batch_size):
-            tokens = self._processor(text=prompts[start:start + self.batch_size], padding=True, truncation=True,
-                                     max_length=CONTEXT_LENGTH, return_tensors="pt").to(self._device)
-            emb = _pooled(self._net.get_text_features(input_ids=tokens["input_ids"],
-                                                      attention_mask=tokens["attention_mask"])).float()
-            parts.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
-        return np.concatenate(parts)
+
+        def embed(batch: list[str]) -> torch.Tensor:
+            tokens = self._processor(text=list(batch), padding=True, truncation=True, max_length=CONTEXT_LENGTH,
+                                     return_tensors="pt").to(self._device)
+            return _pooled(self._net.get_text_features(input_ids=tokens["input_ids"],
+                                                       attention_mask=tokens["attention_mask"]))
+
+        return self._normalised(prompts, embed, self._net.config.projection_dim)

@@ -58,3 +58,18 @@ class Metric(ABC):
         label_array = np.array(labels, dtype=object)
         return np.array([self.compute([ShardFeatures(features[idx], tuple(label_array[idx]))], reference).value
                          for idx in indices], dtype=np.float64)
+
+
+class RowsVsReferenceMetric(Metric):
+    """Compares the cell's feature rows with the reference set's own rows (KID, precision/recall), not with
+    summary statistics."""
+
+    needs_reference = True
+    reference_kind = "features"
+
+    def _rows(self, shards: Iterable[ShardFeatures], reference: Any | None) -> tuple[np.ndarray, Any]:
+        """(generated rows, the checked ReferenceFeatures); refused unless the reference's spec and output match."""
+        from ..features.reference import check_reference_features  # lazy: features imports metrics
+
+        ref = check_reference_features(self, reference)
+        return np.concatenate([np.asarray(s.features) for s in shards]), ref

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import HarnessError
-from .base import Metric, MetricResult, ShardFeatures
+from .base import MetricResult, RowsVsReferenceMetric, ShardFeatures
 
 SUBSETS = 100
 SUBSET_SIZE = 1000
@@ -60,20 +60,15 @@ def kid(gen: np.ndarray, ref: np.ndarray, subsets: int = SUBSETS, subset_size: i
     return float(values.mean()), float(values.std()), m
 
 
-class KID(Metric):
+class KID(RowsVsReferenceMetric):
     name = "kid"
     variant = f"inception-tf1/pool3/poly3-unbiased/subsets={SUBSETS}x{SUBSET_SIZE},seed={SEED},float64"
     higher_is_better = False
     extractor = "inception-tf1"
     output = "pool3"
-    needs_reference = True
-    reference_kind = "features"
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
-        from ..features.reference import check_reference_features
-
-        ref = check_reference_features(self, reference)
-        gen = np.concatenate([np.asarray(s.features) for s in shards])
+        gen, ref = self._rows(shards, reference)
         mean, std, m = kid(gen, ref.features)
         return MetricResult(value=mean, ci_low=None, ci_high=None, n=len(gen), details={
             "std": std, "std_ddof": 0, "subsets": SUBSETS, "subset_size": m, "seed": SEED,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import HarnessError
-from .base import Metric, MetricResult, ShardFeatures
+from .base import MetricResult, RowsVsReferenceMetric, ShardFeatures
 
 K = 3
 BLOCK = 2048
@@ -63,20 +63,15 @@ def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = K) -> tuple[floa
     return float(precision), float(recall)
 
 
-class Precision(Metric):
+class Precision(RowsVsReferenceMetric):
     name = "precision"
     variant = f"inception-tf1/pool3/kynkaanniemi-k={K}/fp32-blockwise"
     higher_is_better = True
     extractor = "inception-tf1"
     output = "pool3"
-    needs_reference = True
-    reference_kind = "features"
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
-        from ..features.reference import check_reference_features
-
-        ref = check_reference_features(self, reference)
-        gen = np.concatenate([np.asarray(s.features) for s in shards])
+        gen, ref = self._rows(shards, reference)
         precision, recall = precision_recall(gen, ref.features)
         value = precision if self.name == "precision" else recall
         return MetricResult(value=value, ci_low=None, ci_high=None, n=len(gen), details={
