@@ -2,7 +2,8 @@
 
 The torch-fidelity / clean-fid use case, on the same engine as ``harness run``: images are decoded once
 and every extractor the chosen metrics need sees each batch; the reference is a folder or image .npz
-(extracted the same way), a dataset id (cached reference statistics / features), our statistics file,
+(extracted the same way, once: cached under its content digest), a dataset id (cached reference statistics /
+features), our statistics file,
 or a foreign mu/sigma .npz imported with ``--reference-format``. Rows are the usual tidy schema.
 """
 
@@ -14,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +67,9 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.files) if self.array is None else len(self.array)
 
-    @property
+    @cached_property
     def digest(self) -> str:
+        """Content digest: relative paths and bytes of every file (or the array's bytes); never names alone."""
         h = hashlib.sha256()
         if self.array is None:
             for p in self.files:
@@ -124,6 +127,34 @@ def _reference_from_rows(metric: Metric, rows: np.ndarray, source: ImageSource):
                           source_digest=source.digest, spec=meta)
 
 
+def _reference_cache_path(metric: Metric, source: ImageSource, cache: Path) -> Path:
+    key = digest({"source": source.digest, "extractor": get_extractor(metric.extractor).spec.key,
+                  "output": metric.output, "kind": metric.reference_kind})
+    return cache / "references" / f"{metric.reference_kind}-{key}.npz"
+
+
+def _cached_folder_references(needing: list[Metric], source: ImageSource, cache: Path,
+                              device: str) -> dict[str, object]:
+    """References of a folder / image .npz, kept in the cache under a key of its content (every file's bytes),
+    the extractor spec, the output and the kind: scoring many image sets against one folder extracts the
+    folder once. An unreadable cache file is recomputed (with a warning), never trusted."""
+    found: dict[str, object] = {}
+    for m in needing:
+        cached = _reference_cache_path(m, source, cache)
+        if cached.is_file():
+            try:
+                found[m.name] = (ReferenceFeatures if m.reference_kind == "features" else ReferenceStats).load(cached)
+            except HarnessError as err:
+                warnings.warn(f"{err}; recomputing it", stacklevel=2)
+    missing = [m for m in needing if m.name not in found]
+    if missing:
+        feats = extract_all(source, sorted({m.extractor for m in missing}), device)
+        for m in missing:
+            found[m.name] = _reference_from_rows(m, feats[m.extractor][m.output], source)
+            found[m.name].save(_reference_cache_path(m, source, cache))
+    return found
+
+
 def resolve_references(metrics: list[Metric], reference: str | None, reference_format: str | None,
                        reference_n: int | None, cache: Path, device: str) -> tuple[dict[str, object], str]:
     """{metric name: reference object} and a label for the rows' ``dataset`` column."""
@@ -155,9 +186,7 @@ def resolve_references(metrics: list[Metric], reference: str | None, reference_f
                                    f"reference feature rows); give a folder, image .npz or dataset instead")
             return {m.name: stats for m in needing}, path.name
     if path.exists():
-        source = ImageSource(path)
-        feats = extract_all(source, sorted({m.extractor for m in needing}), device)
-        return {m.name: _reference_from_rows(m, feats[m.extractor][m.output], source) for m in needing}, path.name
+        return _cached_folder_references(needing, ImageSource(path), cache, device), path.name
     from .datasets import available_datasets, get_dataset
 
     if reference not in available_datasets():

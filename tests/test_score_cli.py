@@ -124,3 +124,33 @@ def test_reference_import_formats_and_refusals(tmp_path, tf1_weights, monkeypatc
     assert via_stats == pytest.approx(via_folder, rel=1e-9) and via_folder > 0.1
     with pytest.raises(HarnessError, match="extractor key"):  # clean-fid stats never serve the tf1 FID
         score_images(gen, ["fid_tf1"], str(plain), shared_cache, reference_format="clean-fid", reference_n=12)
+
+
+def test_a_reference_folder_is_extracted_once_per_content(tmp_path, digits, monkeypatch):
+    import harness.score as score_mod
+
+    calls: list[str] = []
+    real_extract_all = score_mod.extract_all
+
+    def counting_extract_all(source, extractors, device):
+        calls.append(source.path.name)
+        return real_extract_all(source, extractors, device)
+
+    monkeypatch.setattr(score_mod, "extract_all", counting_extract_all)
+    gen = _write_pngs(tmp_path / "gen", digits[:12])
+    ref = _write_pngs(tmp_path / "ref", digits[20:40])
+    cache = tmp_path / "cache"
+    first = score_images(gen, ["fid_mnist"], str(ref), cache)[0]
+    assert calls == ["ref", "gen"]
+    again = score_images(gen, ["fid_mnist"], str(ref), cache)[0]
+    assert calls == ["ref", "gen", "gen"] and again.value == first.value  # the reference came from the cache
+    cached = list((cache / "references").glob("stats-*.npz"))
+    assert len(cached) == 1
+    Image.fromarray(digits[0]).save(ref / "0000.png")  # same name, other content: a new key, extracted again
+    changed = score_images(gen, ["fid_mnist"], str(ref), cache)[0]
+    assert calls[-2:] == ["ref", "gen"] and changed.value != first.value
+    cached[0].write_bytes(b"not an npz")  # a damaged cache file is recomputed with a warning, never trusted
+    Image.fromarray(digits[20]).save(ref / "0000.png")  # the original bytes again: the first key
+    with pytest.warns(UserWarning, match="recomputing"):
+        restored = score_images(gen, ["fid_mnist"], str(ref), cache)[0]
+    assert restored.value == first.value and calls[-2:] == ["ref", "gen"]
