@@ -3,8 +3,8 @@
 The torch-fidelity / clean-fid use case, on the same engine as ``harness run``: images are decoded once
 and every extractor the chosen metrics need sees each batch; the reference is a folder or image .npz
 (extracted the same way, once: cached under its content digest), a dataset id (cached reference statistics /
-features), our statistics file,
-or a foreign mu/sigma .npz imported with ``--reference-format``. Rows are the usual tidy schema.
+features), our statistics file, or a foreign mu/sigma .npz imported with ``--reference-format``. Rows are the
+usual tidy schema.
 """
 
 from __future__ import annotations
