@@ -194,7 +194,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.results is None):
         raise HarnessError("status: give the run directory once, as `harness status RUN` or --results RUN")
     args.results = args.run_dir or args.results
-    rows = run_status(args.results)
+    rows, stages = run_status(args.results)
     done = sum(r["shards_done"] for r in rows)
     planned = sum(r["shards_planned"] for r in rows)
     for r in rows:
@@ -207,6 +207,8 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"shards {r['shards_done']}/{r['shards_planned']}{busy}  {state}")
     print(f"{done}/{planned} shards complete; results.parquet "
           f"{'present' if (args.results / 'results.parquet').exists() else 'not written yet'}")
+    for stage, counts in stages.items():  # Slurm runs only: the jobs after generation
+        print(f"slurm {stage} jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return 0
 
 

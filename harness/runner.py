@@ -128,11 +128,12 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     return run_dir
 
 
-def run_status(run_dir: Path) -> list[dict]:
+def run_status(run_dir: Path) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """Per-cell progress from files: a shard is done iff its manifest exists and every PNG still matches it.
 
-    Only when the run was submitted to Slurm (jobs.jsonl) and some shards are not done is Slurm asked, in
-    one batched, rate-limited query, about those shards' jobs."""
+    Only when the run was submitted to Slurm (jobs.jsonl) and some shards are not done or results.parquet is not
+    written yet is Slurm asked, in one batched, rate-limited query, about those shards' jobs and the latest
+    extraction and collect jobs. Returns (cell rows, {stage: {Slurm state: jobs}} for extract / collect)."""
     path = run_dir / "run.json"
     if not path.exists():
         raise HarnessError(f"{path}: not a run directory (no run.json); start one with `harness run`")
@@ -149,11 +150,12 @@ def run_status(run_dir: Path) -> list[dict]:
         not_done[c["cell_id"]] = [t for t, ok in zip(tasks, complete, strict=True) if not ok]
         out.append({**c, "shards_done": sum(complete), "shards_planned": len(tasks), "in_progress": partial,
                     "corrupt": corrupt})
-    if (run_dir / "jobs.jsonl").exists() and any(not_done.values()):
+    stages: dict[str, dict[str, int]] = {}
+    if (run_dir / "jobs.jsonl").exists() and (any(not_done.values()) or not (run_dir / "results.parquet").exists()):
         from .slurm_executor import describe
         from .slurm_run import slurm_states_for
 
-        states = slurm_states_for(run_dir, [describe(t) for ts in not_done.values() for t in ts])
+        states, stages = slurm_states_for(run_dir, [describe(t) for ts in not_done.values() for t in ts])
         for row in out:
             row["slurm"] = dict(Counter(states[describe(t)].lower() for t in not_done[row["cell_id"]]))
-    return out
+    return out, stages

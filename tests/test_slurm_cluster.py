@@ -173,6 +173,8 @@ def test_scancel_of_one_task_then_rerun_submits_only_it(slurm_cluster, tmp_path,
     assert "1 of 8 shards are not complete" in log and "run the same `harness run` again" in log
     status = ok(harness("status", str(run), cache=cache))
     assert "7/8 shards complete" in status and "[slurm: 1 cancelled]" in status
+    assert "slurm collect jobs: 1 failed" in status, status  # the jobs after generation are shown too
+    assert "slurm extract jobs:" in status, status
     out = ok(harness("run", SMOKE, *FAST, "--executor", "slurm", "--profile", "ci", "--wait",
                      "--results", str(run), cache=cache))
     assert "generate: 1 of 8 shards submitted" in out
