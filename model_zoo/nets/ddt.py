@@ -31,20 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_zoo.nets.latent_dit import MIN_TOKENS, pad_rows, sincos_pos_embed
+from model_zoo.nets.latent_dit import MIN_TOKENS, RMSNorm, pad_rows, sincos_pos_embed
 
 FOURIER_FEATURES = 256
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
 def rope_tables(head_dim: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,9 +101,9 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 class DDTBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
         super().__init__()
-        self.norm1 = RMSNorm(dim)
+        self.norm1 = RMSNorm(dim, upcast=True)
         self.attn = Attention(dim, heads)
-        self.norm2 = RMSNorm(dim)
+        self.norm2 = RMSNorm(dim, upcast=True)
         self.mlp = SwiGLU(dim, swiglu_width(dim, mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
@@ -128,7 +117,7 @@ class DDTBlock(nn.Module):
 class FinalLayer(nn.Module):
     def __init__(self, dim: int, out_channels: int) -> None:
         super().__init__()
-        self.norm_final = RMSNorm(dim)
+        self.norm_final = RMSNorm(dim, upcast=True)
         self.linear = nn.Linear(dim, out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 

@@ -47,6 +47,20 @@ def sincos_pos_embed(hidden: int, side: int) -> torch.Tensor:
     return torch.from_numpy(emb).float().unsqueeze(0)
 
 
+class RMSNorm(nn.Module):
+    """RMS normalisation with a learned scale. ``upcast``: normalise in float32 and cast back (RAE's DDT does;
+    iMF's MiT does not) — the same numbers in float32, different ones under bf16."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, upcast: bool = False) -> None:
+        super().__init__()
+        self.eps, self.upcast = eps, upcast
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.float() if self.upcast else x
+        return (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
 class TimestepEmbedder(nn.Module):
     """Scalar -> 256 sinusoidal frequencies -> MLP (SiT passes t in [0, 1] unscaled)."""
 

@@ -15,21 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_zoo.nets.latent_dit import MIN_TOKENS, LabelEmbedder, PatchEmbed, TimestepEmbedder, pad_rows
+from model_zoo.nets.latent_dit import MIN_TOKENS, LabelEmbedder, PatchEmbed, RMSNorm, TimestepEmbedder, pad_rows
 
 TOKEN_GROUPS = (("class_tokens", "num_class_tokens"), ("omega_tokens", "num_cfg_tokens"),
                 ("t_min_tokens", "num_interval_tokens"), ("t_max_tokens", "num_interval_tokens"),
                 ("time_tokens", "num_time_tokens"))  # sequence order of the prefix
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
 def rope_tables(head_dim: int, seq_len: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
