@@ -91,6 +91,10 @@ ENTRIES: dict[str, WeightsEntry] = {e.name: e for e in (
                  "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "clip-vit-b-16-openai"),
     _openai_clip("clip-vit-l-14-openai", "ViT-L-14.pt",
                  "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "clip-vit-l-14-openai"),
+    _openai_clip("clip-vit-l-14-336-openai", "ViT-L-14-336px.pt",
+                 "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", "clip-vit-l-14-336-cmmd"),
+    _hf_repo("dinov2-vit-l-14", "facebook/dinov2-large", ("config.json", "model.safetensors"), "dinov2-vit-l-14",
+             "DINOv2 ViT-L/14 without registers (transformers Dinov2Model folder), FD-DINOv2's encoder"),
     _hf_repo("pickscore-v1", "yuvalkirstain/PickScore_v1", ("config.json", "model.safetensors"), "pickscore-v1",
              "PickScore_v1: CLIP-H/14 fine-tuned on Pick-a-Pic (transformers CLIPModel folder)"),
     _hf_repo("clip-vit-h-14-laion2b-processor", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
@@ -203,6 +207,24 @@ def verified_file(name: str, relative: str, needed_by: str = "") -> tuple[Path, 
         raise HarnessError(f"{path}: sha256 {found} does not match the expected {want}; delete it and run "
                            f"`harness weights fetch {name}`")
     return path, found
+
+
+def folder_digests(name: str, folder: Path | None = None, needed_by: str = "") -> tuple[Path, dict[str, str]]:
+    """(folder, {relative path: sha256}) for every file of an entry. With ``folder`` (a copy kept elsewhere, or a
+    test's) each file must exist there and is hashed; otherwise the look-up finds the folder and each file is
+    checked against its pinned or recorded digest."""
+    entry = get_entry(name)
+    if folder is None:
+        return require(name, needed_by), {f.relative: verified_file(name, f.relative, needed_by)[1]
+                                          for f in entry.files}
+    digests = {}
+    for f in entry.files:
+        path = Path(folder) / f.relative
+        if not path.is_file():
+            raise HarnessError(f"{needed_by + ': ' if needed_by else ''}{path} missing from {folder} "
+                               f"(weights {name!r} need {', '.join(g.relative for g in entry.files)})")
+        digests[f.relative] = file_sha256(path)
+    return Path(folder), digests
 
 
 def download(url: str, target: Path, sha256: str | None, chunk: int = 1 << 20) -> str:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..errors import HarnessError
 from ..hashing import digest
-from ..weights import file_sha256, get_entry, require, verified_file
+from ..weights import folder_digests
 from . import check_images
 from .base import ExtractorSpec
 from .clip import ImageTextExtractor
@@ -42,32 +42,20 @@ class PickScoreV1(ImageTextExtractor):
         self._processor_dir = Path(processor_dir) if processor_dir is not None else None
         self._processor = None
 
-    def _folders(self) -> tuple[Path, Path]:
+    def _folders_and_digests(self) -> tuple[Path, Path, dict[str, str]]:
+        """Both folders, and the sha256 of every file the numbers depend on (checked against the pinned or
+        recorded digest when the folders come from the look-up)."""
         who = f"extractor {self.name!r}"
-        model = self._model_dir or require(MODEL_WEIGHTS, who)
-        processor = self._processor_dir or require(PROCESSOR_WEIGHTS, who)
-        return model, processor
-
-    def _file_digests(self) -> dict[str, str]:
-        """sha256 of every file the numbers depend on (checked against the fetch record when there is one)."""
-        model, processor = self._folders()
-        found = {}
-        for entry, folder, explicit in ((MODEL_WEIGHTS, model, self._model_dir), (PROCESSOR_WEIGHTS, processor,
-                                                                                  self._processor_dir)):
-            for f in get_entry(entry).files:
-                if explicit is not None:
-                    path = folder / f.relative
-                    if not path.is_file():
-                        raise HarnessError(f"extractor {self.name!r}: {path} missing from {folder}")
-                    found[f"{entry}/{f.relative}"] = file_sha256(path)
-                else:
-                    found[f"{entry}/{f.relative}"] = verified_file(entry, f.relative, f"extractor {self.name!r}")[1]
-        return found
+        model, model_digests = folder_digests(MODEL_WEIGHTS, self._model_dir, who)
+        processor, processor_digests = folder_digests(PROCESSOR_WEIGHTS, self._processor_dir, who)
+        digests = {f"{MODEL_WEIGHTS}/{rel}": sha for rel, sha in model_digests.items()}
+        digests.update({f"{PROCESSOR_WEIGHTS}/{rel}": sha for rel, sha in processor_digests.items()})
+        return model, processor, digests
 
     @property
     def spec(self) -> ExtractorSpec:
         return ExtractorSpec(
-            name=self.name, weights_sha256=digest(self._file_digests(), length=64),
+            name=self.name, weights_sha256=digest(self._folders_and_digests()[2], length=64),
             layer="image_embeds(get_image_features, l2-normalised)",
             resize="CLIPImageProcessorPil (CLIP-H/14 preprocessor_config): PIL bicubic short side -> 224",
             crop="centre 224",
@@ -78,8 +66,7 @@ class PickScoreV1(ImageTextExtractor):
         from transformers import CLIPModel, CLIPProcessor
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-        self._file_digests()  # verifies the files before they are used
-        model_dir, processor_dir = self._folders()
+        model_dir, processor_dir, _ = self._folders_and_digests()  # verifies the files before they are used
         try:
             net = CLIPModel.from_pretrained(model_dir, local_files_only=True)
             # The PIL image backend: transformers < 5's default, which the PickScore authors and the paper ran;

@@ -18,11 +18,11 @@ import numpy as np
 
 from ..errors import HarnessError
 from .base import MetricResult, RowsVsReferenceMetric, ShardFeatures
+from .mmd import as_f64, check_bootstrap_size, count_weighted_replicates
 
 SUBSETS = 100
 SUBSET_SIZE = 1000
 SEED = 2020
-MAX_BOOTSTRAP_N = 8192  # the n x n float64 kernel matrix of the replicates: 512 MB at this n
 
 
 def poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -35,17 +35,10 @@ def mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float
     return float(within - 2 * k_xy.sum() / (m * m))
 
 
-def _as_f64(name: str, x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or not np.isfinite(x).all():
-        raise HarnessError(f"kid: {name} features must be a finite 2-d (n, d) array, got shape {x.shape}")
-    return x
-
-
 def kid(gen: np.ndarray, ref: np.ndarray, subsets: int = SUBSETS, subset_size: int = SUBSET_SIZE,
         seed: int = SEED) -> tuple[float, float, int]:
     """(mean, std with ddof=0, subset size used) of the unbiased MMD² over seeded subsets."""
-    gen, ref = _as_f64("generated", gen), _as_f64("reference", ref)
+    gen, ref = as_f64("kid", "generated", gen), as_f64("kid", "reference", ref)
     if gen.shape[1] != ref.shape[1]:
         raise HarnessError(f"kid: feature dimensions differ: generated {gen.shape[1]}, reference {ref.shape[1]}")
     m = min(subset_size, len(gen), len(ref))
@@ -78,20 +71,10 @@ class KID(RowsVsReferenceMetric):
                    indices: np.ndarray) -> np.ndarray:
         from ..features.reference import check_reference_features
 
-        ref = _as_f64("reference", check_reference_features(self, reference).features)
-        gen = _as_f64("generated", features)
-        n = len(gen)
-        if n > MAX_BOOTSTRAP_N:
-            raise HarnessError(f"kid: bootstrap needs an {n}x{n} kernel matrix (n > {MAX_BOOTSTRAP_N}); "
-                               f"set `bootstrap: 0` for this protocol")
-        k_gg, k_gr_rows = poly_kernel(gen, gen), poly_kernel(gen, ref).sum(axis=1)
-        k_rr = poly_kernel(ref, ref)
-        r = len(ref)
+        ref = as_f64("kid", "reference", check_reference_features(self, reference).features)
+        gen = as_f64("kid", "generated", features)
+        check_bootstrap_size("kid", len(gen))
+        k_rr, r = poly_kernel(ref, ref), len(ref)
         ref_term = (k_rr.sum() - np.trace(k_rr)) / (r * (r - 1))
-        diag = np.diagonal(k_gg)
-        out = np.empty(len(indices), dtype=np.float64)
-        for b, idx in enumerate(indices):
-            c = np.bincount(idx, minlength=n).astype(np.float64)
-            within = (c @ k_gg @ c - c @ diag) / (n * (n - 1))
-            out[b] = within + ref_term - 2 * (c @ k_gr_rows) / (n * r)
-        return out
+        return count_weighted_replicates(poly_kernel(gen, gen), poly_kernel(gen, ref).sum(axis=1), ref_term, r,
+                                         indices, exclude_diagonal=True)
