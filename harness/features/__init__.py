@@ -25,6 +25,7 @@ _EXTRACTORS: dict[str, str] = {
     "inception-tf1": ".inception_tf1:InceptionTF1",
     "inception-clean": ".inception_clean:InceptionClean",
     "mobilenet-v2-imagenet": ".mobilenet_v2:MobileNetV2ImageNet",
+    "dinov2-vit-l-14": ".dinov2:Dinov2VitL14",
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",

@@ -26,6 +26,7 @@ _METRICS: dict[str, str] = {
     "kid": ".kid:KID",
     "precision": ".precision_recall:Precision",
     "recall": ".precision_recall:Recall",
+    "fd_dinov2": ".fd_dinov2:FDDinov2",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]
