@@ -1,7 +1,8 @@
 """Tiny, randomly initialised CLIPs of the real architectures, saved in the official file formats.
 
 - ``tiny_openclip``: an open_clip ``CLIP`` (ViT, QuickGELU, real 49,408-token vocabulary, 77-token context,
-  224 input) whose state dict uses OpenAI's key layout, saved with ``torch.save`` like an OpenAI checkpoint;
+  224 input unless asked otherwise) whose state dict uses OpenAI's key layout, saved with ``torch.save`` like an
+  OpenAI checkpoint;
 - ``to_hf``: the same weights converted to a transformers ``CLIPModel`` (an independent implementation);
 - ``write_clip_tokenizer``: vocab.json/merges.txt/tokenizer.json built from open_clip's packaged BPE file,
   plus the CLIP-H/14 processor config, i.e. the files of a laion/OpenAI processor folder.
@@ -21,12 +22,12 @@ OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 WIDTH, LAYERS, EMBED = 64, 2, 32
 
 
-def tiny_openclip(seed: int = 0):
+def tiny_openclip(seed: int = 0, image_size: int = 224, patch_size: int = 32):
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     torch.manual_seed(seed)
     model = CLIP(embed_dim=EMBED, quick_gelu=True,
-                 vision_cfg=CLIPVisionCfg(layers=LAYERS, width=WIDTH, patch_size=32, image_size=224),
+                 vision_cfg=CLIPVisionCfg(layers=LAYERS, width=WIDTH, patch_size=patch_size, image_size=image_size),
                  text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=WIDTH, heads=1, layers=LAYERS))
     with torch.no_grad():  # random projections / scale so scores spread over both signs
         model.text_projection.normal_(0, WIDTH ** -0.5)
@@ -62,7 +63,8 @@ def to_hf(model):
     config = CLIPConfig(projection_dim=EMBED,
                         text_config=dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406,
                                          eos_token_id=49407, pad_token_id=49407, **common),
-                        vision_config=dict(image_size=224, patch_size=32, **common))
+                        vision_config=dict(image_size=model.visual.image_size[0],
+                                           patch_size=model.visual.patch_size[0], **common))
     hf = CLIPModel(config)
     new = {"text_model.embeddings.token_embedding.weight": sd["token_embedding.weight"],
            "text_model.embeddings.position_embedding.weight": sd["positional_embedding"],

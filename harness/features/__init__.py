@@ -26,6 +26,7 @@ _EXTRACTORS: dict[str, str] = {
     "inception-clean": ".inception_clean:InceptionClean",
     "mobilenet-v2-imagenet": ".mobilenet_v2:MobileNetV2ImageNet",
     "dinov2-vit-l-14": ".dinov2:Dinov2VitL14",
+    "clip-vit-l-14-336-cmmd": ".clip_cmmd:ClipVitL14x336Cmmd",
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",

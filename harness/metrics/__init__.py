@@ -27,6 +27,7 @@ _METRICS: dict[str, str] = {
     "precision": ".precision_recall:Precision",
     "recall": ".precision_recall:Recall",
     "fd_dinov2": ".fd_dinov2:FDDinov2",
+    "cmmd": ".cmmd:CMMD",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]
