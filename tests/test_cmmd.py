@@ -141,3 +141,32 @@ def test_missing_weights_say_not_computed(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFound, match=r"not computed: weights not found \(harness weights fetch "
                                               r"clip-vit-l-14-336-openai\)"):
         get_extractor("clip-vit-l-14-336-cmmd").load()
+
+
+def _pngs(folder, images: np.ndarray):
+    folder.mkdir(parents=True)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def test_harness_score_gives_the_cmmd_of_two_folders(tiny, tmp_path, monkeypatch):
+    from harness import pipeline, weights
+    from harness.hashing import sha256_file
+    from harness.score import score_images
+
+    entry = weights.ENTRIES["clip-vit-l-14-336-openai"]
+    (tmp_path / "w" / entry.name).mkdir(parents=True)
+    (tmp_path / "w" / entry.name / entry.files[0].relative).write_bytes(tiny["path"].read_bytes())
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "w"))
+    monkeypatch.setitem(weights.ENTRIES, entry.name, entry.with_pins({entry.files[0].relative:
+                                                                      sha256_file(tiny["path"])}))
+    monkeypatch.setattr(pipeline, "_EXTRACTORS", {})
+    reference_images = np.random.default_rng(6).integers(0, 90, (4, 120, 120, 3), dtype=np.uint8)
+    gen, ref = _pngs(tmp_path / "gen", tiny["images"]), _pngs(tmp_path / "ref", reference_images)
+    row = score_images(gen, ["cmmd"], str(ref), tmp_path / "cache", bootstrap=10)[0]
+    ext = ClipVitL14x336Cmmd(weights_path=tiny["path"])
+    ext.load()
+    expected = cmmd(ext.extract(tiny["images"])["image_embeds"], ext.extract(reference_images)["image_embeds"])
+    assert row.metric == "cmmd" and row.n == 3 and row.value == pytest.approx(expected, rel=1e-6)
+    assert row.ci_low is not None and row.ci_low <= row.ci_high

@@ -170,3 +170,23 @@ def test_fd_dinov2_is_the_frechet_distance_of_the_cls_statistics(tiny, monkeypat
     wrong = ReferenceStats(mu, sigma, len(ref_rows), "another-extractor", "test", {"output": "cls"})
     with pytest.raises(HarnessError, match="was computed with extractor key another-extractor"):
         metric.compute([ShardFeatures(gen, (None,) * 12)], wrong)
+
+
+def test_harness_score_gives_fd_dinov2_of_two_folders(tiny, tmp_path, monkeypatch):
+    from harness.score import score_images
+
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tiny["folder"].parent))
+    monkeypatch.setattr(pipeline, "_EXTRACTORS", {})
+    rng = np.random.default_rng(2)
+    sets = {"gen": rng.integers(0, 256, (6, 48, 48, 3), dtype=np.uint8),
+            "ref": rng.integers(60, 200, (7, 48, 48, 3), dtype=np.uint8)}
+    for name, images in sets.items():
+        (tmp_path / name).mkdir()
+        for i, im in enumerate(images):
+            Image.fromarray(im).save(tmp_path / name / f"{i:04d}.png")
+    row = score_images(tmp_path / "gen", ["fd_dinov2"], str(tmp_path / "ref"), tmp_path / "cache")[0]
+    ext = Dinov2VitL14(model_dir=tiny["folder"])
+    ext.load()
+    g, r = (ext.extract(sets[k])["cls"].astype(np.float64) for k in ("gen", "ref"))
+    expected, _ = frechet_distance(g.mean(0), np.cov(g, rowvar=False), r.mean(0), np.cov(r, rowvar=False))
+    assert row.metric == "fd_dinov2" and row.n == 6 and row.value == pytest.approx(expected, rel=1e-6)
