@@ -55,6 +55,13 @@ class Extractor(ABC):
         if self._net is None:
             raise HarnessError(f"extractor {self.name!r}: call load() before extract()")
 
+    def _install(self, net: torch.nn.Module, device: str) -> None:
+        """Every spec promises float32 with TF32 off: set both, move the network to ``device``, eval mode."""
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        self._device = torch.device(device)
+        self._net = net.float().to(self._device).eval()
+
     @property
     @abstractmethod
     def spec(self) -> ExtractorSpec: ...

@@ -115,10 +115,7 @@ class OpenClipExtractor(ImageTextExtractor):
                 net = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None)
         except (KeyError, RuntimeError) as err:
             raise HarnessError(f"{path}: not an OpenAI-layout CLIP state dict: {err}") from err
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        self._device = torch.device(device)
-        self._net = net.float().to(self._device).eval()
+        self._install(net, device)
         self._preprocess = image_transform(net.visual.image_size, is_train=False,
                                            mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
         self._tokenizer = open_clip.get_tokenizer(self.model.arch)

@@ -98,10 +98,7 @@ class Dinov2VitL14(Extractor):
         if embeddings.position_embeddings.shape[1] != 1 + grid * grid:
             embeddings.position_embeddings = torch.nn.Parameter(
                 release_position_embeddings(embeddings.position_embeddings.detach(), grid), requires_grad=False)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        self._device = torch.device(device)
-        self._net = net.float().to(self._device).eval()
+        self._install(net, device)
 
     @torch.inference_mode()
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -98,10 +98,7 @@ class InceptionTF1(Extractor):
             dtype="float32", numerics="tf32=off")
 
     def load(self, device: str = "cpu") -> None:
-        torch.backends.cuda.matmul.allow_tf32 = False  # the spec promises tf32=off
-        torch.backends.cudnn.allow_tf32 = False
-        self._device = torch.device(device)
-        self._net = build_network(self.weights_path()).to(self._device)
+        self._install(build_network(self.weights_path()), device)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> normalised float32 (N, 3, 299, 299) on the device."""

@@ -55,10 +55,7 @@ class MobileNetV2ImageNet(Extractor):
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except (RuntimeError, KeyError) as err:
             raise HarnessError(f"{path}: state dict does not fit torchvision's MobileNetV2: {err}") from err
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        self._device = torch.device(device)
-        self._net = net.to(self._device).eval()
+        self._install(net, device)
         self._transform = MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
 
     @torch.inference_mode()

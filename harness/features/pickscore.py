@@ -76,10 +76,7 @@ class PickScoreV1(ImageTextExtractor):
                                                             image_processor=image_processor)
         except (OSError, ValueError) as err:
             raise HarnessError(f"extractor {self.name!r}: cannot load {model_dir} / {processor_dir}: {err}") from err
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        self._device = torch.device(device)
-        self._net = net.float().to(self._device).eval()
+        self._install(net, device)
 
     @torch.inference_mode()
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
