@@ -86,14 +86,10 @@ class InceptionFidHelper(Extractor):
 
     def load(self, device: str = "cpu") -> None:
         path = verified_package_file(PACKAGE, WEIGHTS_FILE, WEIGHTS_SHA256, PIN)
-        # The spec promises tf32=off: on Ampere+ GPUs TF32 convolutions would move FID noticeably.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        self._device = torch.device(device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # recent torch warns that TorchScript is deprecated
-            net = torch.jit.load(str(path), map_location=self._device)
-        self._net = net.eval()
+            net = torch.jit.load(str(path), map_location=torch.device(device))
+        self._install(net, device)  # TF32 off, as the spec promises: on Ampere+ it would move FID noticeably
 
     @torch.inference_mode()
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -83,15 +83,12 @@ class MnistCnn(Extractor):
 
     def load(self, device: str = "cpu") -> None:
         path = verified_package_file(PACKAGE, WEIGHTS_FILE, WEIGHTS_SHA256, PIN)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
         net = _load_model_module().CNN()
         try:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except (RuntimeError, KeyError) as err:
             raise HarnessError(f"{path}: state dict does not fit the CNN of {PIN}: {err}") from err
-        self._device = torch.device(device)
-        self._net = net.to(self._device).eval()
+        self._install(net, device)
 
     @torch.inference_mode()
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
