@@ -168,17 +168,24 @@ class ReferenceFeatures:
                                f"delete it and recompute") from err
 
 
-def check_reference_features(metric: Any, reference: Any) -> ReferenceFeatures:
-    """The metric's reference, refused unless it holds rows of the metric's extractor spec and output."""
+def check_reference(metric: Any, reference: Any, kind: type) -> Any:
+    """The metric's reference, refused unless it is a ``kind`` (ReferenceStats or ReferenceFeatures) computed with
+    the metric's extractor spec, holding the metric's extractor output (one without a recorded output is taken
+    at its extractor key)."""
     from . import get_extractor
 
-    if not isinstance(reference, ReferenceFeatures):
-        raise HarnessError(f"{metric.name}: needs ReferenceFeatures as reference, got {type(reference).__name__}")
+    if not isinstance(reference, kind):
+        raise HarnessError(f"{metric.name}: needs {kind.__name__} as reference, got {type(reference).__name__}")
     expected = get_extractor(metric.extractor).spec.key
     if reference.extractor_key != expected:
         raise HarnessError(f"{metric.name}: reference {reference.reference_id} was computed with extractor key "
                            f"{reference.extractor_key}, expected {expected} ({metric.extractor}); recompute it")
-    if reference.spec.get("output") != metric.output:
-        raise HarnessError(f"{metric.name}: reference {reference.reference_id} holds "
-                           f"{reference.spec.get('output')!r} features, expected {metric.output!r}")
+    output = reference.spec.get("output", metric.output)
+    if output != metric.output:
+        raise HarnessError(f"{metric.name}: reference {reference.reference_id} holds {output!r} features, "
+                           f"expected {metric.output!r}")
     return reference
+
+
+def check_reference_features(metric: Any, reference: Any) -> ReferenceFeatures:
+    return check_reference(metric, reference, ReferenceFeatures)

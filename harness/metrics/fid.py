@@ -103,20 +103,9 @@ class FID(Metric):
     min_reliable_n = MIN_RELIABLE_N  # the feature dimension: below it the covariance is rank-deficient
 
     def _check_reference(self, reference: Any) -> Any:
-        from ..features import get_extractor  # lazy: the registry imports nothing heavy, but avoid a cycle
-        from ..features.reference import ReferenceStats
+        from ..features.reference import ReferenceStats, check_reference  # lazy: features imports metrics
 
-        if not isinstance(reference, ReferenceStats):
-            raise HarnessError(f"{self.name}: needs ReferenceStats as reference, got {type(reference).__name__}")
-        expected = get_extractor(self.extractor).spec.key
-        if reference.extractor_key != expected:
-            raise HarnessError(f"{self.name}: reference {reference.reference_id} was computed with extractor key "
-                               f"{reference.extractor_key}, expected {expected} ({self.extractor}); recompute it")
-        ref_output = reference.spec.get("output", self.output)
-        if ref_output != self.output:
-            raise HarnessError(f"{self.name}: reference {reference.reference_id} holds {ref_output!r} features, "
-                               f"expected {self.output!r}")
-        return reference
+        return check_reference(self, reference, ReferenceStats)
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
         reference = self._check_reference(reference)
