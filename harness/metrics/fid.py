@@ -105,7 +105,7 @@ class FID(Metric):
     def _check_reference(self, reference: Any) -> Any:
         from ..features.reference import ReferenceStats, check_reference  # lazy: features imports metrics
 
-        return check_reference(self, reference, ReferenceStats)
+        return check_reference(self, reference, ReferenceStats, unrecorded_output_ok=True)
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
         reference = self._check_reference(reference)
