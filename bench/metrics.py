@@ -165,7 +165,7 @@ def _write_pngs(folder: Path, images: np.ndarray) -> Path:
     return folder
 
 
-def _open_clip_chain(model_path: Path, folder: Path, prompts: list[str]) -> float:
+def _open_clip_chain(model_path: Path, folder: Path, prompts: list[str], device: str = "cpu") -> float:
     """The peer way: open_clip's model + eval transform + tokenizer, one image at a time from the files."""
     import open_clip
     import torch
@@ -173,14 +173,14 @@ def _open_clip_chain(model_path: Path, folder: Path, prompts: list[str]) -> floa
     from PIL import Image
 
     state = torch.load(model_path, map_location="cpu", weights_only=True)
-    model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None).float().eval()
+    model = build_model_from_openai_state_dict(state, quick_gelu=True, cast_dtype=None).float().eval().to(device)
     preprocess = open_clip.transform.image_transform(model.visual.image_size, is_train=False)
     tokenizer = open_clip.get_tokenizer("ViT-B-16")
     files = sorted(folder.glob("*.png"))
     with torch.no_grad():
-        pixels = torch.stack([preprocess(Image.open(f).convert("RGB")) for f in files])
+        pixels = torch.stack([preprocess(Image.open(f).convert("RGB")) for f in files]).to(device)
         img = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
-        txt = torch.nn.functional.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
+        txt = torch.nn.functional.normalize(model.encode_text(tokenizer(prompts).to(device)), dim=-1)
     return float((100 * (img * txt).sum(-1)).mean())
 
 
@@ -194,7 +194,8 @@ def _profiled(fn):
     return result
 
 
-def bench_single_pass_vs_peers(n: int, rounds: int = 2, profile: bool = False, reference_cached: bool = False) -> None:
+def bench_single_pass_vs_peers(n: int, rounds: int = 2, profile: bool = False, reference_cached: bool = False,
+                               device: str = "cpu") -> None:
     """``reference_cached``: the sweep case, where every cell is scored against one reference. Both sides keep
     the reference's features between calls (torch-fidelity: ``cache=True`` with ``input2_cache_name``; the
     engine: its content-addressed feature cache), filled by one untimed warm-up call each."""
@@ -230,8 +231,8 @@ def bench_single_pass_vs_peers(n: int, rounds: int = 2, profile: bool = False, r
             pipeline._EXTRACTORS.clear()  # nothing loaded before: the engine pays its model loading too
             metrics = [get_metric(m) for m in ("fid_tf1", "is", "clip_score")]
             cache = root / ("cache" if reference_cached else f"cache{time.time()}")
-            references, _ = resolve_references(metrics[:1], str(ref), None, None, cache, "cpu")
-            feats = extract_all(ImageSource(gen), ["clip-vit-b-16-openai", "inception-tf1"], "cpu")  # one decode
+            references, _ = resolve_references(metrics[:1], str(ref), None, None, cache, device)
+            feats = extract_all(ImageSource(gen), ["clip-vit-b-16-openai", "inception-tf1"], device)  # one decode
             return {m.name: m.compute([ShardFeatures(feats[m.extractor][m.output], (None,) * n, tuple(prompts))],
                                       references.get(m.name)).value for m in metrics}
 
@@ -239,9 +240,9 @@ def bench_single_pass_vs_peers(n: int, rounds: int = 2, profile: bool = False, r
             caching = {"cache": True, "cache_root": str(root / "fidelity_cache"), "input1_cache_name": None,
                        "input2_cache_name": "bench-reference"} if reference_cached else {"cache": False}
             out = torch_fidelity.calculate_metrics(
-                input1=str(gen), input2=str(ref), cuda=False, isc=True, fid=True, verbose=False,
+                input1=str(gen), input2=str(ref), cuda=device.startswith("cuda"), isc=True, fid=True, verbose=False,
                 feature_extractor_weights_path=str(inception), save_cpu_ram=True, **caching)
-            return {**out, "clip": _open_clip_chain(clip_path, gen, prompts)}
+            return {**out, "clip": _open_clip_chain(clip_path, gen, prompts, device)}
 
         times: dict[str, list[float]] = {"engine": [], "peers": []}
         results: dict[str, dict] = {}
@@ -256,7 +257,8 @@ def bench_single_pass_vs_peers(n: int, rounds: int = 2, profile: bool = False, r
         clip = theirs["clip"]
         t_ours, t_peers = min(times["engine"]), min(times["peers"])
     mode = "reference features cached on both sides" if reference_cached else "nothing cached"
-    print(f"FID+IS+CLIP on {n} generated (64 px) + {n} reference PNGs ({mode}), CPU {os.cpu_count()} cores: "
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU {os.cpu_count()} cores"
+    print(f"FID+IS+CLIP on {n} generated (64 px) + {n} reference PNGs ({mode}), {where}: "
           f"engine single "
           f"pass {t_ours:.1f} s, torch-fidelity then open_clip {t_peers:.1f} s, ratio {t_peers / t_ours:.2f}x "
           f"(best of {rounds} alternating rounds: engine {times['engine']}, peers {times['peers']}) "
@@ -290,6 +292,7 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="single-pass: cProfile the engine side")
     p.add_argument("--reference-cached", action="store_true",
                    help="single-pass: the sweep case, reference features cached on both sides")
+    p.add_argument("--device", default="cpu", help="single-pass: where both sides run their networks")
     p.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rss_child:
@@ -300,7 +303,7 @@ def main() -> None:
              "engine": lambda: bench_engine_vs_torch_fidelity(args.images),
              "bootstrap": lambda: bench_bootstrap(args.cell_n, args.dim, args.replicates),
              "single-pass": lambda: bench_single_pass_vs_peers(args.images, args.rounds, args.profile,
-                                                                        args.reference_cached)}
+                                                                        args.reference_cached, args.device)}
     for name, step in steps.items():
         if args.only in (None, name):
             step()
