@@ -321,15 +321,15 @@ def _adapter_lines() -> list[str]:
 def cmd_ls(args: argparse.Namespace) -> int:
     from .cards import available_cards, load_card
     from .datasets import available_datasets
-    from .features import available_extractors
-    from .metrics import available_metrics
+    from .features import extractor_lines
+    from .metrics import metric_lines
 
     sections = {
         "adapters": _adapter_lines,
         "cards": lambda: [_card_line(load_card(n)) for n in available_cards()],
         "datasets": available_datasets,
-        "metrics": available_metrics,
-        "extractors": available_extractors,
+        "metrics": metric_lines,
+        "extractors": extractor_lines,
         "protocols": lambda: [str(p) for p in sorted(PROTOCOLS_DIR.glob("*.yaml"))],
     }
     for name, listing in sections.items():

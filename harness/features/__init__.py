@@ -29,7 +29,7 @@ _EXTRACTORS: dict[str, str] = {
     "clip-vit-l-14-336-cmmd": ".clip_cmmd:ClipVitL14x336Cmmd",
 }
 
-__all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",
+__all__ = ["Extractor", "ExtractorSpec", "available_extractors", "extractor_lines", "get_extractor", "check_images",
            "verified_package_file"]
 
 
@@ -45,6 +45,22 @@ def get_extractor(name: str) -> Extractor:
     module_name, cls_name = _EXTRACTORS[name].split(":")
     cls = getattr(importlib.import_module(module_name, __name__), cls_name)
     return cls()
+
+
+def extractor_lines() -> list[str]:
+    """One line per extractor for ``harness ls extractors``: its outputs and where its weights come from."""
+    import sys
+
+    from ..weights import entries_for_extractor
+
+    lines = []
+    for name in available_extractors():
+        ext = get_extractor(name)
+        module = sys.modules[type(ext).__module__]
+        source = (f"weights packaged in {module.PIN}" if hasattr(module, "PACKAGE") else
+                  f"weights {', '.join(entries_for_extractor(name))} (harness weights list)")
+        lines.append(f"{name:<24} outputs {','.join(ext.outputs):<22} {source}")
+    return lines
 
 
 def check_images(images: np.ndarray, who: str) -> np.ndarray:

@@ -30,7 +30,7 @@ _METRICS: dict[str, str] = {
     "cmmd": ".cmmd:CMMD",
 }
 
-__all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric"]
+__all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "metric_lines"]
 
 
 def available_metrics() -> list[str]:
@@ -43,3 +43,16 @@ def get_metric(name: str) -> Metric:
                             f"available: {', '.join(available_metrics())}")
     module_name, cls_name = _METRICS[name].split(":")
     return getattr(importlib.import_module(module_name, __name__), cls_name)()
+
+
+def metric_lines() -> list[str]:
+    """One line per metric for ``harness ls metrics``: what it reads, its direction, its reference, its variant."""
+    lines = []
+    for name in available_metrics():
+        m = get_metric(name)
+        reference = ("no reference" if not m.needs_reference else
+                     "reference rows" if m.reference_kind == "features" else "reference statistics")
+        reads = f"{m.extractor}/{m.output}"
+        lines.append(f"{name:<22} reads {reads:<40} {'higher' if m.higher_is_better else 'lower'} is better, "
+                     f"{reference}; variant {m.variant}")
+    return lines
