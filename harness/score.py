@@ -29,6 +29,7 @@ from .hashing import digest
 from .metrics import get_metric
 from .metrics.base import Metric, ShardFeatures
 from .metrics.bootstrap import bootstrap_indices, percentile_ci
+from .parallel import prefetched_map
 from .pipeline import loaded_extractor, metric_reference
 from .types import MetricRow
 
@@ -92,8 +93,7 @@ class ImageSource:
                 yield self.array[start:start + BATCH]
             return
         pending: list[np.ndarray] = []
-        for path in self.files:
-            image = self._decode(path)
+        for image in prefetched_map(self._decode, self.files, ahead=2 * BATCH):  # decoding overlaps extraction
             if pending and (image.shape != pending[0].shape or len(pending) == BATCH):
                 yield np.stack(pending)
                 pending = []

@@ -24,6 +24,7 @@ from PIL import Image
 
 from .errors import HarnessError, ShardError
 from .hashing import sha256_bytes
+from .parallel import thread_map
 from .types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
 
 
@@ -160,8 +161,8 @@ def file_matches(directory: Path, record: SampleRecord) -> bool:
 
 def verified_images(directory: Path, manifest: ShardManifest) -> np.ndarray:
     """Decode a shard's images, refusing any whose bytes differ from the manifest (never score garbage)."""
-    images = []
-    for rec in manifest.samples:
+
+    def verified(rec: SampleRecord) -> np.ndarray:
         path = directory / rec.file
         try:
             data = path.read_bytes()
@@ -172,5 +173,6 @@ def verified_images(directory: Path, manifest: ShardManifest) -> np.ndarray:
             raise ShardError(f"{path}: sha256 does not match its manifest (corrupt or edited); run "
                              f"`harness run` again to regenerate it")
         with Image.open(io.BytesIO(data)) as im:
-            images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-    return np.stack(images)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+    return np.stack(thread_map(verified, manifest.samples))

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from ..errors import HarnessError
+from ..parallel import thread_map
 from ..weights import file_sha256, get_entry, verified_file
 from . import check_images
 from .base import Extractor, ExtractorSpec, no_weight_init
@@ -128,7 +129,8 @@ class OpenClipExtractor(ImageTextExtractor):
         self._require_loaded()
         images = check_images(images, self.name)
         return {"image_embeds": self._normalised(images, lambda batch: self._net.encode_image(
-            torch.stack([self._preprocess(Image.fromarray(im)) for im in batch]).to(self._device)), self._dim())}
+            torch.stack(thread_map(lambda im: self._preprocess(Image.fromarray(im)), batch)).to(self._device)),
+            self._dim())}
 
     def truncated(self, prompts: list[str]) -> list[bool]:
         """Per prompt: longer than the context once SOT and EOT are added (so the tokenizer cuts it)."""

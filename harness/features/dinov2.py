@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..errors import HarnessError
 from ..hashing import digest
+from ..parallel import thread_map
 from ..weights import folder_digests
 from . import check_images
 from .base import Extractor, ExtractorSpec
@@ -53,8 +54,8 @@ def release_position_embeddings(position: torch.Tensor, grid: int) -> torch.Tens
 
 def dgm_eval_pixels(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) → normalised float32 (N, 3, 224, 224): PIL bicubic squash to 224, /255, ImageNet stats."""
-    resized = np.stack([np.asarray(Image.fromarray(im).resize((INPUT_SIZE, INPUT_SIZE), Image.BICUBIC))
-                        for im in images])
+    resized = np.stack(thread_map(lambda im: np.asarray(Image.fromarray(im).resize((INPUT_SIZE, INPUT_SIZE),
+                                                                                   Image.BICUBIC)), images))
     x = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..parallel import thread_map
 from .inception_tf1 import SIZE, InceptionTF1
 
 
@@ -27,6 +28,6 @@ class InceptionClean(InceptionTF1):
                    f"->{SIZE}x{SIZE};always")
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        x = np.stack([clean_resize(img) for img in images])
+        x = np.stack(thread_map(clean_resize, images))
         x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(self._device)
         return (x - 128) / 128
