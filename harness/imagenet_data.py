@@ -32,6 +32,7 @@ from .errors import HarnessError, ProtocolError
 from .hashing import digest
 from .hf_parquet import parquet_shards, read_rows, scan_parquet
 from .labels import LabelTable, imagenet_labels
+from .parallel import thread_map
 from .reference_preprocess import ReferencePreprocess, get_preprocess
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -173,16 +174,17 @@ class ImageFolderDataset(Dataset):
                 "classes_present": len(m.histogram()), "class_histogram": m.histogram()}
 
     def load_images(self, indices: range) -> list[np.ndarray]:
-        """Reference images ``indices``, decoded and preprocessed."""
-        out = []
-        for index in indices:
+        """Reference images ``indices``, decoded and preprocessed (on the shared thread pool, in order)."""
+
+        def load(index: int) -> np.ndarray:
             path = self.root / self.manifest.files[index]
             try:
                 with Image.open(path) as image:
-                    out.append(self.preprocess.apply(image))
+                    return self.preprocess.apply(image)
             except (OSError, ValueError) as err:
                 raise HarnessError(f"dataset {self.id!r}: {path}: cannot decode image: {err}") from err
-        return out
+
+        return thread_map(load, indices)
 
     def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
         if n > self.size:
@@ -214,7 +216,7 @@ class SynsetFolders(ImageFolderDataset):
             return super().load_images(indices)
         images = read_rows(self.root, addresses)
         try:
-            return [self.preprocess.apply(image) for image in images]
+            return thread_map(self.preprocess.apply, images)  # each decodes lazily, in its own thread
         finally:
             for image in images:
                 image.close()

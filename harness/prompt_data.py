@@ -28,6 +28,7 @@ from .datasets import Dataset, register_dataset
 from .errors import HarnessError, ProtocolError
 from .hashing import digest, sha256_file
 from .imagenet_data import dataset_root
+from .parallel import thread_map
 from .reference_preprocess import get_preprocess
 
 PROMPT_COLUMNS = ("Prompt", "Prompts", "prompt", "prompts", "text", "caption")
@@ -151,12 +152,13 @@ class Coco2014Captions(PromptDataset):
         if not self.image_dir.is_dir():
             raise HarnessError(f"dataset {self.id!r}: reference images expected in {self.image_dir} (COCO val2014)")
         preprocess = get_preprocess("adm-center-crop-256")
+
+        def load(name: str) -> np.ndarray:
+            path = self.image_dir / name
+            if not path.is_file():
+                raise HarnessError(f"dataset {self.id!r}: {path}: image listed in {self.path} is missing")
+            with Image.open(path) as image:
+                return preprocess.apply(image)
+
         for first in range(start, n, batch_size):
-            batch = []
-            for _, name in self._selection[first:min(first + batch_size, n)]:
-                path = self.image_dir / name
-                if not path.is_file():
-                    raise HarnessError(f"dataset {self.id!r}: {path}: image listed in {self.path} is missing")
-                with Image.open(path) as image:
-                    batch.append(preprocess.apply(image))
-            yield np.stack(batch)
+            yield np.stack(thread_map(load, [name for _, name in self._selection[first:min(first + batch_size, n)]]))
