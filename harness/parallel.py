@@ -53,8 +53,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     global _POOL
     with _LOCK:
         if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] != threads:
-            if _POOL is not None and _POOL[0] == os.getpid():
-                _POOL[2].shutdown(wait=False)
+            # The old pool is dropped, not shut down: a stream still running on it finishes there.
             _POOL = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="harness-cpu",
                                                                initializer=_mark_pool_thread))
         return _POOL[2]

@@ -93,7 +93,7 @@ class ImageSource:
                 yield self.array[start:start + BATCH]
             return
         pending: list[np.ndarray] = []
-        for image in prefetched_map(self._decode, self.files, ahead=2 * BATCH):  # decoding overlaps extraction
+        for image in prefetched_map(self._decode, self.files, ahead=BATCH):  # decoding overlaps extraction
             if pending and (image.shape != pending[0].shape or len(pending) == BATCH):
                 yield np.stack(pending)
                 pending = []
