@@ -186,8 +186,11 @@ def test_scancel_of_one_task_then_rerun_submits_only_it(slurm_cluster, tmp_path,
 def test_time_limit_requeues_through_the_checkpoint_and_resumes(slurm_cluster, tmp_path, tmp_path_factory):  # noqa: F811
     one_cell = ("--set", "steps=[1]", "--set", "cfg=[1.0]", "--set", "shard_size=6")
     reference = debug_run(tmp_path_factory, *FAST, *one_cell)
-    profile = tmp_path / "short.yaml"  # 1-minute limit, USR2 50 s before it: signalled ~10 s into the task
-    profile.write_text("partition: debug\ncpus_per_task: 1\nmem_gb: 1\ntime_min: 1\nsignal_delay_s: 50\n"
+    # 1-minute limit, USR2 40 s before it: signalled ~20 s into the task. submitit installs its USR2 handler only
+    # after Python, torch and the task pickle have loaded; a signal before that kills the task (seen at 10 s on a
+    # loaded machine), so the start-up gets 20 s. Each start then generates a few of the 6 samples (6 s each).
+    profile = tmp_path / "short.yaml"
+    profile.write_text("partition: debug\ncpus_per_task: 1\nmem_gb: 1\ntime_min: 1\nsignal_delay_s: 40\n"
                        "max_num_timeout: 6\nmax_array_size: 1001\narray_parallelism: 2\ncollect_time_min: 10\n"
                        "extract_time_min: 10\n")  # only generation meets the short limit
     run, cache = tmp_path / "run", tmp_path / "cache"
