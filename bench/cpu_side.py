@@ -36,10 +36,11 @@ def stages():
     from harness.parallel import thread_map
 
     clip = image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+    mean, std = torch.tensor(open_clip.OPENAI_DATASET_MEAN), torch.tensor(open_clip.OPENAI_DATASET_STD)
     return {
         "clip (open_clip transform, 224)": lambda x: torch.stack(thread_map(lambda im: clip(Image.fromarray(im)), x)),
-        "cmmd (crop + bicubic 336)": lambda x: torch.stack(thread_map(lambda im: cmmd_pixels(Image.fromarray(im),
-                                                                                            336), x)),
+        "cmmd (crop + bicubic 336)": lambda x: torch.stack(thread_map(lambda im: cmmd_pixels(
+            Image.fromarray(im), 336, mean.view(3, 1, 1), std.view(3, 1, 1)), x)),
         "dinov2 (bicubic squash 224)": dgm_eval_pixels,
         "inception-clean (float bicubic 299)": lambda x: np.stack(thread_map(clean_resize, x)),
     }

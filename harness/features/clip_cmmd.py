@@ -23,18 +23,15 @@ from PIL import Image
 from .base import ExtractorSpec
 from .clip import ClipModel, OpenClipExtractor
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
-
-def cmmd_pixels(image: Image.Image, size: int) -> torch.Tensor:
-    """PIL RGB → float32 (3, size, size): centre square crop, PIL bicubic resize, /255, CLIP mean/std."""
+def cmmd_pixels(image: Image.Image, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """PIL RGB → float32 (3, size, size): centre square crop, PIL bicubic resize, /255, (x - mean) / std."""
     width, height = image.size
     side = min(width, height)
     top, left = (height - side) // 2, (width - side) // 2
     square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(square, dtype=np.float32) / np.float32(255.0)).permute(2, 0, 1)
-    return (x - torch.tensor(OPENAI_MEAN).view(3, 1, 1)) / torch.tensor(OPENAI_STD).view(3, 1, 1)
+    return (x - mean) / std
 
 
 class ClipVitL14x336Cmmd(OpenClipExtractor):
@@ -48,6 +45,10 @@ class ClipVitL14x336Cmmd(OpenClipExtractor):
             crop="centre square (before the resize)")
 
     def load(self, device: str = "cpu") -> None:
+        import open_clip
+
         super().load(device)
         size = self._net.visual.image_size
-        self._preprocess = partial(cmmd_pixels, size=size[0] if isinstance(size, tuple) else size)
+        self._preprocess = partial(cmmd_pixels, size=size[0] if isinstance(size, tuple) else size,
+                                   mean=torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(3, 1, 1),
+                                   std=torch.tensor(open_clip.OPENAI_DATASET_STD).view(3, 1, 1))
