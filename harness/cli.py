@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_checks import OneLineParser, os_error_line, positive_int, quiet_broken_pipe, read_json_file, run_dir
 from .errors import HarnessError
 
 PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
@@ -29,13 +30,13 @@ def _protocol_path(arg: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Fair benchmarking of image generators.")
+    parser = OneLineParser(prog="harness", description="Fair benchmarking of image generators.")
     parser.add_argument("--version", action="version", version=f"onestep-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plan", help="print the cells, shards, samples, total NFE and estimated GPU-hours of a protocol")
     _add_protocol_args(p)
-    p.add_argument("--calibrate", type=Path, action="append", default=[], metavar="RUN_DIR",
+    p.add_argument("--calibrate", type=run_dir, action="append", default=[], metavar="RUN_DIR",
                    help="run directories whose completed shards calibrate cards without a cost block "
                         "(repeatable; default: results/<protocol name> when it exists)")
     p = sub.add_parser("validate", help="check a protocol (schema and model capabilities) without running it")
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_args(p)
     p.add_argument("--results", type=Path, help="run directory (default: results/<protocol name>)")
     p.add_argument("--executor", default="local", choices=["debug", "local", "slurm"])
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes for --executor local (default: one per visible GPU, pinned to it; else 2)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="processes for --executor local, >= 1 (default: one per visible GPU, pinned to it; else 2)")
     p.add_argument("--cache", type=Path, default=None,
                    help="feature/reference cache (default: $HARNESS_CACHE or ~/.cache/onestep-bench)")
     p.add_argument("--device", default="cpu")
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="--executor slurm: block until the arrays and the collect job ended (default: return "
                         "after submission)")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run a sweep above the size limits (harness/cost.py: 20,000,000 samples or 500,000 shards)")
     p = sub.add_parser("status", help="progress of a run directory, read from its files (Slurm asked only "
                                       "about shards with no manifest)")
     p.add_argument("run_dir", nargs="?", type=Path, help="run directory (same as --results)")
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
     from .adapters import get_adapter_class
+    from .cost import plan_size_warnings
     from .protocol import load_protocol, make_plan
 
     plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
@@ -130,17 +134,20 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
     provisional = f"; provisional ids (data absent: {', '.join(plan.missing_data)})" if plan.missing_data else ""
     print(f"{len(plan.cells)} cells, {total_shards} shards, {len(plan.cells) * p.n} samples, "
           f"{total_nfe} total NFE{unknown}; metrics: {', '.join(p.metrics) or 'none'}{refused}{provisional}")
-    print(f"generation estimate: {_gpu_hours(plan, getattr(args, 'calibrate', []))}")
+    cost = _gpu_hours(plan, getattr(args, "calibrate", []))
+    print(f"generation estimate: {cost}")
+    for warning in plan_size_warnings(plan, Path("results") / p.name, cost.gpu_hours):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
-def _gpu_hours(plan, calibrate: list[Path]) -> str:
+def _gpu_hours(plan, calibrate: list[Path]):
     """GPU-hours from the cards' cost blocks, else calibrated from completed shards of earlier runs."""
     from .cost import estimate_plan_gpu_hours
 
     default = Path("results") / plan.protocol.name
-    dirs = calibrate or ([default] if default.is_dir() else [])
-    return str(estimate_plan_gpu_hours(plan, dirs))
+    dirs = calibrate or ([default] if default.is_dir() and (default / "cells").is_dir() else [])
+    return estimate_plan_gpu_hours(plan, dirs)
 
 
 def _refused_lines(plan) -> list[str]:
@@ -154,23 +161,32 @@ def _refused_lines(plan) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .cost import check_plan_size
     from .execution import make_executor
     from .pipeline import default_cache_dir
     from .protocol import load_protocol, make_plan
     from .runner import run_plan
+    from .store import ensure_writable
     from .weights import require_for_metrics
 
+    if args.workers is not None and args.executor != "local":
+        raise HarnessError(f"--workers {args.workers} applies to --executor local only (got --executor "
+                           f"{args.executor})")
+    if args.executor != "slurm" and (args.profile or args.wait):
+        raise HarnessError("--profile and --wait apply to --executor slurm only")
     plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
     plan.require_data()  # provisional cell ids (a dataset's files absent): refused before anything else
     require_for_metrics(plan.protocol.metrics)  # missing weights: refused before any compute
+    check_plan_size(plan, args.allow_large)  # a typo'd n must not list millions of shards first
     run_dir = args.results or Path("results") / plan.protocol.name
+    cache = args.cache or default_cache_dir()
+    ensure_writable(run_dir)
+    ensure_writable(cache, "cache directory", "--cache DIR (or $HARNESS_CACHE)")
     if args.executor == "slurm":
         return _run_on_slurm(args, plan, run_dir)
-    if args.profile or args.wait:
-        raise HarnessError("--profile and --wait apply to --executor slurm only")
     executor = make_executor(args.executor, args.workers, args.device)
     try:
-        run_plan(plan, run_dir, args.cache or default_cache_dir(), executor, args.device)
+        run_plan(plan, run_dir, cache, executor, args.device)
     finally:
         executor.close()
     return 0
@@ -194,6 +210,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.results is None):
         raise HarnessError("status: give the run directory once, as `harness status RUN` or --results RUN")
     args.results = args.run_dir or args.results
+    if (args.results / "run.json").exists():  # a damaged record is named here, not as a traceback below
+        read_json_file(args.results / "run.json", "run record", ("shard_size", "cells"))
     rows, stages = run_status(args.results)
     done = sum(r["shards_done"] for r in rows)
     planned = sum(r["shards_planned"] for r in rows)
@@ -215,6 +233,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .composite import load_bounds
     from .reports import load_runs, write_comparison, write_results_report
+    from .store import ensure_writable
 
     runs = [*args.runs, *args.results]
     if not runs:
@@ -225,9 +244,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.mmhm_metrics.split(",") if m.strip()] if args.mmhm_metrics else None
     bounds = load_bounds(args.bounds) if args.bounds else None
     results = load_runs(runs)
+    other = load_runs([args.compare]) if args.compare else None
+    ensure_writable(out, "report directory", "--out DIR")  # before anything is written
+    ensure_writable(out / "plots", "report plots directory", "--out DIR")
     written = write_results_report(results, out, metrics, bounds)
-    if args.compare:
-        written += write_comparison(results, load_runs([args.compare]), out, metrics, bounds)
+    if other is not None:
+        written += write_comparison(results, other, out, metrics, bounds)
     shown = [str(w.relative_to(out)) for w in written if w.parent == out]
     print(f"wrote {len(written)} files under {out}: {', '.join(shown)} and plots/")
     return 0
@@ -340,23 +362,45 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    """``harness dataset NAME``: scan + validate (errors name the path), then print the manifest as JSON."""
+    import json
+
+    from .datasets import get_dataset
+
+    dataset = get_dataset(args.name)
+    record = getattr(dataset, "manifest_record", None)
+    manifest = record() if record else dataset.manifest() if hasattr(dataset, "manifest") else None
+    if not isinstance(manifest, dict):
+        manifest = {"dataset": args.name, "digest": dataset.digest, "size": dataset.size}
+    print(json.dumps(manifest, indent=1))
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("plan", "validate"):
+        return cmd_plan(args, print_table=args.command == "plan")
+    if args.command == "weights":
+        from .weights import run_cli
+
+        return run_cli(args.action, args.names)
+    return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "ls": cmd_ls, "score": cmd_score,
+            "dataset": cmd_dataset}[args.command](args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("plan", "validate"):
-            return cmd_plan(args, print_table=args.command == "plan")
-        if args.command == "dataset":
-            from .imagenet_data import print_manifest
-
-            return print_manifest(args.name)
-        if args.command == "weights":
-            from .weights import run_cli
-
-            return run_cli(args.action, args.names)
-        return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "ls": cmd_ls,
-                "score": cmd_score}[args.command](args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # inside the handlers: a closed pipe surfaces at this flush, not at interpreter exit
+        return code
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+    except OSError as e:  # anything the checks above did not anticipate: still one line naming the path
+        print(f"error: {os_error_line(e, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

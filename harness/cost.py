@@ -177,3 +177,72 @@ def estimate_plan_gpu_hours(plan: Any, calibration_dirs: Iterable[Path] = ()) ->
         else:
             unknown.append(f"{cell.model.name} steps={cell.settings.steps} cfg={cell.settings.cfg}")
     return PlanCost(seconds / 3600, known, tuple(unknown))
+
+
+# Size guards for a whole sweep (docs in README "Sweep size limits"). `harness plan` warns above the WARN_*
+# figures; `harness run` refuses above the LIMIT_* ones unless given --allow-large, because a run first lists
+# every shard in memory and writes a directory per cell: a typo such as n: 100000000 must not start that.
+WARN_SAMPLES = 2_000_000  # 40 FID-50K cells
+LIMIT_SAMPLES = 20_000_000
+WARN_SHARDS = 50_000
+LIMIT_SHARDS = 500_000
+WARN_GPU_HOURS = 1_000.0
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Free space of the filesystem that would hold ``directory`` (its nearest existing parent)."""
+    import shutil
+
+    for parent in (directory.resolve(), *directory.resolve().parents):
+        if parent.exists():
+            try:
+                return shutil.disk_usage(parent).free
+            except OSError:
+                return None
+    return None
+
+
+def image_bytes_bound(plan: Any) -> int:
+    """Upper bound of the PNG bytes a plan writes: raw 8-bit RGB at each cell's saved size (PNG only shrinks it)."""
+    from .adapters import get_adapter_class
+
+    total = 0
+    for cell in plan.cells:
+        native = get_adapter_class(cell.model.family).capabilities_for(cell.model).resolution
+        side = cell.resize[0] if cell.resize else native
+        total += cell.n * side * side * 3
+    return total
+
+
+def plan_size_warnings(plan: Any, run_dir: Path, gpu_hours: float | None = None) -> list[str]:
+    """What is absurd about a sweep's size on this machine: samples, shards, GPU-hours, disk (empty: nothing)."""
+    samples = sum(c.n for c in plan.cells)
+    shards = sum(plan.shard_count(c) for c in plan.cells)
+    out = []
+    if samples > WARN_SAMPLES:
+        out.append(f"{samples:,} samples in {len(plan.cells)} cells (n = {plan.protocol.n:,} per cell) is more "
+                   f"than {WARN_SAMPLES:,}; check the protocol's n")
+    if shards > WARN_SHARDS:
+        out.append(f"{shards:,} shards (shard_size {plan.protocol.shard_size}) is more than {WARN_SHARDS:,}; "
+                   "raise shard_size")
+    if gpu_hours is not None and gpu_hours > WARN_GPU_HOURS:
+        out.append(f"estimated {gpu_hours:,.0f} GPU-hours is more than {WARN_GPU_HOURS:,.0f}")
+    need, free = image_bytes_bound(plan), _free_bytes(run_dir)
+    if free is not None and need > free:
+        out.append(f"the images may take up to {need / 1e9:,.1f} GB; {run_dir} has {free / 1e9:,.1f} GB free")
+    if samples > LIMIT_SAMPLES or shards > LIMIT_SHARDS:
+        out.append(f"`harness run` refuses more than {LIMIT_SAMPLES:,} samples or {LIMIT_SHARDS:,} shards "
+                   "without --allow-large")
+    return out
+
+
+def check_plan_size(plan: Any, allow_large: bool) -> None:
+    """Refuse, before anything is written, a run above the hard limits unless ``--allow-large`` was given."""
+    samples = sum(c.n for c in plan.cells)
+    shards = sum(plan.shard_count(c) for c in plan.cells)
+    if allow_large or (samples <= LIMIT_SAMPLES and shards <= LIMIT_SHARDS):
+        return
+    raise ProtocolError(f"{plan.protocol.source}: {samples:,} samples in {shards:,} shards is above the limit of "
+                        f"{LIMIT_SAMPLES:,} samples and {LIMIT_SHARDS:,} shards per run (n = {plan.protocol.n:,}, "
+                        f"shard_size = {plan.protocol.shard_size}); lower n or raise shard_size, or pass "
+                        "--allow-large if the sweep is meant to be this big")

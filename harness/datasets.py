@@ -7,6 +7,7 @@ file never reuses cached reference statistics. Registered by decorator, like ada
 from __future__ import annotations
 
 import gzip
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import cached_property
@@ -35,6 +36,22 @@ def register_dataset(name: str):
 class DataMissingError(HarnessError):
     """A dataset's files are not on this machine (no location set, or it does not exist). Planning goes on
     with a provisional dataset; running is refused with this message."""
+
+
+def dataset_root(dataset_id: str, default_subpath: str) -> Path:
+    """The dataset's root: ``HARNESS_DATASET_<ID>``, else ``$HARNESS_DATA/<default_subpath>``; must exist."""
+    variable = "HARNESS_DATASET_" + dataset_id.upper().replace("-", "_")
+    if os.environ.get(variable):
+        root = Path(os.environ[variable])
+    elif os.environ.get("HARNESS_DATA"):
+        root = Path(os.environ["HARNESS_DATA"]) / default_subpath
+    else:
+        raise DataMissingError(f"dataset {dataset_id!r}: no data location; set {variable}=/path/to/it or "
+                               f"HARNESS_DATA=/data (looked up as $HARNESS_DATA/{default_subpath})")
+    if not root.exists():
+        raise DataMissingError(f"dataset {dataset_id!r}: {root} does not exist (set {variable}=/path/to/it or "
+                               f"HARNESS_DATA=/data, looked up as $HARNESS_DATA/{default_subpath})")
+    return root
 
 
 class Dataset(ABC):

@@ -17,7 +17,6 @@ plan is not affordable).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from .datasets import DataMissingError, Dataset, register_dataset
+from .datasets import Dataset, dataset_root, register_dataset
 from .errors import HarnessError, ProtocolError
 from .hashing import digest
 from .hf_parquet import parquet_shards, read_rows, scan_parquet
@@ -38,22 +37,6 @@ from .reference_preprocess import ReferencePreprocess, get_preprocess
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # reLAIONet PNGs carry iCCP chunks above PIL's 1 MB default (the paper's loader raises it the same way).
 PngImagePlugin.MAX_TEXT_CHUNK = 100 * 1024 * 1024
-
-
-def dataset_root(dataset_id: str, default_subpath: str) -> Path:
-    """The dataset's root: ``HARNESS_DATASET_<ID>``, else ``$HARNESS_DATA/<default_subpath>``; must exist."""
-    variable = "HARNESS_DATASET_" + dataset_id.upper().replace("-", "_")
-    if os.environ.get(variable):
-        root = Path(os.environ[variable])
-    elif os.environ.get("HARNESS_DATA"):
-        root = Path(os.environ["HARNESS_DATA"]) / default_subpath
-    else:
-        raise DataMissingError(f"dataset {dataset_id!r}: no data location; set {variable}=/path/to/it or "
-                               f"HARNESS_DATA=/data (looked up as $HARNESS_DATA/{default_subpath})")
-    if not root.exists():
-        raise DataMissingError(f"dataset {dataset_id!r}: {root} does not exist (set {variable}=/path/to/it or "
-                               f"HARNESS_DATA=/data, looked up as $HARNESS_DATA/{default_subpath})")
-    return root
 
 
 @dataclass(frozen=True)
@@ -244,19 +227,6 @@ LAYOUTS: dict[str, tuple[type[ImageFolderDataset], str, str]] = {
     "relaionet": (NamedFolders, "reLAIONet/reLAIONet-cleaned-v1/images",
                   "reLAIONet (HF layout) as <class name or wnid>/*"),
 }
-
-
-def print_manifest(name: str) -> int:
-    """``harness dataset NAME``: scan + validate (errors name the path), then print the manifest record as JSON."""
-    import json
-
-    from .datasets import get_dataset
-
-    dataset = get_dataset(name)
-    record = getattr(dataset, "manifest_record", None)
-    print(json.dumps(record() if record else {"dataset": name, "digest": dataset.digest, "size": dataset.size},
-                     indent=1))
-    return 0
 
 
 _CLASSES: dict[str, type[ImageFolderDataset]] = {}

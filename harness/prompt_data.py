@@ -24,10 +24,9 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from .datasets import Dataset, register_dataset
+from .datasets import Dataset, dataset_root, register_dataset
 from .errors import HarnessError, ProtocolError
 from .hashing import digest, sha256_file
-from .imagenet_data import dataset_root
 from .parallel import thread_map
 from .reference_preprocess import get_preprocess
 

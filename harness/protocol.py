@@ -20,6 +20,7 @@ from .datasets import Dataset, plan_dataset
 from .errors import HarnessError, ProtocolError
 from .knobs import check_knob_values
 from .protocol_schema import (
+    MAX_SAMPLES_PER_CELL,
     MODEL_KEYS,
     NATURAL,
     REQUIRED,
@@ -249,11 +250,12 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         models=tuple(_model_entry(src, i, m) for i, m in enumerate(models)),
         datasets=str_list(src, "datasets", get["datasets"]),
         steps=int_list(src, "steps", get["steps"]), cfg=cfg_list(src, "cfg", get["cfg"]),
-        sampler=get["sampler"], n=int_value(src, "n", get["n"], 1),
+        sampler=get["sampler"], n=int_value(src, "n", get["n"], 1, MAX_SAMPLES_PER_CELL),
         shard_size=int_value(src, "shard_size", get["shard_size"], 1),
         batch_size=int_value(src, "batch_size", get["batch_size"], 1),
         metrics=str_list(src, "metrics", get["metrics"], allow_empty=True),
-        reference_n=int_value(src, "reference_n", get["reference_n"], 2), source=src,
+        reference_n=int_value(src, "reference_n", get["reference_n"], 2, MAX_SAMPLES_PER_CELL),
+        source=src,
         bootstrap=int_value(src, "bootstrap", get["bootstrap"], 0),
         reference_stats=parse_reference_stats(src, get["reference_stats"]),
         image_size=parse_image_size(src, get["image_size"]))

@@ -20,11 +20,11 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "cfg": ("a non-empty list of numbers >= 0, 'natural' (the model's released value) or null (no guidance)",
             [None]),
     "sampler": ("a sampler name, e.g. 'euler'", "euler"),
-    "n": ("an integer >= 1 (samples per cell)", REQUIRED),
+    "n": ("an integer >= 1 and <= 10000000 (samples per cell)", REQUIRED),
     "shard_size": ("an integer >= 1 (samples per shard)", 64),
     "batch_size": ("an integer >= 1 (samples per generator call)", 16),
     "metrics": ("a list of metric names", []),
-    "reference_n": ("an integer >= 2 (reference images for corpus metrics)", 1000),
+    "reference_n": ("an integer >= 2 and <= 10000000 (reference images for corpus metrics)", 1000),
     "bootstrap": ("an integer >= 0 (bootstrap replicates per cell for metric CIs; 0 disables)", 200),
     "reference_stats": ("{file, format, n}: FID against an imported mu/sigma file (harness/reference_spec.py)",
                         None),
@@ -37,11 +37,16 @@ MODEL_KEYS = {"card", "steps", "cfg", "sampler", "knobs", "recipe", "unsupported
 UNSUPPORTED = ("refuse", "list")
 NATURAL = "natural"  # a cfg entry meaning "the guidance value this model was released with"
 CfgValue = float | None | str
+# Samples per cell (and reference images) above this are a typo, not a benchmark: FID-50K uses 50,000, and
+# sample file names (store.image_name) have seven digits. Whole sweeps have their own limits (harness/cost.py).
+MAX_SAMPLES_PER_CELL = 10_000_000
 
 
-def int_value(src: str, key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected an integer >= {minimum}")
+def int_value(src: str, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
+            (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected an integer {allowed}")
     return value
 
 

@@ -51,7 +51,7 @@ def prepare_run(plan: Plan, run_dir: Path, cache_dir: Path) -> dict[str, str]:
     for cell in plan.cells:
         require_pinned(cell.model)  # before anything is written or spent
     ensure_writable(run_dir)
-    ensure_writable(cache_dir)
+    ensure_writable(cache_dir, "cache directory", "--cache DIR (or $HARNESS_CACHE)")
     cell_dirs = {c.cell_id: str(write_cell(run_dir, c)) for c in plan.cells}
     write_run_record(run_dir, plan, cell_dirs)
     return cell_dirs

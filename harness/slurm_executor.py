@@ -154,8 +154,12 @@ class SlurmExecutor(Executor):
         self.run_dir = Path(run_dir)
         self.poll_s = poll_s
         self.sbatch_calls = 0
-        self._ex = submitit.SlurmExecutor(folder=self.run_dir / "slurm" / "%j",
-                                          max_num_timeout=profile.max_num_timeout)
+        try:
+            self._ex = submitit.SlurmExecutor(folder=self.run_dir / "slurm" / "%j",
+                                              max_num_timeout=profile.max_num_timeout)
+        except RuntimeError as e:  # submitit's "Could not detect srun": not a Slurm machine
+            raise HarnessError(f"--executor slurm (profile {profile.source}): {e}; run it on a Slurm login node, "
+                               "or use --executor local") from None
         try:
             self._ex.update_parameters(**profile.submitit_parameters())
         except ValueError as e:
@@ -175,9 +179,12 @@ class SlurmExecutor(Executor):
             batch = [tasks[i] for i in chunk]
             try:
                 chunk_jobs = self._ex.map_array(wrapper, [fn] * len(batch), batch)
-            except (subprocess.CalledProcessError, FileNotFoundError, OSError) as e:
+            except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as e:
+                # submitit reports a failing sbatch as FailedJobError(sbatch's stderr): keep its last line
+                said = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
                 raise HarnessError(f"sbatch failed for {stage} ({len(batch)} tasks, profile "
-                                   f"{self.profile.source}): {e}") from None
+                                   f"{self.profile.source}): {said[-1] if said else type(e).__name__}; "
+                                   "run the same command again to submit what is missing") from None
             self.sbatch_calls += 1
             append_jobs_log(self.run_dir, [
                 {"job_id": job.job_id, "array_job": job.job_id.split("_")[0], "task": index, "stage": stage,

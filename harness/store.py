@@ -49,15 +49,15 @@ def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
-def ensure_writable(directory: Path) -> None:
-    """Refuse a results directory we cannot write, before any compute is spent."""
+def ensure_writable(directory: Path, what: str = "results directory", flag: str = "--results DIR") -> None:
+    """Refuse a directory we cannot write (``what``, chosen with ``flag``), before any compute is spent."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-", delete=True)
         probe.close()
     except OSError as e:
-        raise HarnessError(f"{directory}: results directory is not writable ({e.strerror}); "
-                           f"choose another with --results DIR") from None
+        raise HarnessError(f"{directory}: {what} is not writable ({e.strerror}); "
+                           f"choose another with {flag}") from None
 
 
 def _png_chunk(tag: bytes, payload: bytes) -> bytes:

@@ -31,6 +31,7 @@ def test_plan_prints_gpu_hours_from_the_card_cost_block(tmp_path: Path, capsys) 
 
 
 def test_plan_without_cost_or_calibration_says_unknown_and_how_to_fix_it(tmp_path: Path, capsys) -> None:
-    assert main(["plan", str(_protocol(tmp_path, "fm-tiny")), "--calibrate", str(tmp_path / "no-runs")]) == 0
+    (tmp_path / "empty-run" / "cells").mkdir(parents=True)  # a run directory without completed shards
+    assert main(["plan", str(_protocol(tmp_path, "fm-tiny")), "--calibrate", str(tmp_path / "empty-run")]) == 0
     out = capsys.readouterr().out
     assert "4 cells of unknown cost (give their cards a `cost: {seconds_per_nfe: ...}` or run a shard first)" in out
