@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_checks import OneLineParser, os_error_line, positive_int, quiet_broken_pipe, read_json_file, run_dir
+from .cli_checks import (
+    OneLineParser,
+    check_device,
+    os_error_line,
+    positive_int,
+    quiet_broken_pipe,
+    read_json_file,
+    run_dir,
+)
 from .errors import HarnessError
 
 PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
@@ -174,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                            f"{args.executor})")
     if args.executor != "slurm" and (args.profile or args.wait):
         raise HarnessError("--profile and --wait apply to --executor slurm only")
+    check_device(args.device, local=args.executor != "slurm")
     plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
     plan.require_data()  # provisional cell ids (a dataset's files absent): refused before anything else
     require_for_metrics(plan.protocol.metrics)  # missing weights: refused before any compute
@@ -260,6 +269,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .report import rows_to_frame, write_parquet
     from .score import score_images
 
+    check_device(args.device)
     rows = score_images(args.images, [m.strip() for m in args.metrics.split(",") if m.strip()], args.reference,
                         args.cache or default_cache_dir(), args.reference_format, args.reference_n, args.bootstrap,
                         args.device)
@@ -268,97 +278,6 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"{r.metric:<12} {r.value:.6g}{ci}  n={r.n}  ({r.variant})")
     write_parquet(rows_to_frame(rows), args.out)
     print(f"wrote {args.out}")
-    return 0
-
-
-def _card_line(card) -> str:
-    """One card with the capabilities its family declares for it (what `plan` will accept)."""
-    from .adapters import get_adapter_class
-
-    caps = get_adapter_class(card.family).capabilities_for(card)
-    cfg = f" natural_cfg={caps.natural_cfg:g}" if caps.natural_cfg is not None else ""
-    knobs = f" knobs={','.join(caps.knobs)}" if caps.knobs else ""
-    recipes = f" recipes={','.join(card.recipes)}" if card.recipes else ""
-    return (f"{card.name:<22} family={card.family:<15} {caps.conditioning:<5} guidance={caps.guidance:<8}{cfg} "
-            f"steps={caps.min_steps}-{caps.max_steps} samplers={','.join(caps.samplers)} "
-            f"{'one-step' if caps.one_step else 'multi-step'} {caps.resolution}px{knobs}{recipes}")
-
-
-def _nfe_rule(adapter, caps) -> str:
-    """The family's declared NFE as a formula in steps, probed from ``expected_nfe`` (no weights loaded)."""
-    from .types import SamplerSettings
-
-    def formula(cfg: float | None) -> str:
-        def nfe(steps: int) -> int | None:
-            return adapter.expected_nfe(SamplerSettings(steps=steps, cfg=cfg, sampler=caps.samplers[0]))
-
-        # Probed at 1 and 2 steps whatever the card's range: the rule is the family's, not the card's.
-        first = nfe(1)
-        if first is None:
-            return "adaptive (counted while sampling)"
-        per_step = nfe(2) - first
-        offset = first - per_step
-        term = "steps" if per_step == 1 else f"{per_step}*steps"
-        return term + (f"{offset:+d}" if offset else "")
-
-    if caps.guidance == "none":
-        return formula(None)
-    low = min(caps.natural_cfg if caps.natural_cfg is not None else 1.0, 1.0)
-    rules = {cfg: formula(cfg) for cfg in (low, 7.0)}
-    if len(set(rules.values())) == 1:
-        return rules[low]
-    return "; ".join(f"{rule} at cfg={cfg:g}" for cfg, rule in rules.items())
-
-
-def _adapter_lines() -> list[str]:
-    """Per family: what it honours (from its first shipped card; steps and natural cfg vary per card)."""
-    from .adapters import discover
-    from .cards import available_cards, load_card
-
-    cards: dict[str, list] = {}
-    for name in available_cards():
-        card = load_card(name)
-        cards.setdefault(card.family, []).append(card)
-    lines = []
-    for family, cls in sorted(discover().items()):
-        head = f"{family:<16} ({cls.__module__})"
-        if family not in cards:
-            lines.append(f"{head}  no shipped card")
-            continue
-        card = cards[family][0]
-        caps = cls.capabilities_for(card)
-        samplers = dict.fromkeys(s for c in cards[family] for s in cls.capabilities_for(c).samplers)
-        try:
-            nfe = _nfe_rule(cls(card), caps)
-        except HarnessError as e:  # a family whose NFE needs more than the card (reported, not hidden)
-            nfe = f"unknown ({e})"
-        lines.append(f"{head}  {caps.conditioning}  guidance={caps.guidance}  "
-                     f"knobs={','.join(caps.knobs) or 'none'}  samplers={','.join(samplers)}  nfe/sample={nfe}  "
-                     f"cards={','.join(c.name for c in cards[family])}")
-        if caps.guidance_note:
-            lines.append(f"    {caps.guidance_note}")
-    return lines
-
-
-def cmd_ls(args: argparse.Namespace) -> int:
-    from .cards import available_cards, load_card
-    from .datasets import available_datasets
-    from .features import extractor_lines
-    from .metrics import metric_lines
-
-    sections = {
-        "adapters": _adapter_lines,
-        "cards": lambda: [_card_line(load_card(n)) for n in available_cards()],
-        "datasets": available_datasets,
-        "metrics": metric_lines,
-        "extractors": extractor_lines,
-        "protocols": lambda: [str(p) for p in sorted(PROTOCOLS_DIR.glob("*.yaml"))],
-    }
-    for name, listing in sections.items():
-        if args.what in ("all", name):
-            print(f"{name}:")
-            for line in listing():
-                print(f"  {line}")
     return 0
 
 
@@ -384,7 +303,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .weights import run_cli
 
         return run_cli(args.action, args.names)
-    return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "ls": cmd_ls, "score": cmd_score,
+    if args.command == "ls":
+        from .cli_ls import cmd_ls
+
+        return cmd_ls(args, PROTOCOLS_DIR)
+    return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "score": cmd_score,
             "dataset": cmd_dataset}[args.command](args)
 
 

@@ -8,11 +8,13 @@ from report_rows import make_run
 
 from harness.cli import main
 from harness.reports import load_runs, write_results_report
-from harness.reports.grid import MAX_ROWS, grid_cells, pages
-from harness.weights import ENTRIES, locate, packaged_names, status_lines
+from harness.reports.grid import MAX_ROWS, grid_cells
+from harness.weights import ENTRIES, locate, status_lines
 
 
 def test_every_weights_name_listed_as_found_is_accepted_by_verify_and_fetch(capsys):
+    from harness.weights import packaged_names
+
     assert "mnist-cnn" in packaged_names()
     listed = [line.split()[0] for line in status_lines() if not line.startswith(" ")]
     found = [name for name, line in zip(listed, (ln for ln in status_lines() if not ln.startswith(" ")), strict=True)
@@ -39,6 +41,8 @@ def _many_cells() -> dict[str, dict]:
 
 
 def test_the_image_grid_shows_every_model_on_pages_of_at_most_max_rows(tmp_path):
+    from harness.reports.grid import pages
+
     run = make_run(tmp_path / "run", _many_cells(), images=2)
     results = load_runs([run])
     written = write_results_report(results, run)

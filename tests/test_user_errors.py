@@ -78,8 +78,15 @@ CASES: dict[str, tuple[Case, tuple[str, ...]]] = {
     "n absurd": (lambda t, m: ["plan", SMOKE, "--set", "n=100000000"], ("'n'", "100000000", "<= 10000000")),
     "reference_n absurd": (lambda t, m: ["validate", SMOKE, "--set", "reference_n=100000000"],
                            ("'reference_n'", "100000000", "<= 10000000")),
-    "run above the sweep limit": (lambda t, m: _run(t, "--set", "n=1000000", "--set", "shard_size=1"),
-                                  ("4,000,000 shards", "500,000 shards", "--allow-large", "shard_size")),
+    # results under a file: a harness without the size check stops at the directory check, never generates
+    "run above the sweep limit": (
+        lambda t, m: ((t / "file").write_text("x"), ["run", SMOKE, "--set", "n=1000000", "--set", "shard_size=1",
+                                                     "--executor", "debug", "--results", str(t / "file" / "run")])[1],
+        ("4,000,000 shards", "500,000 shards", "--allow-large", "shard_size")),
+    "device not a device": (lambda t, m: _run(t, "--device", "banana"), ("--device 'banana'", "cpu, cuda or cuda:N")),
+    "device cuda without a GPU": (lambda t, m: (m.setattr("torch.cuda.is_available", lambda: False),
+                                                _run(t, "--device", "cuda"))[1],
+                                  ("--device cuda", "no CUDA GPU is visible", "--device cpu")),
     "unknown verb": (lambda t, m: ["plot", SMOKE], ("harness", "invalid choice: 'plot'")),
     "unknown dataset": (lambda t, m: ["dataset", "mnits"], ("unknown dataset 'mnits'", "did you mean 'mnist'")),
     "results directory read-only": (
