@@ -34,6 +34,8 @@ from PIL import Image, UnidentifiedImageError
 from .errors import HarnessError
 
 ALPHA_BACKGROUND = 255  # white: see the module docstring
+SUPPORTED_MODES = ("RGB", "L", "1", "RGBX", "RGBA", "LA", "PA", "P", "I;16", "I;16L", "I;16B", "I;16N", "I", "F",
+                   "CMYK", "YCbCr")
 _INT32_MAX = 2**31 - 1
 
 
@@ -122,10 +124,26 @@ def _convert(image: Image.Image, where: str) -> tuple[np.ndarray, str]:
                          f"save it as RGB, L, P, RGBA, LA, 1, I;16, I, F, CMYK or YCbCr")
 
 
-def to_rgb(image: Image.Image, where: str) -> tuple[np.ndarray, str]:
-    """uint8 (H, W, 3) and the label of the conversion; ``where`` names the image in error messages."""
+def _check_header(image: Image.Image, where: str) -> None:
     if getattr(image, "n_frames", 1) > 1:
         raise ImageModeError(f"{where}: {image.n_frames} frames (animated or multi-page); give single images")
+    if image.mode not in SUPPORTED_MODES:
+        _convert(image, where)  # raises, naming the mode
+
+
+def check_file(path: Path | str) -> None:
+    """Refuse an unreadable file or an unsupported mode from its header alone (no pixels decoded): lets
+    ``harness score`` reject a folder before any compute. Value ranges (I, F) are checked when decoded."""
+    try:
+        with Image.open(path) as image:
+            _check_header(image, str(path))
+    except (OSError, UnidentifiedImageError) as err:
+        raise HarnessError(f"{path}: unreadable image ({err})") from err
+
+
+def to_rgb(image: Image.Image, where: str) -> tuple[np.ndarray, str]:
+    """uint8 (H, W, 3) and the label of the conversion; ``where`` names the image in error messages."""
+    _check_header(image, where)
     try:
         array, label = _convert(image, where)
     except (OSError, ValueError) as err:

@@ -4,11 +4,10 @@ decoded, checked against an expected array computed here from the raw values wit
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from image_files import png16
 from PIL import Image
 
 from harness.errors import HarnessError
@@ -30,20 +29,6 @@ def _grey3(values: np.ndarray) -> np.ndarray:
 def _over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a = alpha.astype(np.float64)[..., None] / 255.0
     return _nearest(rgb * a + 255.0 * (1.0 - a))
-
-
-def _chunk(tag: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
-
-
-def png16(values: np.ndarray, colour_type: int) -> bytes:
-    """A 16-bit PNG written byte by byte (grey 0, RGB 2, grey+alpha 4, RGBA 6): an independent encoder."""
-    h, w = values.shape[:2]
-    raw = values.astype(">u2").reshape(h, -1).view(np.uint8)
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), raw], axis=1)
-    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes()))
-            + _chunk(b"IEND", b""))
 
 
 def _case_grey16():
@@ -218,19 +203,3 @@ def test_multi_frame_and_unreadable_files_are_refused(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(HarnessError, match=r"bad.png: unreadable image"):
         decode_file(bad)
-
-
-def test_reference_folders_use_the_same_decoder(tmp_path):
-    """ImageNet-layout reference folders decode a 16-bit PNG to the 8-bit image it widens, not to white."""
-    from harness.imagenet_data import open_image_folder
-
-    digits = RNG.integers(0, 256, (2, 32, 32)).astype(np.int64)
-    root = tmp_path / "v2"
-    (root / "0").mkdir(parents=True)
-    wide = np.minimum(digits[0] * 257 + 100, 65535)  # +100 < 128.5: rounds back down to the 8-bit level
-    (root / "0" / "a16.png").write_bytes(png16(wide, 0))
-    Image.fromarray(digits[1].astype(np.uint8)).save(root / "0" / "b8.png")
-    dataset = open_image_folder("imagenetv2-mf", root)
-    expected = np.stack([dataset.preprocess.apply(Image.fromarray(_grey3(g))) for g in digits])
-    got = next(dataset.reference_images(2, batch_size=2))
-    np.testing.assert_array_equal(got, expected)
