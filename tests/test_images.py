@@ -203,3 +203,12 @@ def test_multi_frame_and_unreadable_files_are_refused(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(HarnessError, match=r"bad.png: unreadable image"):
         decode_file(bad)
+
+
+@pytest.mark.parametrize(("mode", "layout"), [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2"), ("I;16N", "=u2")])
+def test_sixteen_bit_byte_orders(mode, layout):
+    values = RNG.integers(0, 65536, (H, W))
+    image = Image.frombytes(mode, (W, H), values.astype(layout).tobytes())
+    array, label = to_rgb(image, "in memory")
+    assert label == f"{mode}→RGB (÷257)"
+    np.testing.assert_array_equal(array, _grey3(_nearest(values / 257.0)))
