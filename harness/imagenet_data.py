@@ -30,6 +30,7 @@ from .datasets import Dataset, dataset_root, register_dataset
 from .errors import HarnessError, ProtocolError
 from .hashing import digest
 from .hf_parquet import parquet_shards, read_rows, scan_parquet
+from .images import to_rgb_image
 from .labels import LabelTable, imagenet_labels
 from .parallel import thread_map
 from .reference_preprocess import ReferencePreprocess, get_preprocess
@@ -163,7 +164,7 @@ class ImageFolderDataset(Dataset):
             path = self.root / self.manifest.files[index]
             try:
                 with Image.open(path) as image:
-                    return self.preprocess.apply(image)
+                    return self.preprocess.apply(to_rgb_image(image, f"dataset {self.id!r}: {path}")[0])
             except (OSError, ValueError) as err:
                 raise HarnessError(f"dataset {self.id!r}: {path}: cannot decode image: {err}") from err
 
@@ -198,8 +199,13 @@ class SynsetFolders(ImageFolderDataset):
         if not addresses or "#" not in addresses[0]:
             return super().load_images(indices)
         images = read_rows(self.root, addresses)
+
+        def load(item: tuple[str, Image.Image]) -> np.ndarray:
+            where = f"dataset {self.id!r}: {self.root / item[0]}"
+            return self.preprocess.apply(to_rgb_image(item[1], where)[0])
+
         try:
-            return thread_map(self.preprocess.apply, images)  # each decodes lazily, in its own thread
+            return thread_map(load, list(zip(addresses, images, strict=True)))  # each decodes in its own thread
         finally:
             for image in images:
                 image.close()

@@ -30,6 +30,7 @@ from .metrics import get_metric
 from .metrics.base import Metric, MetricResult, ShardFeatures
 from .metrics.bootstrap import bootstrap_indices, percentile_ci
 from .metrics.fid import StreamingStats
+from .progress import progress_bar
 from .store import atomic_write_bytes, atomic_write_json, manifest_path, read_cell, read_manifest, verified_images
 from .types import Cell, MetricRow, ShardManifest
 
@@ -182,8 +183,12 @@ def reference_stats(cache: Path, dataset_id: str, extractor_name: str, output: s
     path = reference_path(cache, dataset_id, extractor_name, output, n)
     if path.exists():
         return ReferenceStats.load(path)
-    tasks = reference_chunks(dataset_id, extractor_name, output, n, device)
-    return save_reference(path, dataset_id, extractor_name, output, n, [reference_chunk(t) for t in tasks])
+    chunks = []
+    with progress_bar(n, f"reference stats {dataset_id} n={n} ({extractor_name}/{output})") as bar:
+        for task in reference_chunks(dataset_id, extractor_name, output, n, device):
+            chunks.append(reference_chunk(task))
+            bar.update(task.stop - task.start)
+    return save_reference(path, dataset_id, extractor_name, output, n, chunks)
 
 
 def reference_features_path(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int) -> Path:
@@ -202,8 +207,12 @@ def reference_features(cache: Path, dataset_id: str, extractor_name: str, output
     if path.exists():
         return ReferenceFeatures.load(path)
     ext = loaded_extractor(extractor_name, device)
-    rows = np.concatenate([ext.extract(batch)[output].reshape(len(batch), -1)
-                           for batch in dataset.reference_images(n, batch_size=REFERENCE_CHUNK)])
+    parts = []
+    with progress_bar(n, f"reference features {dataset_id} n={n} ({extractor_name}/{output})") as bar:
+        for batch in dataset.reference_images(n, batch_size=REFERENCE_CHUNK):
+            parts.append(ext.extract(batch)[output].reshape(len(batch), -1))
+            bar.update(len(batch))
+    rows = np.concatenate(parts)
     if len(rows) != n or not np.isfinite(rows).all():
         raise ShardError(f"dataset {dataset_id!r}: {len(rows)} reference feature rows (expected {n}) "
                          f"or non-finite values; not saved")

@@ -27,6 +27,7 @@ from PIL import Image
 from .datasets import Dataset, dataset_root, register_dataset
 from .errors import HarnessError, ProtocolError
 from .hashing import digest, sha256_file
+from .images import to_rgb_image
 from .parallel import thread_map
 from .reference_preprocess import get_preprocess
 
@@ -157,7 +158,7 @@ class Coco2014Captions(PromptDataset):
             if not path.is_file():
                 raise HarnessError(f"dataset {self.id!r}: {path}: image listed in {self.path} is missing")
             with Image.open(path) as image:
-                return preprocess.apply(image)
+                return preprocess.apply(to_rgb_image(image, f"dataset {self.id!r}: {path}")[0])
 
         for first in range(start, n, batch_size):
             yield np.stack(thread_map(load, [name for _, name in self._selection[first:min(first + batch_size, n)]]))

@@ -4,38 +4,58 @@ The torch-fidelity / clean-fid use case, on the same engine as ``harness run``: 
 and every extractor the chosen metrics need sees each batch; the reference is a folder or image .npz
 (extracted the same way, once: cached under its content digest), a dataset id (cached reference statistics /
 features), our statistics file, or a foreign mu/sigma .npz imported with ``--reference-format``. Rows are the
-usual tidy schema.
+usual tidy schema plus ``details`` (how the images were decoded, small-sample warnings).
+
+Every check a user's input can fail runs before any image is decoded or any reference is computed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-import warnings
+import sys
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from . import __version__
 from .errors import HarnessError
 from .features import get_extractor
 from .features.reference import ReferenceFeatures, ReferenceStats
 from .hashing import digest
+from .images import check_file, decode_file
 from .metrics import get_metric
-from .metrics.base import Metric, ShardFeatures
+from .metrics.base import Metric, MetricResult, ShardFeatures
 from .metrics.bootstrap import bootstrap_indices, percentile_ci
-from .parallel import prefetched_map
+from .parallel import prefetched_map, thread_map
 from .pipeline import loaded_extractor, metric_reference
+from .progress import progress_bar
 from .types import MetricRow
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 LOSSY = {".jpg", ".jpeg", ".webp"}
 BATCH = 64
+NPZ_DECODED = "uint8 RGB array (.npz arr_0)"
+DEFAULT_DATASET_N = 10_000
+
+
+def warn(message: str) -> None:
+    """One line on stderr, ``warning: ...`` (not a Python UserWarning with its source line)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ScoreRow(MetricRow):
+    """A tidy row plus what ``harness score`` knows about it: decoded modes, warnings (JSON in the parquet)."""
+
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class ImageSource:
@@ -44,14 +64,15 @@ class ImageSource:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.decoded: Counter[str] = Counter()
         if self.path.is_dir():
             self.files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self.files:
                 raise HarnessError(f"{self.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
             lossy = sum(p.suffix.lower() in LOSSY for p in self.files)
             if lossy:
-                warnings.warn(f"{self.path}: {lossy} of {len(self.files)} images are lossy-compressed; "
-                              f"metrics of re-encoded images differ from those of the originals", stacklevel=2)
+                warn(f"{self.path}: {lossy} of {len(self.files)} images are lossy-compressed; "
+                     f"metrics of re-encoded images differ from those of the originals")
             self.array = None
         elif self.path.suffix == ".npz":
             with np.load(self.path, allow_pickle=False) as data:
@@ -79,21 +100,22 @@ class ImageSource:
             h.update(np.ascontiguousarray(self.array).tobytes())
         return h.hexdigest()[:24]
 
-    def _decode(self, path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as img:
-                return np.asarray(img.convert("RGB"), dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as err:
-            raise HarnessError(f"{path}: unreadable image ({err})") from err
+    def check_files(self) -> None:
+        """Unreadable files and unsupported modes, refused from their headers before any compute."""
+        thread_map(check_file, self.files)
 
     def batches(self) -> Iterator[np.ndarray]:
-        """uint8 (B, H, W, 3) batches in order; a batch never mixes image sizes."""
+        """uint8 (B, H, W, 3) batches in order; a batch never mixes image sizes. ``decoded`` counts the
+        conversion of each image (harness/images.py) over this pass."""
+        self.decoded = Counter()
         if self.array is not None:
             for start in range(0, len(self.array), BATCH):
+                self.decoded[NPZ_DECODED] += len(self.array[start:start + BATCH])
                 yield self.array[start:start + BATCH]
             return
         pending: list[np.ndarray] = []
-        for image in prefetched_map(self._decode, self.files, ahead=BATCH):  # decoding overlaps extraction
+        for image, how in prefetched_map(decode_file, self.files, ahead=BATCH):  # decoding overlaps extraction
+            self.decoded[how] += 1
             if pending and (image.shape != pending[0].shape or len(pending) == BATCH):
                 yield np.stack(pending)
                 pending = []
@@ -105,10 +127,12 @@ def extract_all(source: ImageSource, extractors: list[str], device: str) -> dict
     """One decoding pass feeding every extractor: {extractor: {output: (N, ...) rows}}."""
     loaded = {name: loaded_extractor(name, device) for name in extractors}
     parts: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in extractors}
-    for batch in source.batches():
-        for name, ext in loaded.items():
-            for output, rows in ext.extract(batch).items():
-                parts[name].setdefault(output, []).append(rows.reshape(len(batch), -1))
+    with progress_bar(len(source), f"decode + {', '.join(extractors)}: {source.path.name}") as bar:
+        for batch in source.batches():
+            for name, ext in loaded.items():
+                for output, rows in ext.extract(batch).items():
+                    parts[name].setdefault(output, []).append(rows.reshape(len(batch), -1))
+            bar.update(len(batch))
     out = {name: {o: np.concatenate(r) for o, r in outs.items()} for name, outs in parts.items()}
     for name, outs in out.items():
         for output, rows in outs.items():
@@ -145,7 +169,7 @@ def _cached_folder_references(needing: list[Metric], source: ImageSource, cache:
             try:
                 found[m.name] = (ReferenceFeatures if m.reference_kind == "features" else ReferenceStats).load(cached)
             except HarnessError as err:
-                warnings.warn(f"{err}; recomputing it", stacklevel=2)
+                warn(f"{err}; recomputing it")
     missing = [m for m in needing if m.name not in found]
     if missing:
         feats = extract_all(source, sorted({m.extractor for m in missing}), device)
@@ -155,9 +179,31 @@ def _cached_folder_references(needing: list[Metric], source: ImageSource, cache:
     return found
 
 
+def _whole(reference_n: int | None, has: int, what: str) -> None:
+    """A reference used whole: --reference-n may only restate its size (a subset would be a new reference)."""
+    if reference_n is not None and reference_n != has:
+        raise HarnessError(f"--reference-n {reference_n}: {what} is used whole ({has} images); leave --reference-n "
+                           f"out, or give a dataset id to choose N")
+
+
+def _dataset_n(dataset_id: str, reference_n: int | None) -> int:
+    """How many reference images of a dataset, checked against what it has before anything is computed."""
+    from .datasets import get_dataset
+
+    available = get_dataset(dataset_id).size
+    n = min(available, DEFAULT_DATASET_N) if reference_n is None else reference_n
+    if n > available:
+        raise HarnessError(f"--reference-n {n}: dataset {dataset_id!r} has {available} reference images; "
+                           f"ask for at most {available}")
+    if n < 2:
+        raise HarnessError(f"--reference-n {n}: reference statistics need at least 2 images")
+    return n
+
+
 def resolve_references(metrics: list[Metric], reference: str | None, reference_format: str | None,
                        reference_n: int | None, cache: Path, device: str) -> tuple[dict[str, object], str]:
-    """{metric name: reference object} and a label for the rows' ``dataset`` column."""
+    """{metric name: reference object} and a label for the rows' ``dataset`` column. Each kind of reference
+    is validated (including --reference-n) before it is read or computed."""
     needing = [m for m in metrics if m.needs_reference]
     if not needing:
         return {}, reference or ""
@@ -171,6 +217,7 @@ def resolve_references(metrics: list[Metric], reference: str | None, reference_f
         if {"mu", "sigma"} <= keys:  # statistics (ADM files also carry their images as arr_0: not used)
             if "format_version" in keys:
                 stats = ReferenceStats.load(path)
+                _whole(reference_n, stats.n, f"the statistics file {path}")
             elif reference_format:
                 from .features.reference_import import import_reference
 
@@ -186,42 +233,87 @@ def resolve_references(metrics: list[Metric], reference: str | None, reference_f
                                    f"reference feature rows); give a folder, image .npz or dataset instead")
             return {m.name: stats for m in needing}, path.name
     if path.exists():
-        return _cached_folder_references(needing, ImageSource(path), cache, device), path.name
-    from .datasets import available_datasets, get_dataset
+        source = ImageSource(path)
+        _whole(reference_n, len(source), f"the reference {path}")
+        source.check_files()
+        return _cached_folder_references(needing, source, cache, device), path.name
+    from .datasets import available_datasets
 
     if reference not in available_datasets():
         raise HarnessError(f"--reference {reference!r}: not a file, folder or dataset id "
                            f"(datasets: {', '.join(available_datasets())})")
-    n = reference_n or min(get_dataset(reference).size, 10_000)
+    n = _dataset_n(reference, reference_n)
     return {m.name: metric_reference(m, cache, reference, n, device) for m in needing}, reference
+
+
+def _check_request(metrics: list[Metric], source: ImageSource, reference_n: int | None, bootstrap: int) -> None:
+    """The flags and the image count, refused by name before anything is decoded or computed."""
+    if bootstrap < 0:
+        raise HarnessError(f"--bootstrap {bootstrap}: must be 0 (no bootstrap CIs) or a positive number of "
+                           f"replicates, e.g. 200")
+    if reference_n is not None and reference_n < 1:
+        raise HarnessError(f"--reference-n {reference_n}: must be a positive number of reference images (leave it "
+                           f"out for all of a folder or file, or the first {DEFAULT_DATASET_N:,} of a dataset)")
+    source.check_files()
+    if len(source) < 2:
+        raise HarnessError(f"{source.path}: {len(source)} image; {', '.join(m.name for m in metrics)} need at "
+                           f"least 2")
+
+
+def _computed(metric: Metric, rows: np.ndarray, reference: Any,
+              indices: np.ndarray | None) -> tuple[MetricResult, float | None, float | None]:
+    """The metric's result and CI; an error raised deeper down is reported under the user's metric name."""
+    labels = (None,) * len(rows)
+    try:
+        result = metric.compute([ShardFeatures(rows, labels)], reference)
+        low, high = result.ci_low, result.ci_high
+        if indices is not None:
+            low, high = percentile_ci(metric.replicates(rows, labels, reference, indices))
+    except HarnessError as err:
+        if str(err).startswith(f"{metric.name}:"):
+            raise
+        raise HarnessError(f"{metric.name}: {err}") from err
+    return result, low, high
 
 
 def score_images(images: Path, metric_names: list[str], reference: str | None, cache: Path,
                  reference_format: str | None = None, reference_n: int | None = None, bootstrap: int = 0,
-                 device: str = "cpu") -> list[MetricRow]:
+                 device: str = "cpu") -> list[ScoreRow]:
     metrics = [get_metric(name) for name in metric_names]  # unknown names fail here, before any compute
     if not metrics:
         raise HarnessError("--metrics: give at least one metric")
     source = ImageSource(images)
+    _check_request(metrics, source, reference_n, bootstrap)
     references, reference_label = resolve_references(metrics, reference, reference_format, reference_n, cache,
                                                      device)
     feats = extract_all(source, sorted({m.extractor for m in metrics}), device)
+    decoded = dict(sorted(source.decoded.items()))
     cell_id = digest({"score": source.digest})
     n = len(source)
     indices = bootstrap_indices(cell_id, n, bootstrap) if bootstrap else None
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     rows = []
     for metric in metrics:
-        rows_of = feats[metric.extractor][metric.output]
         ref = references.get(metric.name)
-        result = metric.compute([ShardFeatures(rows_of, (None,) * n)], ref)
-        low, high = result.ci_low, result.ci_high
-        if indices is not None:
-            low, high = percentile_ci(metric.replicates(rows_of, (None,) * n, ref, indices))
-        rows.append(MetricRow(
+        result, low, high = _computed(metric, feats[metric.extractor][metric.output], ref, indices)
+        details: dict[str, Any] = {"decoded": decoded}
+        if result.details.get("warning"):  # the metric's own small-sample rule (FID-type: n < feature dim)
+            details["warning"] = result.details["warning"]
+            warn(f"{metric.name}: {details['warning']}")
+        rows.append(ScoreRow(
             run="score", cell_id=cell_id, model=str(images), family="", steps=0, cfg=None, guidance="",
             dataset=reference_label, n=n, seed_policy="", metric=metric.name, variant=metric.variant,
             value=float(result.value), ci_low=low, ci_high=high, higher_is_better=metric.higher_is_better,
             nfe_mean=math.nan, sec_per_image=math.nan, extractor_id=get_extractor(metric.extractor).spec.key,
-            reference_id=getattr(ref, "reference_id", ""), harness_version=__version__, created_at=created_at))
+            reference_id=getattr(ref, "reference_id", ""), harness_version=__version__, created_at=created_at,
+            details=details))
     return rows
+
+
+def score_frame(rows: list[ScoreRow]):
+    """The tidy frame of ``harness score`` with a ``details`` column (JSON per row)."""
+    from .report import rows_to_frame
+
+    frame = rows_to_frame(rows)
+    frame["details"] = [json.dumps(r.details, sort_keys=True, ensure_ascii=False) for r in rows]
+    return frame

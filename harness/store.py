@@ -10,7 +10,6 @@ Layout (every name is a content hash or a sample index, never a rank or a timest
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
@@ -20,10 +19,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .errors import HarnessError, ShardError
 from .hashing import sha256_bytes
+from .images import decode_bytes
 from .parallel import thread_map
 from .types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
 
@@ -172,7 +171,6 @@ def verified_images(directory: Path, manifest: ShardManifest) -> np.ndarray:
         if sha256_bytes(data) != rec.sha256:
             raise ShardError(f"{path}: sha256 does not match its manifest (corrupt or edited); run "
                              f"`harness run` again to regenerate it")
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return decode_bytes(data, str(path))[0]  # the one decoder (harness/images.py)
 
     return np.stack(thread_map(verified, manifest.samples))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_files import png16
 from PIL import Image
 
 from harness.datasets import get_dataset
@@ -184,3 +185,18 @@ def test_cli_dataset_manifest(tmp_path, monkeypatch, capsys):
     assert main(["dataset", "imagenetv2-mf"]) == 2
     assert "val/n01440764: ImageNetV2 class folders are named by label id 0..999" in capsys.readouterr().err
     assert main(["dataset", "mnist-5k"]) == 0
+
+
+def test_reference_folders_use_the_same_decoder(tmp_path):
+    """ImageNet-layout reference folders decode a 16-bit PNG to the 8-bit image it widens, not to white."""
+    digits = np.random.default_rng(14).integers(0, 256, (2, 32, 32)).astype(np.int64)
+    root = tmp_path / "v2"
+    (root / "0").mkdir(parents=True)
+    wide = np.minimum(digits[0] * 257 + 100, 65535)  # +100 < 128.5: rounds back down to the 8-bit level
+    (root / "0" / "a16.png").write_bytes(png16(wide, 0))
+    Image.fromarray(digits[1].astype(np.uint8)).save(root / "0" / "b8.png")
+    dataset = open_image_folder("imagenetv2-mf", root)
+    rgb = np.repeat(digits.astype(np.uint8)[..., None], 3, axis=-1)
+    expected = np.stack([dataset.preprocess.apply(Image.fromarray(image)) for image in rgb])
+    got = next(dataset.reference_images(2, batch_size=2))
+    np.testing.assert_array_equal(got, expected)

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..datasets import Dataset
 from ..errors import HarnessError, ProtocolError
 from ..hashing import canonical_json, digest
 from ..metrics.fid import StreamingStats
+from ..progress import progress_bar
 from .base import Extractor, ExtractorSpec
 
 FORMAT_VERSION = 1
@@ -111,7 +111,7 @@ def compute_reference_stats(dataset: Dataset, n: int, extractor: Extractor, outp
     spec = extractor.spec
     stats = StreamingStats()
     desc = f"reference stats {dataset.id} n={n} ({extractor.name}/{output})"
-    with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
+    with progress_bar(n, desc, shown=progress) as bar:
         for batch in dataset.reference_images(n):
             stats.update(extractor.extract(batch)[output].reshape(len(batch), -1))
             bar.update(len(batch))

@@ -116,7 +116,7 @@ class FID(Metric):
             stats.update(shard.features)
             rows = rows + [np.asarray(shard.features)] if rows is not None and stats.n < dim else None
         if stats.n < 2:
-            raise HarnessError(f"fid: needs at least 2 samples, got {stats.n}")
+            raise HarnessError(f"{self.name}: needs at least 2 samples, got {stats.n}")
         if rows is not None:
             value, details = frechet_distance_gram(np.concatenate(rows), reference.mu, reference.sigma)
         else:
