@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..errors import HarnessError
+from ..images import decode_file
 from ..store import image_name
 from .board import Board
 from .plots import pyplot, save_figure, stem_in
@@ -69,8 +71,7 @@ def mosaic(tiles: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
 
 
 def _load(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return decode_file(path)[0]  # the one decoder every path uses (harness/images.py)
 
 
 def _load_rows(cells: pd.DataFrame, cell_dir_of: dict[str, Path], indices: list
@@ -83,7 +84,7 @@ def _load_rows(cells: pd.DataFrame, cell_dir_of: dict[str, Path], indices: list
             rows[cell.cell_id] = []
             for path in paths:
                 rows[cell.cell_id].append(_load(path))
-        except (OSError, ValueError) as e:  # truncated or corrupt PNG (PIL raises OSError / UnidentifiedImageError)
+        except HarnessError as e:  # truncated or corrupt PNG, or a mode the decoder refuses
             del rows[cell.cell_id]
             left_out.append(f"{_label(cell)}: unreadable image {path} ({str(e).splitlines()[0]})")
             print(f"warning: {path}: unreadable PNG ({str(e).splitlines()[0]}); cell {cell.cell_id} left out of "
