@@ -28,7 +28,7 @@ from .features.reference import ReferenceFeatures, ReferenceStats
 from .hashing import digest
 from .metrics import get_metric
 from .metrics.base import Metric, ShardFeatures
-from .metrics.bootstrap import bootstrap_indices, percentile_ci
+from .metrics.bootstrap import bootstrap_indices, bootstrap_interval
 from .parallel import prefetched_map
 from .pipeline import loaded_extractor, metric_reference
 from .types import MetricRow
@@ -217,7 +217,8 @@ def score_images(images: Path, metric_names: list[str], reference: str | None, c
         result = metric.compute([ShardFeatures(rows_of, (None,) * n)], ref)
         low, high = result.ci_low, result.ci_high
         if indices is not None:
-            low, high = percentile_ci(metric.replicates(rows_of, (None,) * n, ref, indices))
+            low, high, _ = bootstrap_interval(metric.name, result.value, (low, high),
+                                              metric.replicates(rows_of, (None,) * n, ref, indices))
         rows.append(MetricRow(
             run="score", cell_id=cell_id, model=str(images), family="", steps=0, cfg=None, guidance="",
             dataset=reference_label, n=n, seed_policy="", metric=metric.name, variant=metric.variant,
