@@ -255,12 +255,19 @@ def mmhm_replicates(scores: MMHMTable, run_dir_of: dict[str, Path], eps: float =
     return out
 
 
+def mmhm_interval(value: float, draws: np.ndarray, k: int, what: str = "MMHM", eps: float = EPS) -> tuple[float, float]:
+    """``shifted_interval`` of MMHM draws, cut to the values MMHM can take with u in [0, 1]:
+    [k / Σ 1/ε, 1 / (1/(1 + ε))] = [ε, 1 + ε] (the shift can carry a bound past them; the value stays inside)."""
+    low, high = shifted_interval(value, draws, what)
+    return max(low, float(harmonic(np.zeros(k), eps))), min(high, float(harmonic(np.ones(k), eps)))
+
+
 def add_mmhm_ci(scores: MMHMTable, run_dir_of: dict[str, Path]) -> MMHMTable:
     """Adds mmhm_ci_low / mmhm_ci_high: the MMHM draws' 2.5/97.5 percentiles moved so their median sits on
     the cell's MMHM (``shifted_interval``, so the interval contains it); NaN where a cell has no replicates."""
     reps = mmhm_replicates(scores, run_dir_of)
     table = scores.table.copy()
-    cis = {c: shifted_interval(table.at[c, "mmhm"], r, f"MMHM of cell {c}") for c, r in reps.items()}
+    cis = {c: mmhm_interval(table.at[c, "mmhm"], r, len(scores.metrics), f"MMHM of cell {c}") for c, r in reps.items()}
     table["mmhm_ci_low"] = [cis.get(c, (np.nan, np.nan))[0] for c in table.index]
     table["mmhm_ci_high"] = [cis.get(c, (np.nan, np.nan))[1] for c in table.index]
     return MMHMTable(table, scores.bounds, scores.metrics, scores.dropped, scores.values)
