@@ -230,10 +230,12 @@ def main() -> None:
             kid = kid_target(sets_by_n)
             for info in info_by_n.values():
                 info["targets"]["kid"] = kid
-        for n, sets in sets_by_n.items():
-            table += coverage_rows(name, n, sets, info_by_n[n]["targets"], args.B)
-    print()
-    print(pd.DataFrame(table).to_markdown(index=False))
+        rows = [row for n, sets in sets_by_n.items()
+                for row in coverage_rows(name, n, sets, info_by_n[n]["targets"], args.B)]
+        print(pd.DataFrame(rows).to_markdown(index=False), flush=True)  # each world as soon as it is done
+        table += rows
+    if len(table) > len(rows):
+        print("\n" + pd.DataFrame(table).to_markdown(index=False))
 
 
 if __name__ == "__main__":
