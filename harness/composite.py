@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import HarnessError
-from .metrics.bootstrap import centred_replicates, percentile_ci, shifted_interval  # noqa: F401 - re-exported
+from .metrics.bootstrap import centred_replicates, shifted_interval  # noqa: F401 - re-exported for compare
 from .store import atomic_write_json
 
 PAPER_METRICS = ("fid", "is", "clip_score", "pickscore")
