@@ -1,4 +1,4 @@
-"""MMHM (MinMax Harmonic Mean), setting selection and bootstrap CIs — exactly as docs/METRICS.md.
+"""MMHM (MinMax Harmonic Mean), setting selection and bootstrap CIs — exactly as docs/metrics.md.
 
 MMHM over a declared row set R (one dataset's rows by default) and metrics M:
   lo_m = min over R, hi_m = max over R (or frozen bounds);
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import HarnessError
-from .metrics.bootstrap import percentile_ci
+from .metrics.bootstrap import centred_replicates, shifted_interval  # noqa: F401 - re-exported for compare
 from .store import atomic_write_json
 
 PAPER_METRICS = ("fid", "is", "clip_score", "pickscore")
@@ -143,6 +143,7 @@ class MMHMTable:
     bounds: Bounds
     metrics: tuple[str, ...]
     dropped: tuple[str, ...] = field(default=())  # cells lacking one of the metrics
+    values: pd.DataFrame | None = None  # index cell_id, a column per metric: the values MMHM was computed from
 
 
 def mmhm(frame: pd.DataFrame, metrics: Sequence[str] | None = None, bounds: Bounds | None = None,
@@ -178,7 +179,7 @@ def mmhm(frame: pd.DataFrame, metrics: Sequence[str] | None = None, bounds: Boun
         u = raw.clip(0.0, 1.0)
     table = u.add_prefix("u_")
     table["mmhm"] = harmonic(u, eps)
-    return MMHMTable(table, bounds, metrics, dropped)
+    return MMHMTable(table, bounds, metrics, dropped, values)
 
 
 def select(frame: pd.DataFrame, scores: MMHMTable) -> pd.DataFrame:
@@ -223,11 +224,22 @@ def load_replicates(run_dir: Path, cell_id: str, metric: str) -> np.ndarray | No
     return arr.astype(np.float64, copy=False)
 
 
-def mmhm_replicates(scores: MMHMTable, run_dir_of: dict[str, Path], eps: float = EPS) -> dict[str, np.ndarray]:
-    """MMHM replicate b of each cell = MMHM of its metrics' replicate b under the fixed point bounds.
+def cell_mmhm_replicates(values: dict[str, float], reps: dict[str, np.ndarray], bounds: Bounds,
+                         metrics: Sequence[str], eps: float = EPS) -> np.ndarray:
+    """MMHM draws of one cell: replicate b of every metric, each first centred on its own value
+    (``centred_replicates``: the resampling bias of FID-type metrics removed), under the fixed point bounds.
 
-    Replicates fall outside [lo, hi] by construction, so their u is clipped to [0, 1] (no warning).
+    Draws fall outside [lo, hi] by construction, so their u is clipped to [0, 1] (no warning)."""
+    centred = {m: centred_replicates(values[m], reps[m]) for m in metrics}
+    return harmonic(utilities(pd.DataFrame(centred), bounds, clip=True)[list(metrics)], eps)
+
+
+def mmhm_replicates(scores: MMHMTable, run_dir_of: dict[str, Path], eps: float = EPS) -> dict[str, np.ndarray]:
+    """MMHM draws of each cell (:func:`cell_mmhm_replicates`) from its metrics' saved replicates.
+
     Cells lacking replicates of any MMHM metric are left out; unequal B within a cell is an error."""
+    if scores.values is None:
+        raise HarnessError("mmhm_replicates: the MMHM table carries no metric values (build it with mmhm())")
     out = {}
     for cell_id in scores.table.index:
         reps = {m: load_replicates(run_dir_of[cell_id], cell_id, m) for m in scores.metrics}
@@ -237,19 +249,28 @@ def mmhm_replicates(scores: MMHMTable, run_dir_of: dict[str, Path], eps: float =
         if len(set(sizes.values())) != 1:
             raise HarnessError(f"{Path(run_dir_of[cell_id]) / 'bootstrap' / cell_id}: replicate counts differ "
                                f"between metrics {sizes}; replicate b must share one resample across metrics")
-        u = utilities(pd.DataFrame(reps), scores.bounds, clip=True)
-        out[cell_id] = harmonic(u[list(scores.metrics)], eps)
+        values = scores.values.loc[cell_id]
+        out[cell_id] = cell_mmhm_replicates({m: float(values[m]) for m in scores.metrics}, reps, scores.bounds,
+                                            scores.metrics, eps)
     return out
 
 
+def mmhm_interval(value: float, draws: np.ndarray, k: int, what: str = "MMHM", eps: float = EPS) -> tuple[float, float]:
+    """``shifted_interval`` of MMHM draws, cut to the values MMHM can take with u in [0, 1]:
+    [k / Σ 1/ε, 1 / (1/(1 + ε))] = [ε, 1 + ε] (the shift can carry a bound past them; the value stays inside)."""
+    low, high = shifted_interval(value, draws, what)
+    return max(low, float(harmonic(np.zeros(k), eps))), min(high, float(harmonic(np.ones(k), eps)))
+
+
 def add_mmhm_ci(scores: MMHMTable, run_dir_of: dict[str, Path]) -> MMHMTable:
-    """Adds mmhm_ci_low / mmhm_ci_high (2.5/97.5 percentiles of the replicates; NaN where none)."""
+    """Adds mmhm_ci_low / mmhm_ci_high: the MMHM draws' 2.5/97.5 percentiles moved so their median sits on
+    the cell's MMHM (``shifted_interval``, so the interval contains it); NaN where a cell has no replicates."""
     reps = mmhm_replicates(scores, run_dir_of)
     table = scores.table.copy()
-    cis = {c: percentile_ci(r) for c, r in reps.items()}
+    cis = {c: mmhm_interval(table.at[c, "mmhm"], r, len(scores.metrics), f"MMHM of cell {c}") for c, r in reps.items()}
     table["mmhm_ci_low"] = [cis.get(c, (np.nan, np.nan))[0] for c in table.index]
     table["mmhm_ci_high"] = [cis.get(c, (np.nan, np.nan))[1] for c in table.index]
-    return MMHMTable(table, scores.bounds, scores.metrics, scores.dropped)
+    return MMHMTable(table, scores.bounds, scores.metrics, scores.dropped, scores.values)
 
 
 def noise_flags(value: Sequence[float], ci_low: Sequence[float], ci_high: Sequence[float],

@@ -28,7 +28,7 @@ from .features.base import Extractor
 from .hashing import digest
 from .metrics import get_metric
 from .metrics.base import Metric, MetricResult, ShardFeatures
-from .metrics.bootstrap import bootstrap_indices, percentile_ci
+from .metrics.bootstrap import CI_METHOD, bootstrap_indices, bootstrap_interval
 from .metrics.fid import StreamingStats
 from .progress import progress_bar
 from .store import atomic_write_bytes, atomic_write_json, manifest_path, read_cell, read_manifest, verified_images
@@ -239,7 +239,8 @@ def _npy_bytes(values: np.ndarray) -> bytes:
 
 def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManifest], cache: Path, ext_key: str,
                reference, indices: np.ndarray) -> tuple[MetricResult, np.ndarray | None]:
-    """Replicates of one metric on the cell's resampled samples and the percentile CI they give."""
+    """Replicates of one metric on the cell's resampled samples and the interval they give
+    (``bootstrap_interval``: the metric's own valid CI if it has one, else the median-centred basic one)."""
     shards = list(_shard_features(cache, ext_key, metric.output, manifests))
     try:
         values = metric.shard_replicates(shards, reference, indices)
@@ -247,11 +248,8 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
         raise
     except HarnessError as err:  # e.g. too large to resample in memory: keep the metric's own CI, say why
         return replace(result, details={**result.details, "bootstrap_skipped": str(err)}), None
-    low, high = percentile_ci(values)
-    details = {**result.details, "ci": f"bootstrap percentile 2.5/97.5, B={len(values)}, paired across metrics"}
-    if result.ci_low is not None:
-        details["own_ci"] = [result.ci_low, result.ci_high]
-    return replace(result, ci_low=low, ci_high=high, details=details), values
+    low, high, how = bootstrap_interval(metric.name, result.value, (result.ci_low, result.ci_high), values)
+    return replace(result, ci_low=low, ci_high=high, details={**result.details, "ci_method": how}), values
 
 
 def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[str, ...], cache: Path,
@@ -279,7 +277,7 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
         reference_id = reference.reference_id if reference is not None else ""
         key = digest({"metric": name, "variant": metric.variant, "cell": cell.cell_id, "extractor": ext_key,
                       "shards": [m.content_digest for m in manifests], "reference": reference_id,
-                      "version": __version__, "bootstrap": bootstrap}, length=24)
+                      "version": __version__, "bootstrap": bootstrap, "ci": CI_METHOD}, length=24)
         path = cache / "scores" / f"{key}.json"
         replicates = None
         if path.exists():

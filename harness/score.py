@@ -33,7 +33,7 @@ from .hashing import digest
 from .images import check_file, decode_file
 from .metrics import get_metric
 from .metrics.base import Metric, MetricResult, ShardFeatures
-from .metrics.bootstrap import bootstrap_indices, percentile_ci
+from .metrics.bootstrap import bootstrap_indices, bootstrap_interval
 from .parallel import prefetched_map, thread_map
 from .pipeline import loaded_extractor, metric_reference
 from .progress import progress_bar
@@ -268,7 +268,8 @@ def _computed(metric: Metric, rows: np.ndarray, reference: Any,
         result = metric.compute([ShardFeatures(rows, labels)], reference)
         low, high = result.ci_low, result.ci_high
         if indices is not None:
-            low, high = percentile_ci(metric.replicates(rows, labels, reference, indices))
+            low, high, _ = bootstrap_interval(metric.name, result.value, (low, high),
+                                              metric.replicates(rows, labels, reference, indices))
     except HarnessError as err:
         if str(err).startswith(f"{metric.name}:"):
             raise

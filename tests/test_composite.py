@@ -1,4 +1,4 @@
-"""MMHM, selection and bootstrap CIs against hand-computed values (METRICS.md, MMHM section)."""
+"""MMHM, selection and bootstrap CIs against hand-computed values (docs/metrics.md, MMHM section)."""
 
 from __future__ import annotations
 
@@ -141,20 +141,34 @@ def test_bootstrap_ci_uses_replicate_b_of_every_metric_under_point_bounds(tmp_pa
     frame = frame_of(THREE)
     scores = mmhm(frame)
     rng = np.random.default_rng(0)
-    fid_reps, is_reps = 15 + rng.normal(0, 3, 200), 8 + rng.normal(0, 1, 200)
+    fid_reps, is_reps = 17 + rng.normal(0, 3, 200), 8 + rng.normal(0, 1, 200)  # fid's replicates biased up
     write_replicates(tmp_path, "c", "fid", fid_reps)
     write_replicates(tmp_path, "c", "is", is_reps)
     write_replicates(tmp_path, "a", "fid", fid_reps)  # a lacks IS replicates: no CI
     out = add_mmhm_ci(scores, {c: tmp_path for c in "abc"}).table
-    expected = []
-    for f, i in zip(fid_reps, is_reps, strict=True):  # plain-Python restatement, clipped u
+    expected = []  # plain-Python restatement: each metric's replicates reflected about their median onto its
+    for f, i in zip(fid_reps, is_reps, strict=True):  # value (15, 8), clipped u, then MMHM
+        f, i = 15 - (f - np.median(fid_reps)), 8 - (i - np.median(is_reps))
         uf, ui = min(max((20 - f) / 10, 0.0), 1.0), min(max((i - 5) / 4, 0.0), 1.0)
         expected.append(2 / (1 / (EPS + uf) + 1 / (EPS + ui)))
-    lo, hi = sorted(expected)[4], sorted(expected)[-5]  # 2.5 / 97.5 of 200 lie within one order statistic
-    assert sorted(expected)[4] <= out.loc["c", "mmhm_ci_low"] <= sorted(expected)[5]
-    assert sorted(expected)[-6] <= out.loc["c", "mmhm_ci_high"] <= sorted(expected)[-5]
-    assert lo < out.loc["c", "mmhm"] < hi
+    shift = out.loc["c", "mmhm"] - np.median(expected)  # the draws' median is moved onto the cell's MMHM
+    ordered = sorted(e + shift for e in expected)  # 2.5 / 97.5 of 200 lie within one order statistic
+    assert ordered[4] <= out.loc["c", "mmhm_ci_low"] <= ordered[5]
+    assert min(ordered[-6], 1.001) <= out.loc["c", "mmhm_ci_high"] <= min(ordered[-5], 1.001)  # MMHM <= 1 + ε
+    assert out.loc["c", "mmhm_ci_low"] <= out.loc["c", "mmhm"] <= out.loc["c", "mmhm_ci_high"]
     assert math.isnan(out.loc["a", "mmhm_ci_low"]) and math.isnan(out.loc["b", "mmhm_ci_high"])
+
+
+def test_mmhm_interval_contains_mmhm_when_every_replicate_is_biased_away(tmp_path):
+    """Reused-run regression: FID replicates all above the value (resampling bias) made the percentile MMHM
+    interval of the best cell exclude its MMHM (1.001 [0.001998, 0.8997]); the centred draws keep it inside."""
+    scores = mmhm(frame_of({"x": {"steps": 1, "fid": 10.0, "is": 9.0}, "y": {"steps": 2, "fid": 20.0, "is": 5.0}}))
+    write_replicates(tmp_path, "x", "fid", 12 + np.linspace(0, 6, 50))  # every replicate worse than 10
+    write_replicates(tmp_path, "x", "is", 9 + np.linspace(-0.5, 0.5, 50))
+    out = add_mmhm_ci(scores, {c: tmp_path for c in "xy"}).table
+    assert out.loc["x", "mmhm"] == pytest.approx(1.001)
+    assert out.loc["x", "mmhm_ci_low"] < out.loc["x", "mmhm"] <= out.loc["x", "mmhm_ci_high"]
+    assert out.loc["x", "mmhm_ci_high"] == pytest.approx(1.001)  # never past what MMHM can reach (u <= 1)
 
 
 def test_replicate_files_that_break_the_contract_are_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""Bootstrap CIs through the real pipeline: replicate files, paired indices, percentile CIs, caching."""
+"""Bootstrap CIs through the real pipeline: replicate files, paired indices, the interval methods, caching."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from harness.execution import make_executor
 from harness.metrics.bootstrap import bootstrap_indices
+from harness.metrics.class_alignment import wilson_interval
 from harness.pipeline import _shard_features, cell_manifests, load_replicates
 from harness.protocol import load_protocol, make_plan
 from harness.runner import run_plan
@@ -44,8 +45,13 @@ def test_replicates_are_written_and_give_the_ci(bootstrapped):
         values = load_replicates(run_dir, row.cell_id, row.metric)
         assert values is not None and values.dtype == np.float64 and values.shape == (B,)
         assert np.isfinite(values).all() and values.std() > 0  # resampling moves every metric
-        low, high = np.percentile(values, [2.5, 97.5])
+        if row.metric == "class_alignment":  # keeps its own Wilson interval; replicates are for pairing
+            low, high = wilson_interval(round(row.value * row.n), row.n)
+        else:  # median-centred basic bootstrap: the replicates' spread around their median, reflected onto T
+            q_low, median, q_high = np.percentile(values, [2.5, 50, 97.5])
+            low, high = row.value - (q_high - median), row.value - (q_low - median)
         assert (row.ci_low, row.ci_high) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+        assert row.ci_low <= row.value <= row.ci_high
     assert load_replicates(run_dir, frame.cell_id[0], "kid") is None
 
 

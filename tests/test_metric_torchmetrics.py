@@ -6,7 +6,7 @@
   torchmetrics returns float32 and sums Σxxᵀ (cancellation-prone), its own test tolerance.
 - CLIP Score: torchmetrics' ``CLIPScore`` on the tiny CLIP converted to a transformers ``CLIPModel`` (the callable
   form of ``model_name_or_path``), prompts <= 77 tokens. Per sample the scores agree (<= 1e-3); torchmetrics then
-  clamps the *mean* at 0 while ``clip_score_clamped`` clamps each sample (documented in METRICS.md), so the two
+  clamps the *mean* at 0 while ``clip_score_clamped`` clamps each sample (documented in docs/metrics.md), so the two
   differ exactly by that rule and the test checks both sides of it.
 """
 

@@ -19,7 +19,7 @@ EPS = 1e-3
 
 
 def _hand_mmhm(fid, is_, fid_range=(10.0, 20.0), is_range=(20.0, 30.0)) -> np.ndarray:
-    """MMHM of (fid, is) by the METRICS.md formula, u clipped to [0, 1] (what replicates use)."""
+    """MMHM of (fid, is) by the docs/metrics.md formula, u clipped to [0, 1] (what replicates use)."""
     u_fid = np.clip((fid_range[1] - np.asarray(fid)) / (fid_range[1] - fid_range[0]), 0, 1)
     u_is = np.clip((np.asarray(is_) - is_range[0]) / (is_range[1] - is_range[0]), 0, 1)
     return 2.0 / (1.0 / (EPS + u_fid) + 1.0 / (EPS + u_is))
@@ -47,7 +47,12 @@ def test_mmhm_delta_matches_hand_computation_and_its_paired_ci(tmp_path: Path) -
     assert good.mmhm == pytest.approx(_hand_mmhm(10.0, 30.0)) == pytest.approx(1.001)
     assert good.mmhm_other == pytest.approx(_hand_mmhm(12.0, 28.0)) == pytest.approx(0.801)
     assert good.delta == pytest.approx(0.2)
-    paired = _hand_mmhm(reps["this-fid"], reps["this-is"]) - _hand_mmhm(reps["other-fid"], reps["other-is"])
+    def centred(key: str, value: float) -> np.ndarray:  # replicates reflected about their median onto the value
+        return value - (reps[key] - np.median(reps[key]))
+
+    paired = (_hand_mmhm(centred("this-fid", 10.0), centred("this-is", 30.0))
+              - _hand_mmhm(centred("other-fid", 12.0), centred("other-is", 28.0)))
+    paired += good.delta - np.median(paired)  # the draws' median moved onto Δ
     assert (good.ci_low, good.ci_high) == pytest.approx(tuple(np.percentile(paired, [2.5, 97.5])))
     assert good.ci_low > 0 and good.verdict == "better"
     flat = diff.set_index("steps").loc[2]

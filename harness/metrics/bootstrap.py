@@ -1,12 +1,23 @@
-"""Bootstrap over the samples of a cell — the contract other components (MMHM CIs) build on.
+"""Bootstrap over the samples of a cell, and the one place every printed interval is made valid.
 
 Replicate b of a cell with n samples resamples sample indices with
 ``numpy.random.default_rng([bootstrap_seed(cell_id), b]).integers(0, n, n)``, the same for every
 metric of that cell, so replicates are paired across metrics. The reference side stays fixed.
-A metric's CI is the 2.5 / 97.5 percentile of its B replicate values.
+
+Interval methods (docs/metrics.md gives the estimands and the coverage measured by bench/ci_coverage.py):
+- a metric with an interval of its own that is valid for its statistic keeps it (Wilson for class alignment,
+  the normal interval of a mean for CLIP/Pick scores); its replicates are still saved for pairing (MMHM, Δ);
+- every other metric (FID-type, KID, CMMD, IS, precision/recall, per-class means) gets the *median-centred
+  basic* bootstrap interval: ``[T − (q97.5 − med), T − (q2.5 − med)]`` of the replicates q. Resampling with
+  replacement duplicates rows, which shifts plug-in statistics such as FID upward (the whole percentile
+  interval used to lie above the value); the bootstrap is used for the spread of T around its expectation
+  only, measured from the replicates' median, never for their location.
+Every interval passes :func:`checked_interval` (it must contain its own value) before it is recorded.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +25,10 @@ from ..errors import HarnessError
 from ..hashing import digest
 
 CI_PERCENTILES = (2.5, 97.5)
+# Recorded in score-cache keys and row details: changing the method must not reuse intervals made by another.
+CI_METHOD = "bootstrap basic, median-centred, 2.5/97.5"
+# Float rounding of a bound computed as T − (q − med) may put it a few ulps on the wrong side of T.
+_ROUNDING = 1e-12
 
 
 def bootstrap_seed(cell_id: str) -> int:
@@ -32,13 +47,68 @@ def bootstrap_indices(cell_id: str, n: int, replicates: int) -> np.ndarray:
     return out
 
 
-def percentile_ci(values: np.ndarray) -> tuple[float, float]:
-    """(2.5, 97.5) percentiles of finite replicate values; refuses NaN/Inf instead of hiding them."""
+def _finite_replicates(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or len(values) == 0:
-        raise HarnessError(f"percentile_ci: expected a non-empty 1-d array of replicates, got shape {values.shape}")
+        raise HarnessError(f"bootstrap: expected a non-empty 1-d array of replicates, got shape {values.shape}")
     if not np.isfinite(values).all():
-        raise HarnessError(f"percentile_ci: {int((~np.isfinite(values)).sum())} of {len(values)} bootstrap "
+        raise HarnessError(f"bootstrap: {int((~np.isfinite(values)).sum())} of {len(values)} bootstrap "
                            f"replicates are NaN/Inf")
-    low, high = np.percentile(values, CI_PERCENTILES)
+    return values
+
+
+def percentile_ci(values: np.ndarray) -> tuple[float, float]:
+    """(2.5, 97.5) percentiles of finite replicate values; refuses NaN/Inf instead of hiding them.
+    Not an interval for a biased statistic by itself: use :func:`replicate_interval`."""
+    low, high = np.percentile(_finite_replicates(values), CI_PERCENTILES)
     return float(low), float(high)
+
+
+def centred_replicates(value: float, replicates: np.ndarray) -> np.ndarray:
+    """The replicates reflected about their median onto the estimate: ``value − (r − median(r))``.
+
+    Their spread is the bootstrap's estimate of the spread of the statistic around its expectation, their
+    median is ``value`` exactly; MMHM and paired differences combine these, not the raw replicates."""
+    reps = _finite_replicates(replicates)
+    return float(value) - (reps - np.median(reps))
+
+
+def shifted_interval(value: float, draws: np.ndarray, what: str = "interval") -> tuple[float, float]:
+    """(2.5, 97.5) percentiles of ``draws`` moved so that their median sits on ``value`` (draws already in
+    the estimate's space: centred replicates, or a function of them such as MMHM or a difference)."""
+    draws = _finite_replicates(draws)
+    low, high = np.percentile(draws - np.median(draws), CI_PERCENTILES)
+    return checked_interval(value, float(value) + float(low), float(value) + float(high), what)
+
+
+def replicate_interval(value: float, replicates: np.ndarray, what: str = "interval") -> tuple[float, float]:
+    """The median-centred basic bootstrap interval ``[T − (q97.5 − med), T − (q2.5 − med)]``."""
+    return shifted_interval(value, centred_replicates(value, replicates), what)
+
+
+def covers(value: float, low: float, high: float) -> bool:
+    """Whether [low, high] contains value (up to float rounding of the bounds)."""
+    slack = _ROUNDING * max(1.0, abs(value))
+    return bool(low - slack <= value <= high + slack)
+
+
+def checked_interval(value: float, low: float, high: float, what: str = "interval") -> tuple[float, float]:
+    """The single gate every interval passes before it is recorded or printed: it must contain its value.
+
+    Bounds within float rounding of the value are snapped onto it; anything else is refused by name."""
+    if not (np.isfinite(value) and np.isfinite(low) and np.isfinite(high)) or not covers(value, low, high):
+        raise HarnessError(f"{what}: interval [{low!r}, {high!r}] does not contain its value {value!r}; "
+                           f"refusing to record an interval that excludes its own estimate")
+    return min(float(low), float(value)), max(float(high), float(value))
+
+
+def bootstrap_interval(name: str, value: float, own_ci: tuple[Any, Any],
+                       replicates: np.ndarray) -> tuple[float, float, str]:
+    """(low, high, how) of one metric given its B replicates: its own valid interval when it has one
+    (kept; the replicates are then only for pairing), else :func:`replicate_interval`."""
+    low, high = own_ci
+    if low is not None and high is not None:
+        low, high = checked_interval(value, low, high, f"metric {name}")
+        return low, high, "own interval (bootstrap replicates saved for pairing)"
+    low, high = replicate_interval(value, replicates, f"metric {name}")
+    return low, high, f"{CI_METHOD}, B={len(replicates)}, paired across metrics"

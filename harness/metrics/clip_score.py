@@ -1,4 +1,4 @@
-"""CLIP Score: per image 100 * cos(E_img, E_txt), mean over images (METRICS.md).
+"""CLIP Score: per image 100 * cos(E_img, E_txt), mean over images (docs/metrics.md).
 
 - ``clip_score``: the paper's variant, OpenAI ViT-B/16, no clamp (a negative cosine stays negative);
 - ``clip_score_clamped``: torchmetrics' convention, OpenAI ViT-L/14, max(100 * cos, 0) applied **per sample**

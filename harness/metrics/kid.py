@@ -6,7 +6,9 @@ subset, torch-fidelity's order, so equal inputs give equal subsets). Per subset 
 (ΣXX_{i≠j} + ΣYY_{i≠j}) / (m(m-1)) - 2 ΣXY / m² (torch-fidelity's and MMD-GAN's "unbiased").
 
 Bootstrap replicates use the same estimator on the whole resampled set with multiplicity counts
-(the quantity the subset average estimates), from kernel matrices computed once.
+(the quantity the subset average estimates), from kernel matrices computed once. A resample repeats rows,
+and a repeated row's pairs with itself enter Σ_{i≠j}: the replicates sit above the estimate, so their
+interval is the median-centred one of ``harness.metrics.bootstrap`` (their spread only).
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def kid(gen: np.ndarray, ref: np.ndarray, subsets: int = SUBSETS, subset_size: i
 
 class KID(RowsVsReferenceMetric):
     name = "kid"
-    variant = f"inception-tf1/pool3/poly3-unbiased/subsets={SUBSETS}x{SUBSET_SIZE},seed={SEED},float64"
+    # The subset size depends on the cell: m = min(1000, n, reference n) (each row's details record m).
+    variant = (f"inception-tf1/pool3/poly3-unbiased/subsets={SUBSETS}xmin({SUBSET_SIZE},n,reference_n),"
+               f"seed={SEED},float64")
     higher_is_better = False
     extractor = "inception-tf1"
     output = "pool3"

@@ -5,7 +5,7 @@ metric row's value is the class-balanced (macro) mean: the mean over classes of 
 the plain mean when every class has the same number of samples; a class with more samples does not weigh more).
 The per-class means themselves go to a tidy table artefact, one row per class
 (``<run>/per_class/<cell>/<metric>.parquet``: cell_id, metric, variant, label, value, n), written by the score
-stage from ``details["per_class"]``; the metric row stays one row per (cell, metric) as METRICS.md's contract says.
+stage from ``details["per_class"]``; the metric row stays one row per (cell, metric) as docs/metrics.md says.
 """
 
 from __future__ import annotations

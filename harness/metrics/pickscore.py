@@ -1,4 +1,4 @@
-"""PickScore: per image exp(logit_scale) * cos(E_img, E_txt) with PickScore_v1, mean over images (METRICS.md).
+"""PickScore: per image exp(logit_scale) * cos(E_img, E_txt) with PickScore_v1, mean over images (docs/metrics.md).
 
 Typical values are about 20-23. Prompts longer than 77 tokens are truncated (count in the details).
 """

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..composite import Bounds, MMHMTable, add_mmhm_ci, default_metrics, mmhm, noise_flags, select
 from ..errors import HarnessError
+from ..metrics.bootstrap import covers
 from .results import Results
 
 SETTINGS = ["cell_id", "model", "steps", "cfg", "nfe_mean", "sec_per_image", "n", "run", "seed_policy"]
@@ -69,9 +70,41 @@ def _describe(scores: MMHMTable) -> str:
     return text
 
 
+def _small_n_notes(rows: pd.DataFrame) -> list[str]:
+    """One note per Fréchet-type metric (by kind: any metric with a ``min_reliable_n``, i.e. fid, fid_tf1,
+    fid_clean, fid_mnist, fd_dinov2) scored on fewer samples than its feature dimension."""
+    from ..metrics import available_metrics, get_metric
+
+    notes = []
+    for name in sorted(set(rows.metric) & set(available_metrics())):  # rows of an unknown metric: no kind
+        limit = getattr(get_metric(name), "min_reliable_n", None)
+        n = int(rows.loc[rows.metric == name, "n"].min())
+        if limit is not None and n < limit:
+            notes.append(f"{name} here uses n = {n} samples per cell (< {limit}, its feature dimension): the "
+                         f"covariance is rank-deficient and the value is biased upward; compare {name} only at "
+                         f"equal n.")
+    return notes
+
+
+def _drop_non_covering(rows: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Rows whose stored interval excludes its value (e.g. written by an older harness) lose the interval and
+    are named in a note: such an interval is never printed."""
+    has = rows.ci_low.notna() & rows.ci_high.notna()
+    bad = has & ~pd.Series([covers(v, lo, hi) for v, lo, hi in zip(rows.value, rows.ci_low, rows.ci_high,
+                                                                      strict=True)], index=rows.index)
+    if not bad.any():
+        return rows
+    first = rows[bad].iloc[0]
+    notes.append(f"{int(bad.sum())} stored interval(s) exclude their own value and are not shown (e.g. cell "
+                 f"{first.cell_id} {first.metric} {first.value:.6g} [{first.ci_low:.6g}, {first.ci_high:.6g}]); "
+                 f"re-score with this harness for valid intervals (docs/metrics.md).")
+    return rows.assign(ci_low=rows.ci_low.mask(bad), ci_high=rows.ci_high.mask(bad))
+
+
 def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics: Sequence[str] | None = None,
                 bounds: Bounds | None = None) -> Board:
     notes: list[str] = []
+    rows = _drop_non_covering(rows, notes)
     metrics = sorted(set(rows.metric))
     hib = rows.groupby("metric").higher_is_better.first().astype(bool).to_dict()
     table = _wide(rows)
@@ -93,10 +126,7 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
         table = table.sort_values(["mmhm", "model", "steps"], ascending=[False, True, True], na_position="last")
     else:
         table = table.sort_values(["model", "steps", "cfg"])
-    small = rows[(rows.metric == "fid") & (rows.n < 2048)]
-    if not small.empty:
-        notes.append(f"FID here uses n = {small.n.min()} samples per cell (< 2048): it is biased upward and its "
-                     "covariance is rank-deficient; compare FIDs only at equal n.")
+    notes += _small_n_notes(rows)
     return Board(dataset, rows, table.reset_index(), metrics, hib, scores, selection, notes)
 
 

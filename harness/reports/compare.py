@@ -1,9 +1,12 @@
 """``harness report RUN --compare OTHER``: paired differences RUN − OTHER per (dataset, model, steps, cfg,
 metric), with a 95% CI, flagging differences whose CI contains 0 ("inside the noise").
 
-CI of a difference: from bootstrap replicates when both cells have them with equal B (replicate b minus
-replicate b, 2.5/97.5 percentiles); otherwise from the rows' own CIs combined in quadrature as normal
-intervals (conservative when the two runs share seeds, which correlates their errors positively)."""
+CI of a difference: from bootstrap replicates when both cells have them with equal B (each side's replicates
+centred on its own value, replicate b minus replicate b, the 2.5/97.5 percentiles moved onto Δ: see
+harness/metrics/bootstrap.py); otherwise from the rows' own CIs, each side's lower and upper half-widths
+combined in quadrature (conservative when the two runs share seeds, which correlates their errors positively).
+Two values closer than ``IDENTICAL_RTOL`` (relative) are "identical": executors and thread counts change
+float64 sums in the last digits (~1e-9 relative), which is no difference between runs."""
 
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ import pandas as pd
 from ..composite import (
     Bounds,
     bounds_from_rows,
+    centred_replicates,
     default_metrics,
     load_replicates,
     mmhm,
     mmhm_replicates,
-    percentile_ci,
+    shifted_interval,
 )
 from ..errors import HarnessError
 from .board import build_boards
@@ -27,7 +31,7 @@ from .results import Results
 from .tables import fmt, fmt_cfg, fmt_ci
 
 KEY = ["dataset", "model", "steps", "_cfg", "metric"]
-Z95 = 1.959963984540054
+IDENTICAL_RTOL = 1e-6  # documented in docs/metrics.md; far above float noise, far below any CI width here
 
 
 def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -37,15 +41,20 @@ def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
 def _difference_ci(run: Results, other: Results, a: pd.Series, b: pd.Series) -> tuple[float, float, str]:
     ra = load_replicates(run.run_dir_of[a.cell_id], a.cell_id, a.metric)
     rb = load_replicates(other.run_dir_of[b.cell_id], b.cell_id, b.metric)
+    delta = a.value - b.value
     if ra is not None and rb is not None and ra.size == rb.size:
-        lo, hi = percentile_ci(ra - rb)
+        draws = centred_replicates(a.value, ra) - centred_replicates(b.value, rb)
+        lo, hi = shifted_interval(delta, draws, f"Δ of {a.metric}")
         return lo, hi, "bootstrap"
-    widths = [a.ci_high - a.ci_low, b.ci_high - b.ci_low]
-    if all(np.isfinite(widths)):
-        half = Z95 * float(np.hypot(*(w / (2 * Z95) for w in widths)))
-        delta = a.value - b.value
-        return delta - half, delta + half, "row CIs"
+    sides = [a.value - a.ci_low, a.ci_high - a.value, b.value - b.ci_low, b.ci_high - b.value]
+    if all(np.isfinite(sides)):  # Δ's lower side takes a's lower and b's upper half-width, and vice versa
+        return delta - float(np.hypot(sides[0], sides[3])), delta + float(np.hypot(sides[1], sides[2])), "row CIs"
     return np.nan, np.nan, "none"
+
+
+def identical(a: float, b: float) -> bool:
+    """Equal up to ``IDENTICAL_RTOL`` relative (float noise between executors), or both exactly zero."""
+    return bool(abs(a - b) <= IDENTICAL_RTOL * max(abs(a), abs(b)))
 
 
 def compare_runs(run: Results, other: Results) -> pd.DataFrame:
@@ -75,14 +84,15 @@ def compare_runs(run: Results, other: Results) -> pd.DataFrame:
             lo, hi, source = _difference_ci(run, other, mine, theirs)
             delta = r.value - r.value_other
             row.update(delta=delta, ci_low=lo, ci_high=hi, ci_from=source,
-                       verdict=_verdict(delta, lo, hi, bool(r.higher_is_better)))
+                       verdict=_verdict(r.value, r.value_other, lo, hi, bool(r.higher_is_better)))
         out.append(row)
     frame = pd.DataFrame(out)
     return frame.sort_values(["dataset", "metric", "model", "steps", "cfg"], na_position="first").reset_index(drop=True)
 
 
-def _verdict(delta: float, lo: float, hi: float, higher_is_better: bool) -> str:
-    if delta == 0:
+def _verdict(value: float, value_other: float, lo: float, hi: float, higher_is_better: bool) -> str:
+    delta = value - value_other
+    if identical(value, value_other):
         return "identical"
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "no CI"
@@ -155,8 +165,9 @@ def _mmhm_row(dataset: str, r: pd.Series) -> dict:
     delta = float(r.mmhm - r.mmhm_other)
     mine, theirs = r.reps, r.reps_other
     paired = isinstance(mine, np.ndarray) and isinstance(theirs, np.ndarray) and mine.size == theirs.size
-    lo, hi = percentile_ci(mine - theirs) if paired else (np.nan, np.nan)
-    return {**row, "delta": delta, "ci_low": lo, "ci_high": hi, "verdict": _verdict(delta, lo, hi, True)}
+    lo, hi = shifted_interval(delta, mine - theirs, "MMHM Δ") if paired else (np.nan, np.nan)
+    return {**row, "delta": delta, "ci_low": lo, "ci_high": hi,
+            "verdict": _verdict(float(r.mmhm), float(r.mmhm_other), lo, hi, True)}
 
 
 def _setting(steps: int, cfg: float) -> str:
@@ -225,7 +236,8 @@ def comparison_markdown(diff: pd.DataFrame, run_name: str, other_name: str, move
                         mmhm_section: list[str] | None = None) -> str:
     lines = [f"# {run_name} vs {other_name}", "",
              f"Δ = {run_name} − {other_name}, with a 95% CI; \"inside the noise\" means the CI contains 0; "
-             "better/worse follow each metric's direction.", ""]
+             "better/worse follow each metric's direction; \"identical\" means equal to "
+             f"{IDENTICAL_RTOL:g} relative (float noise between executors).", ""]
     if diff.empty:
         return "\n".join(lines + ["No metric rows in either run.", ""])
     shown = pd.DataFrame({

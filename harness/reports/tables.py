@@ -13,14 +13,32 @@ ARROW = {True: "↑", False: "↓"}
 LATEX_ARROW = {True: r"$\uparrow$", False: r"$\downarrow$"}
 
 
-def fmt(value: float, digits: int = 4) -> str:
+SIGNIFICANT = 4  # significant digits of the largest of value and bounds; all three get its decimals
+
+
+def fmt(value: float, digits: int = SIGNIFICANT) -> str:
     return "–" if value is None or pd.isna(value) else f"{value:.{digits}g}"
 
 
+def _decimals(*numbers: float) -> int:
+    """Decimal places that give the largest magnitude ``SIGNIFICANT`` significant digits (0 for large ones)."""
+    biggest = max(abs(float(x)) for x in numbers)
+    return 0 if biggest == 0 else max(0, SIGNIFICANT - 1 - math.floor(math.log10(biggest)))
+
+
+def fmt_interval(low: float, high: float, value: float | None = None) -> str:
+    """"[low, high]" with the decimals of ``value`` [low, high] alike (rounding one way keeps the order)."""
+    places = _decimals(low, high, *([] if value is None else [value]))
+    return f"[{low:.{places}f}, {high:.{places}f}]"
+
+
 def fmt_ci(value: float, low: float, high: float) -> str:
-    if pd.isna(low) or pd.isna(high):
+    """"value [low, high]": value and bounds with the same decimals, so a printed interval contains its
+    printed value whenever the numbers do."""
+    if value is None or pd.isna(value) or pd.isna(low) or pd.isna(high):
         return fmt(value)
-    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+    places = _decimals(value, low, high)
+    return f"{value:.{places}f} {fmt_interval(low, high, value)}"
 
 
 def fmt_cfg(cfg: float) -> str:
@@ -111,9 +129,7 @@ def latex_escape(text: str) -> str:
 def _latex_cell(value: float, low: float, high: float, bold: bool) -> str:
     if pd.isna(value):
         return "--"
-    body = fmt(value)
-    if not (pd.isna(low) or pd.isna(high)):
-        body += r" \pm " + fmt((high - low) / 2, 2)
+    body = fmt_ci(value, low, high)
     return f"$\\mathbf{{{body}}}$" if bold else f"${body}$"
 
 
@@ -126,7 +142,8 @@ def _best(values: pd.Series, higher: bool) -> set[int]:
 
 
 def leaderboard_latex(boards: list[Board]) -> str:
-    """One booktabs table per dataset; best per column in bold; ± is half the 95% CI width."""
+    """One booktabs table per dataset; best per column in bold; each value with its 95% CI as [low, high]
+    (intervals are asymmetric: a ± would hide that)."""
     out = ["% onestep-bench leaderboard; needs \\usepackage{booktabs}", ""]
     for b in boards:
         t = b.table.reset_index(drop=True)
@@ -136,8 +153,8 @@ def leaderboard_latex(boards: list[Board]) -> str:
             columns.append(("mmhm", True, r"MMHM $\uparrow$"))
         head = ["Model", "Steps", "CFG", "NFE"] + [c[2] for c in columns]
         out += [r"\begin{table}[t]", r"\centering", r"\small",
-                f"\\caption{{Leaderboard on {latex_escape(b.dataset)}: mean $\\pm$ half the 95\\% CI width; "
-                f"best per column in bold.}}",
+                f"\\caption{{Leaderboard on {latex_escape(b.dataset)}: value [95\\% CI] (docs/metrics.md gives "
+                f"each interval's method); best per column in bold.}}",
                 r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule", " & ".join(head) + r" \\",
                 r"\midrule"]
         best = {name: _best(t[name], higher) for name, higher, _ in columns}
