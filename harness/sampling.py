@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -109,6 +110,18 @@ def _read_journal(path: Path, directory: Path) -> dict[int, SampleRecord]:
     return done
 
 
+def _write_file(path: str, data: bytes) -> None:
+    """os.open/os.write: half the CPU of Path.write_bytes here (no buffered-IO object, fstat, isatty or seek
+    per file), which is most of what the harness adds to a tiny generator's time."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 def _write_batch(directory: Path, journal, requests: list[SampleRequest], outputs: list[SampleOutput],
                  per_image: float) -> dict[int, SampleRecord]:
     """Write a checked batch: each PNG, then its journal line (flushed)."""
@@ -120,7 +133,7 @@ def _write_batch(directory: Path, journal, requests: list[SampleRequest], output
                            seconds=round(per_image, 6))
         # A plain write is enough: the journal line comes after it and records the sha256, so a PNG
         # cut short by a kill is never trusted, and nothing reads PNGs before the manifest exists.
-        (directory / rec.file).write_bytes(data)
+        _write_file(os.path.join(directory, rec.file), data)
         fault_point("after_png")
         journal.write(json.dumps(rec.__dict__) + "\n")  # flat dataclass: no need for asdict's deep copy
         journal.flush()

@@ -131,10 +131,12 @@ def manifest_path(directory: Path, start: int, stop: int) -> Path:
 
 
 def write_manifest(path: Path, manifest: ShardManifest) -> None:
-    atomic_write_json(path, {"cell_id": manifest.cell_id, "start": manifest.start, "stop": manifest.stop,
-                             "harness_version": manifest.harness_version,
-                             "content_digest": manifest.content_digest,
-                             "samples": [asdict(s) for s in manifest.samples]})
+    # Compact JSON (json's C encoder; ``indent`` falls back to the pure-Python one) and the flat records'
+    # own dicts rather than asdict's deep copies: together ~0.3 ms a sample, visible on a tiny generator.
+    obj = {"cell_id": manifest.cell_id, "start": manifest.start, "stop": manifest.stop,
+           "harness_version": manifest.harness_version, "content_digest": manifest.content_digest,
+           "samples": [s.__dict__ for s in manifest.samples]}
+    atomic_write_bytes(path, (json.dumps(obj, sort_keys=True) + "\n").encode())
 
 
 def read_manifest(path: Path) -> ShardManifest:
