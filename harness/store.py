@@ -65,7 +65,8 @@ def _png_chunk(tag: bytes, payload: bytes) -> bytes:
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """Lossless 8-bit RGB PNG written by our own code: no metadata, filter 0, zlib level 6.
+    """Lossless 8-bit RGB PNG written by our own code: no metadata, filter 0, zlib level 1 (half level 6's CPU
+    for ~3% larger files on generator outputs; SAMPLING_VERSION 2 onwards).
 
     The bytes depend only on the pixels (not on the Pillow version), so "byte-identical images" holds
     across environments, and it is ~10x faster than Pillow's encoder on small images.
@@ -77,7 +78,7 @@ def encode_png(image: np.ndarray) -> bytes:
     rows[:, 1:] = image.reshape(h, 3 * w)
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit, colour type 2 (RGB), no interlace
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + _png_chunk(b"IEND", b""))
 
 
 # ---- cells ---------------------------------------------------------------------------------------
