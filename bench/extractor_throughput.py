@@ -104,12 +104,14 @@ def main() -> None:
     from metric_fixtures import image_set
 
     from harness import pipeline
+    from harness.features.base import extraction_threads
 
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - set(ALL))
     if unknown:
         raise SystemExit(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(ALL)}")
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()}"
+    cpu = f"cpu x{extraction_threads()} (HARNESS_EXTRACT_THREADS)"  # every extraction runs at that count
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
     print(f"device {device_name}; {args.images} images {args.size}x{args.size}; torch {torch.__version__}")
     images = image_set(0, args.images, args.size)
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:

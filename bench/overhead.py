@@ -1,9 +1,10 @@
 """Overhead of `harness run` (generation stage) over a bare loop calling the same adapter on the same seeds.
 
-Both sides run in this process, interleaved, on the quickstart sweep without metrics: the bare loop
-calls ``adapter.sample`` batch by batch and keeps the uint8 arrays; the harness plans cells, derives
-seeds, pads batches, checks images, writes PNGs + journal + manifests (fsync'd) through the debug
-executor. Prints each repeat, the best-of ratio and the median ratio (target <= 1.05 for the tiny generator on CPU).
+Both sides run in this process, interleaved, on the quickstart sweep without metrics (28 cells, n = 100 each):
+the bare loop calls ``adapter.sample`` on the cell's batches [k·B, (k+1)·B) ∩ [0, n) and keeps the uint8
+arrays; the harness plans cells, derives seeds, generates the same aligned batches (no padding), checks
+images, writes PNGs + journal + manifests through the debug executor and the (empty) report. Prints each
+repeat, the best-of ratio and the median ratio (target <= 1.05 for the tiny generator on CPU) and the load.
 
     .venv/bin/python bench/overhead.py [--repeats 5] [--n 100]
 """
@@ -65,6 +66,7 @@ def main() -> None:
         best = min(h[k] for h in harness) / min(b[k] for b in bare)
         med = statistics.median(h[k] / b[k] for h, b in zip(harness, bare))
         print(f"{name} ratio harness/bare: best-of-{args.repeats} {best:.3f}, median {med:.3f} (target <= 1.05)")
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 if __name__ == "__main__":
     main()

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="generate, extract, score and report (resumes; skips what is done)")
     _add_protocol_args(p)
     p.add_argument("--results", type=Path, help="run directory (default: results/<protocol name>)")
+    p.add_argument("--extend", action="store_true",
+                   help="add this protocol's cells to a run directory that holds another protocol's run, keeping "
+                        "its cells and results (without it such a directory is refused)")
     p.add_argument("--executor", default="local", choices=["debug", "local", "slurm"])
     p.add_argument("--workers", type=positive_int, default=None,
                    help="processes for --executor local, >= 1 (default: one per visible GPU, pinned to it; else 2)")
@@ -195,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_on_slurm(args, plan, run_dir)
     executor = make_executor(args.executor, args.workers, args.device)
     try:
-        run_plan(plan, run_dir, cache, executor, args.device)
+        run_plan(plan, run_dir, cache, executor, args.device, extend=args.extend)
     finally:
         executor.close()
     return 0
@@ -209,7 +212,8 @@ def _run_on_slurm(args: argparse.Namespace, plan, run_dir: Path) -> int:
     if not args.profile:
         raise HarnessError("--executor slurm needs --profile FILE (see slurm/profiles/, e.g. --profile ci)")
     profile = load_profile(args.profile)
-    submit_plan(plan, run_dir.resolve(), (args.cache or default_cache_dir()).resolve(), profile, args.device, args.wait)
+    submit_plan(plan, run_dir.resolve(), (args.cache or default_cache_dir()).resolve(), profile, args.device, args.wait,
+                extend=args.extend)
     return 0
 
 

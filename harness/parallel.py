@@ -28,6 +28,9 @@ R = TypeVar("R")
 _LOCK = threading.Lock()
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
 _IN_POOL = threading.local()
+# Torch's thread count outside a feature extraction, while one pins torch to its spec's count
+# (harness.features.base.fixed_threads): the pool keeps its size instead of shrinking to the pin.
+_UNPINNED_TORCH_THREADS: int | None = None
 
 
 def cpu_threads() -> int:
@@ -42,7 +45,7 @@ def cpu_threads() -> int:
         return threads
     import torch
 
-    return max(1, torch.get_num_threads())
+    return max(1, _UNPINNED_TORCH_THREADS or torch.get_num_threads())
 
 
 def _mark_pool_thread() -> None:

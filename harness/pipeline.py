@@ -266,7 +266,7 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
     run_dir = Path(run_dir) if run_dir is not None else directory.parent.parent
     manifests = cell_manifests(directory, cell, shard_size)
     samples = [s for m in manifests for s in m.samples]
-    indices = bootstrap_indices(cell.cell_id, len(samples), bootstrap) if bootstrap else None
+    indices = bootstrap_indices(cell.cell_id, len(samples), bootstrap) if bootstrap and metric_names else None
     rows, computed = [], 0
     for name in metric_names:
         metric = get_metric(name)

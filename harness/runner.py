@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 
 from .adapters import get_adapter_class
@@ -26,8 +25,9 @@ from .pipeline import (
 )
 from .protocol import Plan
 from .report import rows_to_frame, write_parquet, write_report
-from .sampling import generate_shard, shard_is_complete
-from .store import atomic_write_json, ensure_writable, manifest_path, read_manifest, write_cell
+from .run_record import claim_run_dir, with_kept_rows, write_run_record
+from .sampling import generate_shard, shard_is_complete, wasted_rows
+from .store import ensure_writable, manifest_path, read_manifest, write_cell
 from .types import ShardTask
 
 
@@ -35,34 +35,27 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def write_run_record(run_dir: Path, plan: Plan, cell_dirs: dict[str, str]) -> None:
-    """run.json: what `harness status` and `harness report` read (no live launcher needed)."""
-    p = plan.protocol
-    atomic_write_json(run_dir / "run.json", {
-        "protocol": asdict(p), "shard_size": p.shard_size,
-        "cells": [{"cell_id": c.cell_id, "dir": str(Path(cell_dirs[c.cell_id]).relative_to(run_dir)),
-                   "model": c.model.name, "dataset": c.dataset.id, "steps": c.settings.steps,
-                   "cfg": c.settings.cfg, "n": c.n} for c in plan.cells]})
-
-
-def prepare_run(plan: Plan, run_dir: Path, cache_dir: Path) -> dict[str, str]:
-    """Check both directories are writable, write cell specs and run.json; returns cell id → cell dir."""
+def prepare_run(plan: Plan, run_dir: Path, cache_dir: Path, extend: bool = False) -> dict[str, str]:
+    """Check both directories are writable and ``run_dir`` holds no other plan's run (``extend``: add to it on
+    purpose), write cell specs and run.json; returns cell id → cell dir."""
     plan.require_data()  # provisional cell ids (a dataset's files absent): refused before anything is written
     for cell in plan.cells:
         require_pinned(cell.model)  # before anything is written or spent
+    kept = claim_run_dir(plan, run_dir, extend)
     ensure_writable(run_dir)
     ensure_writable(cache_dir, "cache directory", "--cache DIR (or $HARNESS_CACHE)")
     cell_dirs = {c.cell_id: str(write_cell(run_dir, c)) for c in plan.cells}
-    write_run_record(run_dir, plan, cell_dirs)
+    write_run_record(run_dir, plan, cell_dirs, kept)
     return cell_dirs
 
 
 def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, device: str = "cpu",
-             require_generated: bool = False, require_features: bool = False) -> Path:
+             require_generated: bool = False, require_features: bool = False, extend: bool = False) -> Path:
     """``require_generated`` / ``require_features``: refuse to generate / extract (the Slurm collect step:
-    both ran in array tasks before it)."""
+    both ran in array tasks before it). ``extend``: use a results directory holding another protocol's run,
+    keeping its cells and rows (else it is refused)."""
     p = plan.protocol
-    cell_dirs = prepare_run(plan, run_dir, cache_dir)
+    cell_dirs = prepare_run(plan, run_dir, cache_dir, extend)
     imported = p.reference_stats.load() if p.reference_stats else None  # validated before any compute
 
     shards = plan.shards(cell_dirs, device)
@@ -73,6 +66,11 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
                            f"`harness run` again to resubmit them")
     if todo:
         say(f"generate: {len(todo)} of {len(shards)} shards to do")
+        cell_n = {cell_dirs[c.cell_id]: c.n for c in plan.cells}
+        waste = sum(wasted_rows(t.start, t.stop, cell_n[t.cell_dir], t.batch_size) for t in todo)
+        if waste:
+            say(f"generate: shard_size {p.shard_size} is not a multiple of batch_size {p.batch_size}: {waste} "
+                f"rows of batches cut by shard edges are generated and dropped (make shards whole batches)")
         results = executor.map(generate_shard, todo, desc="generate")
         made = sum(r.generated for r in results)
         say(f"generate: {made} samples generated, {sum(r.reused for r in results)} reused from earlier runs")
@@ -122,6 +120,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
     if frame.value.isna().any():
         raise HarnessError("a metric produced NaN; nothing was written")
     fault_point("before_parquet")
+    frame = with_kept_rows(frame, run_dir)  # an extended run keeps the rows of its earlier cells
     write_parquet(frame, run_dir / "results.parquet")
     written = write_report(run_dir, frame)
     say(f"report: {run_dir / 'results.parquet'}, " + ", ".join(str(w) for w in written))
@@ -138,9 +137,9 @@ def run_status(run_dir: Path) -> tuple[list[dict], dict[str, dict[str, int]]]:
     if not path.exists():
         raise HarnessError(f"{path}: not a run directory (no run.json); start one with `harness run`")
     record = json.loads(path.read_text())
-    size = record["shard_size"]
     out, not_done = [], {}
     for c in record["cells"]:
+        size = c.get("shard_size", record["shard_size"])  # cells kept from an extended run keep their own
         tasks = [ShardTask(str(run_dir / c["dir"]), s, min(s + size, c["n"]), batch_size=1)
                  for s in range(0, c["n"], size)]
         paths = [manifest_path(Path(t.cell_dir), t.start, t.stop) for t in tasks]

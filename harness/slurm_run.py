@@ -123,8 +123,8 @@ def _arrays(jobs) -> list[str]:
 
 
 def submit_plan(plan: Plan, run_dir: Path, cache_dir: Path, profile: SlurmProfile, device: str = "cpu",
-                wait: bool = False, executor: SlurmExecutor | None = None) -> Submission:
-    cell_dirs = prepare_run(plan, run_dir, cache_dir)
+                wait: bool = False, executor: SlurmExecutor | None = None, extend: bool = False) -> Submission:
+    cell_dirs = prepare_run(plan, run_dir, cache_dir, extend)  # run.json then names this plan: collect resumes it
     shards = plan.shards(cell_dirs, device)
     complete = {describe(t) for t in shards if shard_is_complete(t)}
     missing = [t for t in shards if describe(t) not in complete]

@@ -64,7 +64,8 @@ def _png_chunk(tag: bytes, payload: bytes) -> bytes:
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """Lossless 8-bit RGB PNG written by our own code: no metadata, filter 0, zlib level 6.
+    """Lossless 8-bit RGB PNG written by our own code: no metadata, filter 0, zlib level 1 (half level 6's CPU
+    for ~3% larger files on generator outputs; SAMPLING_VERSION 2 onwards).
 
     The bytes depend only on the pixels (not on the Pillow version), so "byte-identical images" holds
     across environments, and it is ~10x faster than Pillow's encoder on small images.
@@ -76,7 +77,7 @@ def encode_png(image: np.ndarray) -> bytes:
     rows[:, 1:] = image.reshape(h, 3 * w)
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit, colour type 2 (RGB), no interlace
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + _png_chunk(b"IEND", b""))
 
 
 # ---- cells ---------------------------------------------------------------------------------------
@@ -130,10 +131,12 @@ def manifest_path(directory: Path, start: int, stop: int) -> Path:
 
 
 def write_manifest(path: Path, manifest: ShardManifest) -> None:
-    atomic_write_json(path, {"cell_id": manifest.cell_id, "start": manifest.start, "stop": manifest.stop,
-                             "harness_version": manifest.harness_version,
-                             "content_digest": manifest.content_digest,
-                             "samples": [asdict(s) for s in manifest.samples]})
+    # Compact JSON (json's C encoder; ``indent`` falls back to the pure-Python one) and the flat records'
+    # own dicts rather than asdict's deep copies: the largest Python-side cost of writing a shard.
+    obj = {"cell_id": manifest.cell_id, "start": manifest.start, "stop": manifest.stop,
+           "harness_version": manifest.harness_version, "content_digest": manifest.content_digest,
+           "samples": [s.__dict__ for s in manifest.samples]}
+    atomic_write_bytes(path, (json.dumps(obj, sort_keys=True) + "\n").encode())
 
 
 def read_manifest(path: Path) -> ShardManifest:

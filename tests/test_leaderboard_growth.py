@@ -20,7 +20,10 @@ def test_adding_a_model_generates_and_scores_only_its_cells(tmp_path: Path, caps
     pngs = {p: p.stat().st_mtime_ns for p in run.glob("cells/*/images/*.png")}
     assert len(pngs) == 8
     both = "models=[{card: fm-tiny, cfg: [1.0, 2.0]}, {card: fm-tiny-noguide, cfg: [null]}]"
-    assert main(["run", "smoke", *BASE, "--set", both, "--results", str(run)]) == 0
+    # another protocol in the same directory: refused unless extended on purpose
+    assert main(["run", "smoke", *BASE, "--set", both, "--results", str(run)]) == 2
+    assert "--extend" in capsys.readouterr().err
+    assert main(["run", "smoke", *BASE, "--set", both, "--results", str(run), "--extend"]) == 0
     second = capsys.readouterr().out
     assert "generate: 1 of 3 shards to do" in second and "4 samples generated" in second  # only the new cell
     assert "1 metric values computed, 2 read from cache" in second  # and only it was scored

@@ -2,16 +2,21 @@
 
 Feature caches and reference statistics are keyed by ``ExtractorSpec.key``, a hash of everything
 that changes the numbers: weights sha256, layer, resize kernel / antialias / coordinate convention,
-crop, normalisation, the uint8 rounding rule of the input, dtype and numerics flags.
+crop, normalisation, the uint8 rounding rule of the input, dtype, numerics flags and the CPU intra-op
+thread count every extraction runs with (oneDNN's float32 reductions are split by thread count, so 1 and 2
+threads differ by ~3e-6): fixed, not inherited from the executor or worker count, so debug, local, any
+number of workers and concurrent runs on one cache all write the same features.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,17 +37,78 @@ class ExtractorSpec:
     input_rounding: str  # how the uint8 input was produced, e.g. "uint8 PNG"
     dtype: str
     numerics: str  # e.g. "tf32=off"
+    cpu_threads: int = field(default_factory=lambda: extraction_threads())  # torch intra-op threads while extracting
 
     @property
     def key(self) -> str:
         return digest(self, length=24)
 
 
+EXTRACT_THREADS_ENV = "HARNESS_EXTRACT_THREADS"
+_THREADS_LOCK = threading.RLock()
+
+
+def extraction_threads() -> int:
+    """Torch intra-op threads for every extraction: ``$HARNESS_EXTRACT_THREADS``, default 1 (the local executor
+    runs one extraction per worker, so parallelism comes from workers). Part of every spec, hence of every
+    feature cache key: features computed under another count are never mixed in."""
+    env = os.environ.get(EXTRACT_THREADS_ENV, "1")
+    try:
+        threads = int(env)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise HarnessError(f"{EXTRACT_THREADS_ENV}={env!r}: expected a whole number >= 1 (torch threads per "
+                           f"feature extraction; part of the extractor spec)")
+    return threads
+
+
+@contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Run the block with torch's intra-op thread count set to ``threads``; the caller's count is restored
+    after, also on error. The lock keeps two threads of one process from interleaving the swap. The CPU
+    thread pool (harness.parallel) keeps the caller's size meanwhile: PIL work is exact at any count."""
+    from .. import parallel
+
+    with _THREADS_LOCK:
+        saved, outer = torch.get_num_threads(), parallel._UNPINNED_TORCH_THREADS
+        parallel._UNPINNED_TORCH_THREADS = outer or saved
+        if saved != threads:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != saved:
+                torch.set_num_threads(saved)
+            parallel._UNPINNED_TORCH_THREADS = outer
+
+
+def _at_spec_threads(extract: Callable[..., dict[str, np.ndarray]]) -> Callable[..., dict[str, np.ndarray]]:
+    @functools.wraps(extract)
+    def wrapper(self: Extractor, images: np.ndarray) -> dict[str, np.ndarray]:
+        # extraction_threads(), not self.spec (some specs hash weight folders): the spec's default reads it too
+        with fixed_threads(extraction_threads()):
+            return extract(self, images)
+
+    wrapper.at_spec_threads = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class Extractor(ABC):
-    """Maps uint8 N x H x W x 3 images to named float feature arrays of N rows each."""
+    """Maps uint8 N x H x W x 3 images to named float feature arrays of N rows each.
+
+    Every subclass's ``extract`` is wrapped to run at the spec's ``cpu_threads`` (so no caller, executor or
+    ``harness score`` can compute features under a count its cache key does not record)."""
 
     name: str = ""
     outputs: tuple[str, ...] = ()  # names of the arrays ``extract`` returns
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("extract")
+        if own is not None and not getattr(own, "__isabstractmethod__", False) \
+                and not getattr(own, "at_spec_threads", False):
+            cls.extract = _at_spec_threads(own)
 
     def __init__(self, batch_size: int) -> None:
         if batch_size < 1:
