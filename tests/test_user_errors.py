@@ -47,7 +47,9 @@ def _fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, srun: bool) -> 
         (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
     for name in names:
         (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    # Only the fakes without srun: a real Slurm installed on this machine (the cluster tests install one)
+    # must not make "no srun" untrue.
+    monkeypatch.setenv("PATH", str(bin_dir) if not srun else f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
 
 
 def _run(tmp_path: Path, *extra: str) -> list[str]:
