@@ -21,7 +21,8 @@ from model_zoo.meanflow import MeanFlowAdapter
 @register("fm_student")
 class FlowStudentAdapter(FlowMatchingAdapter):
     FORMAT = "onestep-bench/fm_student/v1"
-    DEFAULTS: dict[str, Any] = MeanFlowAdapter.DEFAULTS  # the flow_matching keys minus label_dropout
+    ARCH_DEFAULTS = MeanFlowAdapter.ARCH_DEFAULTS  # the flow_matching keys minus label_dropout
+    DEFAULTS: dict[str, Any] = MeanFlowAdapter.DEFAULTS
     TINY_PARAMS: dict[str, Any] = MeanFlowAdapter.TINY_PARAMS
 
     # same capabilities as MeanFlow: a native one-step model, no guidance input, Euler jumps only

@@ -19,11 +19,15 @@ import torch
 
 from harness.adapters import Capabilities, register
 from harness.types import ModelCard, SampleOutput, SampleRequest
-from model_zoo.flow_matching import DEFAULTS as FM_DEFAULTS
 from model_zoo.flow_matching import TINY_PARAMS as FM_TINY
 from model_zoo.flow_matching import FlowMatchingAdapter
 
 NO_GUIDANCE = "label_dropout"  # the flow_matching key these families do not have
+
+
+def without_guidance(archs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The flow_matching defaults of every architecture minus ``label_dropout``."""
+    return {arch: {k: v for k, v in d.items() if k != NO_GUIDANCE} for arch, d in archs.items()}
 
 
 @register("meanflow")
@@ -31,7 +35,8 @@ class MeanFlowAdapter(FlowMatchingAdapter):
     """One- and few-step sampling by average-velocity jumps of a (t, t - r)-conditioned DiT."""
 
     FORMAT = "onestep-bench/meanflow/v1"
-    DEFAULTS: dict[str, Any] = {k: v for k, v in FM_DEFAULTS.items() if k != NO_GUIDANCE}
+    ARCH_DEFAULTS = without_guidance(FlowMatchingAdapter.ARCH_DEFAULTS)
+    DEFAULTS: dict[str, Any] = ARCH_DEFAULTS["dit"]
     TINY_PARAMS: dict[str, Any] = {k: v for k, v in FM_TINY.items() if k != NO_GUIDANCE}
     TIME_INPUTS = 2
 
