@@ -40,7 +40,7 @@ class Conv(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_inference_mode_enabled()
                 and torch.backends.mkldnn.is_available()):
             return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
                                             self.groups)
