@@ -81,16 +81,17 @@ def check(table: pd.DataFrame, floor: dict[str, float]) -> list[tuple[str, bool,
     one = lambda model: table[(table.model == model) & (table.steps == 1)].iloc[0]  # noqa: E731
     fm1 = fm[(fm.steps == 1) & (fm.cfg == 1.0)].iloc[0]
     multi = fm[fm.steps > 1]
-    best_align = multi.loc[multi.class_alignment.idxmax()]
-    best_fid = multi.loc[multi.fid_mnist.idxmin()]
+    both = multi[(multi.class_alignment >= 0.97) & (multi.fid_mnist <= 3 * floor["fid_mnist"])]
+    best = multi.loc[multi.fid_mnist.idxmin()]  # the best cell by FID, shown whether or not it passes
     unguided8 = fm[(fm.steps == 8) & (fm.cfg == 1.0)].iloc[0]
     mf, st = one("meanflow-mnist"), one("student-mnist")
     f = floor["fid_mnist"]
+    setting = lambda row: f"steps {row.steps}, cfg {row.cfg}"  # noqa: E731
     return [
-        ("best multi-step alignment >= 0.97", best_align.class_alignment >= 0.97,
-         f"{best_align.class_alignment:.3f} (steps {best_align.steps}, cfg {best_align.cfg})"),
-        ("best multi-step fid_mnist <= 3 x floor", best_fid.fid_mnist <= 3 * f,
-         f"{best_fid.fid_mnist:.1f} = {best_fid.fid_mnist / f:.2f} x floor (steps {best_fid.steps}, cfg {best_fid.cfg})"),
+        ("a multi-step cell with alignment >= 0.97 and fid_mnist <= 3 x floor", len(both) > 0,
+         f"lowest fid_mnist {best.fid_mnist:.1f} = {best.fid_mnist / f:.2f} x floor, alignment "
+         f"{best.class_alignment:.3f} ({setting(best)}); highest alignment {multi.class_alignment.max():.3f}; "
+         f"{len(both)} cells pass"),
         ("flow cfg 1, 8 steps: alignment >= 0.90", unguided8.class_alignment >= 0.90,
          f"{unguided8.class_alignment:.3f}"),
         ("MeanFlow 1 NFE: alignment >= 0.90", mf.class_alignment >= 0.90, f"{mf.class_alignment:.3f}"),

@@ -64,6 +64,11 @@ def _check_unet(where: str, cfg: dict[str, Any]) -> None:
     if any(cfg["base"] * m % cfg["groups"] for m in mults):
         raise ProtocolError(f"{where}: every width base*mult ({[cfg['base'] * m for m in mults]}) must be "
                             f"divisible by groups {cfg['groups']}")
+    try:  # the shape rules of the net itself (batch invariance), on a throwaway instance
+        UNet(cfg["resolution"], cfg["channels"], cfg["num_classes"], cfg["base"], tuple(mults), cfg["blocks"],
+             cfg["groups"])
+    except ValueError as e:
+        raise ProtocolError(f"{where}: {e}") from None
 
 
 def _check_dit(where: str, cfg: dict[str, Any]) -> None:

@@ -18,6 +18,12 @@ MKL/oneDNN round a GEMM with few rows differently (see ``tiny_dit``'s docstring)
 one time t (always, when sampling), the condition and every block's scale/shift are computed as a
 fixed-shape table over all labels incl. the null label and gathered by label; a per-sample t (training)
 takes the direct path, equal up to float rounding.
+
+Elementwise kernels with transcendentals (SiLU's exp) are batch invariant only if each sample's slice starts
+on the kernel's step: PyTorch's CPU loops take 2 vectors (32 floats with AVX-512) per iteration and finish the
+remainder with scalar code that rounds differently, so a sample whose element count is not a multiple of 32
+gets some elements through the other path when it sits inside a batch. ``__init__`` refuses such shapes
+(e.g. base 8: 16 channels at 7×7 = 784 floats per sample).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from model_zoo.nets.tiny_dit import TimeEmbed
+
+VECTOR_STEP = 32  # floats per iteration of PyTorch's vectorised CPU elementwise loops (2 AVX-512 vectors)
 
 
 class Conv(nn.Conv2d):
@@ -87,25 +95,36 @@ class UNet(nn.Module):
         self.h_embed = TimeEmbed(emb) if time_inputs == 2 else None
         self.y_embed = nn.Embedding(num_classes + 1, emb)
         widths = [base * m for m in mults]
+        shapes: set[tuple[int, int]] = set()  # (channels, side) of every activation an elementwise op sees
         self.conv_in = Conv(channels, base, 3, padding=1)
         self.down = nn.ModuleList()
         skip_widths, c = [base], base
         for level, w in enumerate(widths):
+            side = resolution >> level
             for _ in range(blocks):
                 self.down.append(ResBlock(c, w, emb, groups))
+                shapes |= {(c, side), (w, side)}
                 c = w
                 skip_widths.append(c)
             if level < len(widths) - 1:
                 self.down.append(Conv(c, c, 3, stride=2, padding=1))
+                shapes.add((c, side // 2))
                 skip_widths.append(c)
         self.mid = nn.ModuleList([ResBlock(c, c, emb, groups), ResBlock(c, c, emb, groups)])
         self.up = nn.ModuleList()
         for level in reversed(range(len(widths))):
             for _ in range(blocks + 1):
-                self.up.append(ResBlock(c + skip_widths.pop(), widths[level], emb, groups))
+                c_in = c + skip_widths.pop()
+                self.up.append(ResBlock(c_in, widths[level], emb, groups))
+                shapes |= {(c_in, resolution >> level), (widths[level], resolution >> level)}
                 c = widths[level]
             if level > 0:
                 self.up.append(Conv(c, c, 3, padding=1))  # after a nearest ×2 upsample
+        odd = sorted((ch, side) for ch, side in shapes if ch * side * side % VECTOR_STEP)
+        if odd:
+            raise ValueError(f"activations of {odd[0][0]} channels at {odd[0][1]}x{odd[0][1]} hold "
+                             f"{odd[0][0] * odd[0][1] ** 2} floats per sample, not a multiple of {VECTOR_STEP}: "
+                             f"batched and single samples would not match bit for bit (see module docstring)")
         self.norm_out = _norm(c, groups)
         self.conv_out = Conv(c, channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
