@@ -3,9 +3,9 @@
 Time convention (the paper's, opposite to ``flow_matching``): z_t = (1 - t) * data + t * noise, so t = 1
 is pure noise, t = 0 is data, and the instantaneous velocity is v = noise - data. The network predicts
 the average velocity over [r, t], u(z_t, r, t) = 1/(t - r) ∫_r^t v(z_τ, τ) dτ, conditioned on t and
-the interval t - r (``time_inputs=2`` of the DiT or the U-Net, ``params.arch``). One jump z_r = z_t - (t - r) * u(z_t, r, t) replaces
-an ODE solve, so sampling with ``steps`` = k walks t = 1 → 0 in k uniform jumps, one evaluation each
-(NFE = k). Training (``model_zoo.training meanflow``) uses the MeanFlow identity
+the interval t - r (``time_inputs=2`` of the DiT or the U-Net, ``params.arch``). One jump
+z_r = z_t - (t - r) * u(z_t, r, t) replaces an ODE solve, so sampling with ``steps`` = k walks t = 1 → 0
+in k uniform jumps, one evaluation each (NFE = k). Training (``model_zoo.training meanflow``) uses the MeanFlow identity
 u = v - (t - r) d/dt u, with the total derivative taken by ``torch.func.jvp``.
 
 Guidance is folded into training, not applied at sampling: ``model_zoo.training meanflow --omega W
