@@ -1,4 +1,5 @@
-"""Class-conditional flow matching with a compact DiT (``model_zoo/nets/tiny_dit.py``).
+"""Class-conditional flow matching with a compact network: ``params.arch`` picks a DiT (``dit``, the default,
+``model_zoo/nets/tiny_dit.py``) or a small U-Net (``unet``, ``model_zoo/nets/unet.py``).
 
 Time convention (rectified flow): x_t = (1 - t) * noise + t * data, so the network predicts the velocity
 v = data - noise, and sampling integrates dx/dt = v(x, t, y) with Euler from t = 0 (pure noise) to
@@ -28,31 +29,73 @@ from harness.errors import HarnessError, ProtocolError
 from harness.hashing import sha256_bytes, sha256_file
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 from model_zoo.nets.tiny_dit import MIN_TOKENS, TinyDiT
+from model_zoo.nets.unet import UNet
 
 CHECKPOINT_FORMAT = "onestep-bench/flow_matching/v1"
 ARCH_KEYS = ("resolution", "channels", "num_classes", "hidden", "depth", "heads", "patch")
-DEFAULTS: dict[str, Any] = {"resolution": 28, "channels": 1, "num_classes": 10, "hidden": 96, "depth": 4,
-                            "heads": 4, "patch": 4, "label_dropout": 0.1, "init_seed": 0, "max_steps": 1000}
+UNET_KEYS = ("arch", "resolution", "channels", "num_classes", "base", "mults", "blocks", "groups")
+DEFAULTS: dict[str, Any] = {"arch": "dit", "resolution": 28, "channels": 1, "num_classes": 10, "hidden": 96,
+                            "depth": 4, "heads": 4, "patch": 4, "label_dropout": 0.1, "init_seed": 0,
+                            "max_steps": 1000}
+UNET_DEFAULTS: dict[str, Any] = {"arch": "unet", "resolution": 28, "channels": 1, "num_classes": 10, "base": 16,
+                                 "mults": [1, 2, 4], "blocks": 1, "groups": 8, "label_dropout": 0.1,
+                                 "init_seed": 0, "max_steps": 1000}
 TINY_PARAMS: dict[str, Any] = {"resolution": 16, "channels": 1, "num_classes": 10, "hidden": 32, "depth": 2,
                                "heads": 2, "patch": 4, "label_dropout": 0.1, "init_seed": 0, "max_steps": 1000}
+NOT_INT = ("arch", "mults", "label_dropout", "init_seed")  # checked by hand below
+Net = TinyDiT | UNet
 
 
-def resolve_params(card: ModelCard, defaults: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
-    """Card params merged over the defaults; unknown keys and impossible values are refused, not ignored."""
-    where = params_where(card)
-    ints = tuple(k for k in defaults if k not in ("label_dropout", "init_seed"))
-    cfg = merge_params(card, defaults, int_keys=ints, nonneg_keys=("init_seed",))
-    dropout = cfg.get("label_dropout", 0.0)  # one-step families have no null label to train
-    if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
-        raise ProtocolError(f"{where}.label_dropout={dropout!r}; expected a number in [0, 1)")
-    if cfg["channels"] not in (1, 3):
-        raise ProtocolError(f"{where}.channels={cfg['channels']}; expected 1 or 3")
+def arch_of(params: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records (and must match) of the architecture; DiT records as before ``arch`` existed."""
+    if params["arch"] == "unet":
+        return {k: params[k] for k in UNET_KEYS}
+    return {k: params[k] for k in ARCH_KEYS}
+
+
+def _check_unet(where: str, cfg: dict[str, Any]) -> None:
+    mults = cfg["mults"]
+    if not (isinstance(mults, list) and mults
+            and all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in mults)):
+        raise ProtocolError(f"{where}.mults={mults!r}; expected a non-empty list of ints >= 1")
+    if cfg["resolution"] % 2 ** (len(mults) - 1):
+        raise ProtocolError(f"{where}: resolution {cfg['resolution']} cannot be halved {len(mults) - 1} times "
+                            f"(mults {mults})")
+    if any(cfg["base"] * m % cfg["groups"] for m in mults):
+        raise ProtocolError(f"{where}: every width base*mult ({[cfg['base'] * m for m in mults]}) must be "
+                            f"divisible by groups {cfg['groups']}")
+    try:  # the shape rules of the net itself (batch invariance), on a throwaway instance
+        UNet(cfg["resolution"], cfg["channels"], cfg["num_classes"], cfg["base"], tuple(mults), cfg["blocks"],
+             cfg["groups"])
+    except ValueError as e:
+        raise ProtocolError(f"{where}: {e}") from None
+
+
+def _check_dit(where: str, cfg: dict[str, Any]) -> None:
     if cfg["resolution"] % cfg["patch"] or cfg["hidden"] % cfg["heads"]:
         raise ProtocolError(f"{where}: resolution {cfg['resolution']} must be divisible by patch {cfg['patch']} "
                             f"and hidden {cfg['hidden']} by heads {cfg['heads']}")
     if (cfg["resolution"] // cfg["patch"]) ** 2 < MIN_TOKENS:
         raise ProtocolError(f"{where}: (resolution/patch)^2 = {(cfg['resolution'] // cfg['patch']) ** 2} tokens; "
                             f"need >= {MIN_TOKENS} so that batched and single samples match bit for bit")
+
+
+def resolve_params(card: ModelCard, archs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Card params merged over the defaults of its ``arch`` (a key of ``archs``); unknown keys and impossible
+    values are refused, not ignored."""
+    where = params_where(card)
+    arch = card.params.get("arch", "dit")
+    if arch not in archs:
+        raise ProtocolError(f"{where}.arch={arch!r}; expected one of {sorted(archs)}")
+    defaults = archs[arch]
+    ints = tuple(k for k in defaults if k not in NOT_INT)
+    cfg = merge_params(card, defaults, int_keys=ints, nonneg_keys=("init_seed",))
+    dropout = cfg.get("label_dropout", 0.0)  # one-step families have no null label to train
+    if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
+        raise ProtocolError(f"{where}.label_dropout={dropout!r}; expected a number in [0, 1)")
+    if cfg["channels"] not in (1, 3):
+        raise ProtocolError(f"{where}.channels={cfg['channels']}; expected 1 or 3")
+    (_check_unet if arch == "unet" else _check_dit)(where, cfg)
     require_float32(card)
     return cfg
 
@@ -67,18 +110,19 @@ class FlowMatchingAdapter(Adapter):
 
     FORMAT = CHECKPOINT_FORMAT
     DEFAULTS = DEFAULTS
+    ARCH_DEFAULTS = {"dit": DEFAULTS, "unet": UNET_DEFAULTS}
     TINY_PARAMS = TINY_PARAMS
     TIME_INPUTS = 1  # 2 for nets conditioned on (t, t - r)
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__(card)
         self.params = self.resolve(card)
-        self.net: TinyDiT | None = None
+        self.net: Net | None = None
         self.device = "cpu"
 
     @classmethod
     def resolve(cls, card: ModelCard) -> dict[str, Any]:
-        return resolve_params(card, cls.DEFAULTS)
+        return resolve_params(card, cls.ARCH_DEFAULTS)
 
     @classmethod
     def capabilities_for(cls, card: ModelCard) -> Capabilities:
@@ -88,12 +132,15 @@ class FlowMatchingAdapter(Adapter):
                             max_steps=p["max_steps"], resolution=p["resolution"], samplers=("euler", "heun"),
                             num_classes=p["num_classes"], one_step=False, natural_cfg=1.0 if guided else None)
 
-    def build_net(self) -> TinyDiT:
+    def build_net(self) -> Net:
         """The architecture of the card with its seeded initial weights (what training starts from)."""
+        arch = arch_of(self.params)
         # Module construction draws from the global RNG: fork it so callers' RNG state is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.params["init_seed"])
-            return TinyDiT(**{k: self.params[k] for k in ARCH_KEYS}, time_inputs=self.TIME_INPUTS)
+            if arch.pop("arch", "dit") == "unet":
+                return UNet(**{**arch, "mults": tuple(arch["mults"])}, time_inputs=self.TIME_INPUTS)
+            return TinyDiT(**arch, time_inputs=self.TIME_INPUTS)
 
     def load(self, device: str = "cpu") -> None:
         net = self.build_net()
@@ -119,7 +166,7 @@ class FlowMatchingAdapter(Adapter):
         if not isinstance(obj, dict) or obj.get("format") != self.FORMAT:
             raise HarnessError(f"{path}: not a {self.FORMAT} checkpoint (found format {obj.get('format')!r})"
                                if isinstance(obj, dict) else f"{path}: not a {self.FORMAT} checkpoint")
-        arch = {k: self.params[k] for k in ARCH_KEYS}
+        arch = arch_of(self.params)
         if obj.get("arch") != arch:
             raise HarnessError(f"{path}: checkpoint architecture {obj.get('arch')} does not match "
                                f"card params {arch}")
@@ -132,7 +179,7 @@ class FlowMatchingAdapter(Adapter):
         if self.net is None:
             raise HarnessError(f"model {self.card.name!r}: load() before save_checkpoint()")
         path = Path(path)
-        obj = {"format": self.FORMAT, "arch": {k: self.params[k] for k in ARCH_KEYS}, **(extra or {}),
+        obj = {"format": self.FORMAT, "arch": arch_of(self.params), **(extra or {}),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}}
         tmp = path.with_name(path.name + ".tmp")
         torch.save(obj, tmp)

@@ -1,7 +1,7 @@
 """A one-step student distilled from the flow-matching teacher (trajectory distillation).
 
 The teacher (a ``flow_matching`` card) solves its probability-flow ODE with Heun at a fixed guidance
-scale; the student, a DiT of the same architecture initialised from the teacher, learns to jump from
+scale; the student, a network of the same architecture (DiT or U-Net) initialised from the teacher, learns to jump from
 any point x_t of those trajectories straight to the teacher's endpoint: x̂_1 = x_t + (1 - t) g(x_t, t, y)
 (``model_zoo.training student``). Time convention as ``flow_matching`` (t = 0 noise, t = 1 data).
 
@@ -21,7 +21,8 @@ from model_zoo.meanflow import MeanFlowAdapter
 @register("fm_student")
 class FlowStudentAdapter(FlowMatchingAdapter):
     FORMAT = "onestep-bench/fm_student/v1"
-    DEFAULTS: dict[str, Any] = MeanFlowAdapter.DEFAULTS  # the flow_matching keys minus label_dropout
+    ARCH_DEFAULTS = MeanFlowAdapter.ARCH_DEFAULTS  # the flow_matching keys minus label_dropout
+    DEFAULTS: dict[str, Any] = MeanFlowAdapter.DEFAULTS
     TINY_PARAMS: dict[str, Any] = MeanFlowAdapter.TINY_PARAMS
 
     # same capabilities as MeanFlow: a native one-step model, no guidance input, Euler jumps only

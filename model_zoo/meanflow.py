@@ -3,12 +3,15 @@
 Time convention (the paper's, opposite to ``flow_matching``): z_t = (1 - t) * data + t * noise, so t = 1
 is pure noise, t = 0 is data, and the instantaneous velocity is v = noise - data. The network predicts
 the average velocity over [r, t], u(z_t, r, t) = 1/(t - r) ∫_r^t v(z_τ, τ) dτ, conditioned on t and
-the interval t - r (``TinyDiT(time_inputs=2)``). One jump z_r = z_t - (t - r) * u(z_t, r, t) replaces
-an ODE solve, so sampling with ``steps`` = k walks t = 1 → 0 in k uniform jumps, one evaluation each
-(NFE = k). Training (``model_zoo.training meanflow``) uses the MeanFlow identity
+the interval t - r (``time_inputs=2`` of the DiT or the U-Net, ``params.arch``). One jump
+z_r = z_t - (t - r) * u(z_t, r, t) replaces an ODE solve, so sampling with ``steps`` = k walks t = 1 → 0
+in k uniform jumps, one evaluation each (NFE = k). Training (``model_zoo.training meanflow``) uses the MeanFlow identity
 u = v - (t - r) d/dt u, with the total derivative taken by ``torch.func.jvp``.
 
-This model is trained without label dropout, so it has no classifier-free guidance: cfg must be null.
+Guidance is folded into training, not applied at sampling: ``model_zoo.training meanflow --omega W
+--label-dropout P`` trains the null label and replaces v in the target by the CFG-mixed velocity
+ω v + (1 - ω) u(z_t, t, t | null), as the MeanFlow paper does (the card's comment records ω). Sampling has
+no guidance input and no second branch (NFE = k), so cfg must be null and is refused at plan time.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import torch
 
 from harness.adapters import Capabilities, register
 from harness.types import ModelCard, SampleOutput, SampleRequest
-from model_zoo.flow_matching import DEFAULTS as FM_DEFAULTS
 from model_zoo.flow_matching import TINY_PARAMS as FM_TINY
 from model_zoo.flow_matching import FlowMatchingAdapter
 
 NO_GUIDANCE = "label_dropout"  # the flow_matching key these families do not have
+
+
+def without_guidance(archs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The flow_matching defaults of every architecture minus ``label_dropout``."""
+    return {arch: {k: v for k, v in d.items() if k != NO_GUIDANCE} for arch, d in archs.items()}
 
 
 @register("meanflow")
@@ -31,7 +38,8 @@ class MeanFlowAdapter(FlowMatchingAdapter):
     """One- and few-step sampling by average-velocity jumps of a (t, t - r)-conditioned DiT."""
 
     FORMAT = "onestep-bench/meanflow/v1"
-    DEFAULTS: dict[str, Any] = {k: v for k, v in FM_DEFAULTS.items() if k != NO_GUIDANCE}
+    ARCH_DEFAULTS = without_guidance(FlowMatchingAdapter.ARCH_DEFAULTS)
+    DEFAULTS: dict[str, Any] = ARCH_DEFAULTS["dit"]
     TINY_PARAMS: dict[str, Any] = {k: v for k, v in FM_TINY.items() if k != NO_GUIDANCE}
     TIME_INPUTS = 2
 

