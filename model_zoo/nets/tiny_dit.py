@@ -58,6 +58,24 @@ class TimeEmbed(nn.Module):
         return self.mlp(torch.cat([ang.cos(), ang.sin()], dim=1))
 
 
+def conditioning(net: nn.Module, t: torch.Tensor, y: torch.Tensor,
+                 interval: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The time (+ interval) + class embedding of a net with ``t_embed``, ``y_embed`` and ``h_embed`` (None for
+    one time input): ``(cond, rows)``. A 0-dim ``t`` gives a fixed-shape table over every label and ``rows = y``
+    to gather it with after each projection, so no GEMM depends on the batch size; else per-row ``cond``."""
+    if (interval is None) != (net.h_embed is None):
+        raise ValueError(f"this net takes {1 if net.h_embed is None else 2} time input(s)")
+    if t.dim() == 0:
+        cond = net.t_embed(t.reshape(1)) + net.y_embed.weight
+        if interval is not None:
+            cond = cond + net.h_embed(interval.reshape(1))
+        return cond, y
+    cond = net.t_embed(t) + net.y_embed(y)
+    if interval is not None:
+        cond = cond + net.h_embed(interval)
+    return cond, None
+
+
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale[:, None, :]) + shift[:, None, :]
 
@@ -137,19 +155,7 @@ class TinyDiT(nn.Module):
                 interval: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, H, W); t (and ``interval`` with time_inputs=2): 0-dim (one for the batch) or (B,);
         y: (B,) long in [0, num_classes]."""
-        if (interval is None) != (self.h_embed is None):
-            raise ValueError(f"this net takes {1 if self.h_embed is None else 2} time input(s)")
-        if t.dim() == 0:
-            # Fixed-shape table over all labels, gathered by y: no GEMM here depends on B.
-            cond = self.t_embed(t.reshape(1)) + self.y_embed.weight
-            if interval is not None:
-                cond = cond + self.h_embed(interval.reshape(1))
-            rows = y
-        else:
-            cond = self.t_embed(t) + self.y_embed(y)
-            if interval is not None:
-                cond = cond + self.h_embed(interval)
-            rows = None
+        cond, rows = conditioning(self, t, y, interval)
 
         def mod(layer: nn.Module) -> torch.Tensor:
             m = layer(cond)

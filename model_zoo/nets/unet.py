@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_zoo.nets.tiny_dit import TimeEmbed
+from model_zoo.nets.tiny_dit import TimeEmbed, conditioning
 
 VECTOR_STEP = 32  # floats per iteration of PyTorch's vectorised CPU elementwise loops (2 AVX-512 vectors)
 
@@ -137,19 +137,7 @@ class UNet(nn.Module):
                 interval: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, H, W); t (and ``interval`` with time_inputs=2): 0-dim (one for the batch) or (B,);
         y: (B,) long in [0, num_classes]."""
-        if (interval is None) != (self.h_embed is None):
-            raise ValueError(f"this net takes {1 if self.h_embed is None else 2} time input(s)")
-        if t.dim() == 0:
-            # Fixed-shape table over all labels, gathered by y: no GEMM here depends on B.
-            cond = self.t_embed(t.reshape(1)) + self.y_embed.weight
-            if interval is not None:
-                cond = cond + self.h_embed(interval.reshape(1))
-            rows = y
-        else:
-            cond = self.t_embed(t) + self.y_embed(y)
-            if interval is not None:
-                cond = cond + self.h_embed(interval)
-            rows = None
+        cond, rows = conditioning(self, t, y, interval)
 
         def film(block: ResBlock) -> torch.Tensor:
             m = block.film(cond)
