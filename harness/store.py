@@ -15,8 +15,10 @@ import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -27,8 +29,19 @@ from .parallel import thread_map
 from .types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file.
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; results and the shared cache must get the mode any other file would (0644 under
+# umask 022), or a cache "safe to share" is unreadable to everyone else.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(f)`` into a temp file in the same directory, then rename: readers never see half a file.
 
     No fsync (10-30 ms per file on the shared CI disks): a killed process loses nothing it wrote. Only
     a power cut can leave a short file; manifests and reference statistics are verified when read and
@@ -36,12 +49,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_json(path: Path, obj: object) -> None:

@@ -7,8 +7,6 @@ preprocessing), the dataset's content digest and n — never of names, so nothin
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from ..errors import HarnessError, ProtocolError
 from ..hashing import canonical_json, digest
 from ..metrics.fid import StreamingStats
 from ..progress import progress_bar
+from ..store import atomic_write
 from .base import Extractor, ExtractorSpec
 
 FORMAT_VERSION = 1
@@ -28,16 +27,8 @@ _KEYS = ("format_version", "mu", "sigma", "n", "extractor_key", "source_digest",
 
 
 def _atomic_savez(path: Path, **arrays: Any) -> Path:
-    """Write an .npz atomically: a temp file in the same directory, then ``os.replace`` (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write an .npz atomically (``store.atomic_write``: a temp file in the same directory, then a rename)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
 
