@@ -135,7 +135,8 @@ def one_set(world: World, rng: np.random.Generator, n: int, b: int, cell: str, w
         shard = ShardFeatures(rows, labels)
         result = metric.compute([shard], reference)
         reps = metric.shard_replicates([shard], reference, indices)
-        low, high, _ = bootstrap_interval(name, result.value, (result.ci_low, result.ci_high), reps)
+        low, high, _ = bootstrap_interval(name, result.value, (result.ci_low, result.ci_high), reps,
+                                          metric.value_range)
         out[name] = (result.value, low, high, reps)
     return out
 

@@ -248,7 +248,8 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
         raise
     except HarnessError as err:  # e.g. too large to resample in memory: keep the metric's own CI, say why
         return replace(result, details={**result.details, "bootstrap_skipped": str(err)}), None
-    low, high, how = bootstrap_interval(metric.name, result.value, (result.ci_low, result.ci_high), values)
+    low, high, how = bootstrap_interval(metric.name, result.value, (result.ci_low, result.ci_high), values,
+                                         metric.value_range)
     return replace(result, ci_low=low, ci_high=high, details={**result.details, "ci_method": how}), values
 
 

@@ -269,7 +269,7 @@ def _computed(metric: Metric, rows: np.ndarray, reference: Any,
         low, high = result.ci_low, result.ci_high
         if indices is not None:
             low, high, _ = bootstrap_interval(metric.name, result.value, (low, high),
-                                              metric.replicates(rows, labels, reference, indices))
+                                              metric.replicates(rows, labels, reference, indices), metric.value_range)
     except HarnessError as err:
         if str(err).startswith(f"{metric.name}:"):
             raise

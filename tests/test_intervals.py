@@ -110,3 +110,24 @@ def test_metric_result_with_own_interval_is_kept_but_checked():
     with pytest.raises(HarnessError, match="metric clip_score"):
         bootstrap_interval("clip_score", 30.0, (31.0, 32.0), np.full(10, 50.0))
     assert MetricResult(1.0, None, None, 1).ci_low is None
+
+
+def test_bootstrap_interval_is_cut_to_the_values_the_statistic_can_take():
+    """A small FID with right-skewed replicates: the basic bootstrap reflects them to below 0, which no FID can be."""
+    from harness.metrics.bootstrap import bootstrap_interval
+
+    value = 0.4
+    replicates = np.linspace(0.5, 6.0, 200)  # median 3.25, q97.5 ≈ 5.86: reflected low ≈ 0.4 − 2.61 < 0
+    uncut = bootstrap_interval("fid", value, (None, None), replicates)
+    cut = bootstrap_interval("fid", value, (None, None), replicates, get_metric("fid").value_range)
+    assert uncut[0] < 0 and cut[0] == 0.0 and cut[1] == uncut[1] and cut[0] <= value <= cut[1]
+    # the same cut at the top: a precision of 0.99 cannot have an upper bound above 1
+    top = bootstrap_interval("precision", 0.99, (None, None), np.linspace(0.90, 0.99, 200),
+                             get_metric("precision").value_range)
+    assert top[1] == 1.0 and top[0] <= 0.99 <= top[1]
+
+
+@pytest.mark.parametrize("name, low", [("fid", 0.0), ("fid_mnist", 0.0), ("fd_dinov2", 0.0), ("cmmd", 0.0),
+                                       ("is", 1.0), ("kid", None)])
+def test_metrics_declare_the_values_they_can_take(name, low):
+    assert get_metric(name).value_range[0] == low  # KID's unbiased estimate can be negative: no floor

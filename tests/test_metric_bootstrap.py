@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.execution import make_executor
+from harness.metrics import get_metric
 from harness.metrics.bootstrap import bootstrap_indices
 from harness.metrics.class_alignment import wilson_interval
 from harness.pipeline import _shard_features, cell_manifests, load_replicates
@@ -50,6 +51,9 @@ def test_replicates_are_written_and_give_the_ci(bootstrapped):
         else:  # median-centred basic bootstrap: the replicates' spread around their median, reflected onto T
             q_low, median, q_high = np.percentile(values, [2.5, 50, 97.5])
             low, high = row.value - (q_high - median), row.value - (q_low - median)
+            floor, ceiling = get_metric(row.metric).value_range  # then cut to the values it can take (IS >= 1)
+            low = low if floor is None else max(low, floor)
+            high = high if ceiling is None else min(high, ceiling)
         assert (row.ci_low, row.ci_high) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
         assert row.ci_low <= row.value <= row.ci_high
     assert load_replicates(run_dir, frame.cell_id[0], "kid") is None

@@ -40,6 +40,9 @@ class Metric(ABC):
     needs_reference: ClassVar[bool]
     # "stats" (ReferenceStats: mu/sigma, FID) or "features" (ReferenceFeatures: rows, KID / P-R)
     reference_kind: ClassVar[str] = "stats"
+    # The values the statistic can take (None: unbounded). A bootstrap interval is cut to it: the basic
+    # bootstrap reflects the replicates about the value and can otherwise reach e.g. an FID below 0.
+    value_range: ClassVar[tuple[float | None, float | None]] = (None, None)
 
     @abstractmethod
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult: ...

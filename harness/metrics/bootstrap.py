@@ -26,7 +26,7 @@ from ..hashing import digest
 
 CI_PERCENTILES = (2.5, 97.5)
 # Recorded in score-cache keys and row details: changing the method must not reuse intervals made by another.
-CI_METHOD = "bootstrap basic, median-centred, 2.5/97.5"
+CI_METHOD = "bootstrap basic, median-centred, 2.5/97.5, cut to the metric's range"
 # Float rounding of a bound computed as T − (q − med) may put it a few ulps on the wrong side of T.
 _ROUNDING = 1e-12
 
@@ -102,13 +102,17 @@ def checked_interval(value: float, low: float, high: float, what: str = "interva
     return min(float(low), float(value)), max(float(high), float(value))
 
 
-def bootstrap_interval(name: str, value: float, own_ci: tuple[Any, Any],
-                       replicates: np.ndarray) -> tuple[float, float, str]:
+def bootstrap_interval(name: str, value: float, own_ci: tuple[Any, Any], replicates: np.ndarray,
+                       value_range: tuple[float | None, float | None] = (None, None)) -> tuple[float, float, str]:
     """(low, high, how) of one metric given its B replicates: its own valid interval when it has one
-    (kept; the replicates are then only for pairing), else :func:`replicate_interval`."""
+    (kept; the replicates are then only for pairing), else :func:`replicate_interval` cut to ``value_range``
+    (the values the statistic can take, e.g. FID >= 0; the value itself is inside it, so the cut keeps it)."""
     low, high = own_ci
     if low is not None and high is not None:
         low, high = checked_interval(value, low, high, f"metric {name}")
         return low, high, "own interval (bootstrap replicates saved for pairing)"
     low, high = replicate_interval(value, replicates, f"metric {name}")
+    floor, ceiling = value_range
+    low = low if floor is None else max(low, min(floor, value))
+    high = high if ceiling is None else min(high, max(ceiling, value))
     return low, high, f"{CI_METHOD}, B={len(replicates)}, paired across metrics"

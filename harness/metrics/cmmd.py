@@ -71,6 +71,7 @@ class CMMD(RowsVsReferenceMetric):
     variant = (f"clip-vit-l-14-336(openai, CMMD preprocessing)/image_embeds/rbf(sigma={SIGMA:g})"
                f"-mmd2-biased x{SCALE:g},float64")
     higher_is_better = False
+    value_range = (0.0, None)  # the biased MMD² estimate is a squared RKHS norm (KID's unbiased one is not)
     extractor = "clip-vit-l-14-336-cmmd"
     output = "image_embeds"
 

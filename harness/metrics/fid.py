@@ -97,6 +97,7 @@ class FID(Metric):
     name = "fid"
     variant = "inception-fid-helper/pool3/float64-eigh"
     higher_is_better = False
+    value_range = (0.0, None)  # a squared distance
     extractor = "inception-fid-helper"
     output = "pool3"
     needs_reference = True

@@ -64,6 +64,7 @@ class InceptionScore(Metric):
     name = "is"
     variant = f"inception-tf1/logits_unbiased(1008)/splits={SPLITS},seed={SPLIT_SEED},float64"
     higher_is_better = True
+    value_range = (1.0, None)  # exp of a mean KL divergence
     extractor = "inception-tf1"
     output = "logits_unbiased"
     needs_reference = False

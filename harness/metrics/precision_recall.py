@@ -67,6 +67,7 @@ class Precision(RowsVsReferenceMetric):
     name = "precision"
     variant = f"inception-tf1/pool3/kynkaanniemi-k={K}/fp32-blockwise"
     higher_is_better = True
+    value_range = (0.0, 1.0)  # fractions of samples
     extractor = "inception-tf1"
     output = "pool3"
 
