@@ -2,7 +2,7 @@
 
 ``debug`` runs in this process (breakpoints work); ``local`` runs a bounded process pool. Both call the
 very same task functions, so anything that passes under one passes under the other. The Slurm
-executor (issue 6) plugs in behind the same ``map`` signature.
+executor (harness/slurm_executor.py) plugs in behind the same ``map`` signature.
 """
 
 from __future__ import annotations

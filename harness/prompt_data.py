@@ -1,6 +1,6 @@
 """Prompt datasets from files the user has: COCO-2014 30k captions, PartiPrompts, DrawBench.
 
-None of these ships in a package (offline_assets.md §5), so each is read from the user's file, found as
+None of these ships in a package, so each is read from the user's file, found as
 ``$HARNESS_DATASET_<ID>`` or ``$HARNESS_DATA/<default sub-path>``. The digest is the file's sha256 plus the
 selection rule, so an edited file never reuses cached statistics or scores.
 

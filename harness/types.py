@@ -186,7 +186,7 @@ class ShardManifest:
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One tidy result row (ARCHITECTURE §5)."""
+    """One tidy result row: one (cell, metric) with its interval and provenance (docs/metrics.md)."""
 
     run: str
     cell_id: str
