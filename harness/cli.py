@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mmhm-metrics", help="comma-separated metrics MMHM combines "
                    "(default: fid,is,clip_score,pickscore ∩ the metrics present)")
     p.add_argument("--bounds", type=Path, help="frozen MMHM bounds file (mmhm_bounds_<dataset>.json of another run)")
+    p.add_argument("--mmhm-best", choices=["rows", "real"], default="rows",
+                   help="MMHM's best bound per metric: the best cell (rows, default) or the real-data floor (real: "
+                        "the protocol's `real:` cell of each dataset)")
     p = sub.add_parser("score", help="metrics of a folder or .npz of images against a reference (no protocol)")
     p.add_argument("images", type=Path, help="folder of images (recursive) or ADM-style .npz (arr_0 uint8 NHWC)")
     p.add_argument("--metrics", required=True, help="comma-separated metric names, e.g. fid_tf1,is,kid")
@@ -260,7 +263,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     other = load_runs([args.compare]) if args.compare else None
     ensure_writable(out, "report directory", "--out DIR")  # before anything is written
     ensure_writable(out / "plots", "report plots directory", "--out DIR")
-    written = write_results_report(results, out, metrics, bounds)
+    written = write_results_report(results, out, metrics, bounds, args.mmhm_best)
     if other is not None:
         written += write_comparison(results, other, out, metrics, bounds)
     shown = [str(w.relative_to(out)) for w in written if w.parent == out]

@@ -113,6 +113,27 @@ def bounds_from_rows(frame: pd.DataFrame, metrics: Sequence[str]) -> Bounds:
     return Bounds(lo_hi, directions(frame, metrics), tuple(sorted(wide.index)))
 
 
+def floor_bounds(rows: pd.DataFrame, floor: pd.DataFrame, metrics: Sequence[str]) -> Bounds:
+    """Bounds whose best side is the real-data floor's value (``floor``: one row, a column per metric) and whose
+    worst side is the worst of ``rows``. A metric on which no row is worse than the floor gets lo == hi (u = 1
+    for every row: the metric no longer separates them); rows better than the floor are clipped to u = 1."""
+    hib = directions(rows, metrics)
+    wide = wide_values(rows, metrics)
+    if wide.empty:
+        raise HarnessError(f"no cell has all of the MMHM metrics {list(metrics)}")
+    lo_hi = {}
+    for m in metrics:
+        if m not in floor or pd.isna(floor[m].iloc[0]):
+            raise HarnessError(f"--mmhm-best real: the real-data floor has no {m!r} value")
+        best = float(floor[m].iloc[0])
+        worst = float(wide[m].min() if hib[m] else wide[m].max())
+        if (worst >= best) if hib[m] else (worst <= best):
+            worst = best
+        lo_hi[m] = (min(best, worst), max(best, worst))
+    name = ", ".join(str(x) for x in floor.get("model", pd.Series(["?"])).unique())
+    return Bounds(lo_hi, hib, tuple(sorted(wide.index)), frozen_from=f"the real-data floor ({name}) as the best bound")
+
+
 def utilities(values: pd.DataFrame, bounds: Bounds, clip: bool) -> pd.DataFrame:
     """u per metric column of ``values``; u = 1 where hi == lo; clipped to [0, 1] when ``clip``."""
     out = {}

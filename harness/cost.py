@@ -131,6 +131,8 @@ def estimate_cell_seconds(cell: Cell, calibration_dirs: Iterable[Path] = (),
     ``calibration_dirs``: run directories whose completed manifests may calibrate cards without a ``cost``
     block (``measured``: their :func:`calibration`, when the caller already read it)."""
     nfe = expected_nfe(cell)
+    if nfe == 0:  # real images (the floor): nothing to run
+        return CostEstimate(cell.n, 0.0, 0, "no network evaluations (real images)")
     card = cell.model.cost
     if card is not None and nfe is not None:
         where = ", ".join(str(card[k]) + (" px" if k == "resolution" else "")

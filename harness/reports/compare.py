@@ -26,6 +26,7 @@ from ..composite import (
     shifted_interval,
 )
 from ..errors import HarnessError
+from ..real_floor import floor_mask
 from .board import build_boards
 from .results import Results
 from .tables import fmt, fmt_cfg, fmt_ci
@@ -117,7 +118,7 @@ def mmhm_differences(run: Results, other: Results, mmhm_metrics: Sequence[str] |
     and one line per dataset saying which bounds were used (or why no Δ was computed)."""
     out, notes = [], []
     for dataset in sorted(set(run.frame.dataset) & set(other.frame.dataset)):
-        a, b = (r.frame[r.frame.dataset == dataset] for r in (run, other))
+        a, b = (r.frame[(r.frame.dataset == dataset) & ~floor_mask(r.frame)] for r in (run, other))
         metrics = _mmhm_metrics(a, b, mmhm_metrics)
         if not metrics or any(m not in set(a.metric) or m not in set(b.metric) for m in metrics):
             notes.append(f"{dataset}: MMHM Δ not computed: metrics {list(metrics)} are not in both runs.")

@@ -27,6 +27,8 @@ MAX_NOTES = 6  # left-out cells named under a figure; the rest counted
 
 
 def _label(cell: pd.Series) -> str:
+    if cell.get("_floor") is True:
+        return f"{cell.model} (real data)"
     return f"{cell.model} {cell.steps} st, cfg {fmt_cfg(cell.cfg)}"
 
 
@@ -35,6 +37,8 @@ def grid_cells(board: Board, cell_dir_of: dict[str, Path], columns: int = MAX_CO
     """The cells with images on disk (model, steps, cfg order), the first ``columns`` sample indices that every
     one of them has (a partially copied run shows fewer columns, never a blank tile), and what was left out."""
     t = board.table.assign(_cfg=board.table.cfg.fillna(-1.0)).sort_values(["model", "steps", "_cfg"])
+    if not board.floor.empty:  # the real-data floor on top: same classes per column, for scale
+        t = pd.concat([board.floor.assign(_floor=True), t.assign(_floor=False)], ignore_index=True)
     missing = Path("/nonexistent")
     on_disk = [(cell_dir_of.get(c, missing) / image_name(0)).is_file() for c in t.cell_id]
     left_out = [f"{_label(c)}: no images on disk" for (_, c), ok in zip(t.iterrows(), on_disk, strict=True) if not ok]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .board import Board
-from .tables import display_table, selection_table
+from .tables import display_table, selection_table, shown_cells
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -56,7 +56,7 @@ document.addEventListener('DOMContentLoaded', () => {
 
 def _sort_keys(board: Board, shown: pd.DataFrame) -> dict[str, list]:
     """The raw value behind each displayed column (what sorting compares)."""
-    t = board.table
+    t = shown_cells(board)
     keys: dict[str, list] = {"model": list(t.model), "steps": list(t.steps), "cfg": list(t.cfg),
                              "NFE": list(t.nfe_mean), "s/img": list(t.sec_per_image), "n": list(t.n)}
     for m in board.metrics:

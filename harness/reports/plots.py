@@ -65,6 +65,19 @@ def pareto_front(cost: Sequence[float], quality: Sequence[float], higher_is_bett
     return keep
 
 
+def draw_floor(ax, board: Board, metric: str) -> None:
+    """The real-data floor of ``metric`` as a dashed horizontal line (its CI as a band): scale for every panel."""
+    if board.floor.empty or metric not in board.floor:
+        return
+    for _, r in board.floor.iterrows():
+        if pd.isna(r[metric]):
+            continue
+        ax.axhline(r[metric], color="0.35", ls="--", lw=1, label=f"real data ({r.model})")
+        lo, hi = r.get(f"{metric}_ci_low"), r.get(f"{metric}_ci_high")
+        if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
+            ax.axhspan(lo, hi, color="0.35", alpha=0.12, lw=0)
+
+
 def _panel_lines(board: Board, metric: str, x: str, group: str, stem: Path, xlabel: str, log_x: bool) -> list[Path]:
     """One panel per model, one line per value of ``group``, x = ``x`` (shaded CI where present)."""
     plt = pyplot()
@@ -80,6 +93,7 @@ def _panel_lines(board: Board, metric: str, x: str, group: str, stem: Path, xlab
             lo, hi = line[f"{metric}_ci_low"], line[f"{metric}_ci_high"]
             if lo.notna().all() and hi.notna().all():
                 ax.fill_between(line[x], lo, hi, alpha=0.2)
+        draw_floor(ax, board, metric)
         if log_x:
             ax.set_xscale("log", base=2)
         ax.set_title(model)
@@ -104,7 +118,7 @@ def plot_metric_vs_guidance(board: Board, metric: str, out: Path) -> list[Path]:
     if not swept:
         return []
     sub = Board(board.dataset, board.rows, t[t.model.isin(swept)], board.metrics, board.higher_is_better,
-                board.scores, board.selection)
+                board.scores, board.selection, floor=board.floor)
     stem = stem_in(out, f"{metric}_vs_guidance_{board.dataset}")
     return _panel_lines(sub, metric, "cfg", "steps", stem, "guidance", False)
 
@@ -123,6 +137,7 @@ def plot_quality_vs_cost(board: Board, metric: str, cost: str, out: Path) -> lis
         ax.scatter(part[column], part[metric], label=model, s=28)
     front = t[pareto_front(t[column], t[metric], higher)].sort_values(column)
     ax.step(front[column], front[metric], where="post", color="black", lw=1, label="Pareto front")
+    draw_floor(ax, board, metric)
     for _, r in front.iterrows():
         cfg = "" if pd.isna(r.cfg) else f", cfg {r.cfg:g}"
         ax.annotate(f"{r.steps} st{cfg}", (r[column], r[metric]), fontsize=7, xytext=(3, 3),
@@ -193,7 +208,10 @@ def plot_mmhm_heatmap(board: Board, out: Path) -> list[Path]:
 
 
 def write_plots(board: Board, out: Path) -> list[Path]:
+    """Every plot of one board; none when it has no model cells (a dataset where only the floor was scored)."""
     paths: list[Path] = []
+    if board.table.empty:
+        return paths
     for metric in board.metrics:
         paths += plot_metric_vs_steps(board, metric, out)
         paths += plot_metric_vs_guidance(board, metric, out)

@@ -52,9 +52,22 @@ def selected_by(board: Board) -> dict[str, str]:
     return board.selection.groupby("cell_id").criterion.agg(", ".join).to_dict()
 
 
+FLOOR_RANK = "floor"  # the rank column of real-data floor rows (never ranked)
+
+
+def shown_cells(board: Board) -> pd.DataFrame:
+    """The cells a table lists: the real-data floor rows first (``rank`` NaN, ``floor`` True), then the board's."""
+    table = board.table.assign(floor=False)
+    if board.floor.empty:
+        return table
+    floor = board.floor.assign(floor=True).reindex(columns=table.columns.union(board.floor.columns, sort=False))
+    return pd.concat([floor.assign(floor=True), table], ignore_index=True)
+
+
 def display_table(board: Board) -> pd.DataFrame:
-    """The human table: one string column per metric "value [CI]", MMHM with its rank and noise flag."""
-    t, chosen = board.table, selected_by(board)
+    """The human table: one string column per metric "value [CI]", MMHM with its rank and noise flag; the
+    real-data floor rows on top, marked ``floor`` in the rank column and without MMHM."""
+    t, chosen = shown_cells(board), selected_by(board)
     out = pd.DataFrame({"model": t.model, "steps": t.steps, "cfg": t.cfg.map(fmt_cfg), "NFE": t.nfe_mean.map(fmt),
                         "s/img": t.sec_per_image.map(fmt), "n": t.n})
     for i, (name, values) in enumerate(provenance_columns(t).items()):  # merged runs: tell repeated rows apart
@@ -64,8 +77,8 @@ def display_table(board: Board) -> pd.DataFrame:
             fmt_ci(v, lo, hi) for v, lo, hi in zip(t[m], t[f"{m}_ci_low"], t[f"{m}_ci_high"], strict=True)]
     if board.scores is not None:
         out["MMHM ↑"] = [fmt_ci(v, lo, hi) for v, lo, hi in zip(t.mmhm, t.mmhm_ci_low, t.mmhm_ci_high, strict=True)]
-        out.insert(0, "rank", [("–" if pd.isna(r) else f"{int(r)}") + (" ≈" if f else "")
-                               for r, f in zip(t["rank"], t["noise"], strict=True)])
+        out.insert(0, "rank", [FLOOR_RANK if floor else ("–" if pd.isna(r) else f"{int(r)}") + (" ≈" if f else "")
+                               for r, f, floor in zip(t["rank"], t["noise"], t["floor"], strict=True)])
         out["selected as"] = [chosen.get(c, "") for c in t.cell_id]
     return out
 
@@ -108,7 +121,7 @@ def leaderboard_csv(boards: list[Board]) -> str:
         return ""
     parts = []
     for b in boards:
-        t = b.table.copy()
+        t = shown_cells(b).rename(columns={"floor": "real_floor"})
         t.insert(0, "dataset", b.dataset)
         chosen = selected_by(b)
         t["selected_as"] = [chosen.get(c, "") for c in t.cell_id]
@@ -158,6 +171,13 @@ def leaderboard_latex(boards: list[Board]) -> str:
                 r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule", " & ".join(head) + r" \\",
                 r"\midrule"]
         best = {name: _best(t[name], higher) for name, higher, _ in columns}
+        for _, r in b.floor.iterrows():  # the real-data floor: shown for scale, never bold, never ranked
+            cells = [f"\\textit{{{latex_escape(str(r.model))} (real data)}}", "--", "--", "0"]
+            cells += [_latex_cell(r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high"), False)
+                      for name, _, _ in columns]
+            out.append(" & ".join(cells) + r" \\")
+        if not b.floor.empty:
+            out.append(r"\midrule")
         for i, r in t.iterrows():
             cells = [latex_escape(str(r.model)), str(int(r.steps)), fmt_cfg(r.cfg), fmt(r.nfe_mean)]
             cells += [_latex_cell(r[name], r[f"{name}_ci_low"], r[f"{name}_ci_high"], i in best[name])
