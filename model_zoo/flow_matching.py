@@ -28,6 +28,7 @@ from harness.cards import merge_params, params_where, require_float32
 from harness.errors import HarnessError, ProtocolError
 from harness.hashing import sha256_bytes, sha256_file
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
+from model_zoo import ode_solvers
 from model_zoo.nets.tiny_dit import MIN_TOKENS, TinyDiT
 from model_zoo.nets.unet import UNet
 
@@ -190,7 +191,7 @@ class FlowMatchingAdapter(Adapter):
         return self.capabilities.guidance == "cfg" and settings.cfg is not None and settings.cfg != 1.0
 
     def expected_nfe(self, settings: SamplerSettings) -> int:
-        per_step = 2 if settings.sampler == "heun" else 1
+        per_step = ode_solvers.get_sampler(settings.sampler, f"model {self.card.name!r}").evals_per_step
         return settings.steps * per_step * (2 if self._guided(settings) else 1)
 
     def initial_noise(self, requests: list[SampleRequest]) -> torch.Tensor:
@@ -211,17 +212,18 @@ class FlowMatchingAdapter(Adapter):
 
     def integrate(self, x: torch.Tensor, y: torch.Tensor, settings: SamplerSettings) -> tuple[torch.Tensor, int]:
         """Solve dx/dt = v from t = 0 to 1 over uniform steps (Euler or Heun); returns (x1, NFE per sample)."""
-        dt = 1.0 / settings.steps
+        sampler = ode_solvers.get_sampler(settings.sampler, f"model {self.card.name!r}")
         nfe = 0
+
+        def field(z: torch.Tensor, t: float) -> torch.Tensor:
+            nonlocal nfe
+            v, cost = self.velocity(z, t, y, settings.cfg)
+            nfe += cost
+            return v
+
+        dt = 1.0 / settings.steps  # t_i = i * dt (not i / steps): the times the pinned images were made with
         with torch.inference_mode():
-            for i in range(settings.steps):
-                v, cost = self.velocity(x, i * dt, y, settings.cfg)
-                nfe += cost
-                if settings.sampler == "heun":
-                    v_end, cost = self.velocity(x + dt * v, (i + 1) * dt, y, settings.cfg)
-                    nfe += cost
-                    v = (v + v_end) / 2
-                x = x + dt * v
+            x = sampler.run(field, x, [i * dt for i in range(settings.steps + 1)])
         return x, nfe
 
     def finish(self, requests: list[SampleRequest], x: torch.Tensor, nfe: int, start: float) -> list[SampleOutput]:

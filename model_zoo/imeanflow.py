@@ -31,6 +31,7 @@ from harness.adapters import Capabilities, build_tiny, register
 from harness.errors import ProtocolError
 from harness.knobs import INTERVAL_KNOBS
 from harness.types import ModelCard, SampleRequest, SamplerSettings
+from model_zoo import ode_solvers
 from model_zoo.flax_convert import flax_to_torch
 from model_zoo.latent_common import TINY_ARCH, LatentAdapter, resolve_latent_params
 from model_zoo.nets.latent_dit import sincos_pos_embed
@@ -63,8 +64,7 @@ class _AverageVelocityAdapter(LatentAdapter):
         z, y = self.initial_noise(requests), self.labels(requests)
         grid = np.linspace(1.0, 0.0, s.steps + 1).tolist()
         start = self.counter.rows
-        for t, r in zip(grid[:-1], grid[1:]):
-            z = z - (t - r) * self.average_velocity(z, t, r, y, s)
+        z = ode_solvers.sample_average_velocity(lambda x, t, r: self.average_velocity(x, t, r, y, s), z, grid)
         return z, [self.counter.per_sample(start, len(requests))] * len(requests)
 
     def validate(self, settings: SamplerSettings) -> None:

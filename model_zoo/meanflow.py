@@ -22,6 +22,7 @@ import torch
 
 from harness.adapters import Capabilities, register
 from harness.types import ModelCard, SampleOutput, SampleRequest
+from model_zoo import ode_solvers
 from model_zoo.flow_matching import TINY_PARAMS as FM_TINY
 from model_zoo.flow_matching import FlowMatchingAdapter
 
@@ -59,8 +60,7 @@ class MeanFlowAdapter(FlowMatchingAdapter):
     def _sample_batch(self, requests: list[SampleRequest]) -> list[SampleOutput]:
         z, y, start = self.prepare(requests)
         steps = requests[0].settings.steps
-        with torch.inference_mode():
-            for i in range(steps):
-                t, r = 1.0 - i / steps, 1.0 - (i + 1) / steps
-                z = z - (t - r) * self.average_velocity(z, r, t, y)
+        with torch.inference_mode():  # u(z, t0, t1) over [t1, t0]: this net takes (r, t) = (t1, t0)
+            z = ode_solvers.sample_average_velocity(lambda x, t0, t1: self.average_velocity(x, t1, t0, y), z,
+                                                    [1.0 - i / steps for i in range(steps + 1)])
         return self.finish(requests, z, steps, start)

@@ -49,6 +49,7 @@ from harness.cards import merge_params, params_where, require_float32, resolve_h
 from harness.errors import GenerationError, HarnessError, ProtocolError
 from harness.knobs import INTERVAL_KNOBS, Knob
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
+from model_zoo import ode_solvers
 from model_zoo.latent_common import NFECounter, read_checkpoint
 from model_zoo.nets.ddt import DiTDH
 from model_zoo.nets.rae_decoder import LatentStats, RAEDecoder, check_stats
@@ -268,9 +269,9 @@ class RAEAdapter(Adapter):
                          for r in requests]).to(self.device)
         y = torch.tensor([r.label for r in requests], dtype=torch.long, device=self.device)
         grid = time_grid(s.steps, time_shift(p))
+        on = dict(zip(grid[:-1], guided))  # the grid's times are distinct: guidance looked up by step time
         start = [c.rows for c in self.counters]
-        for t0, t1, on in zip(grid[:-1], grid[1:], guided):
-            x = x + (t1 - t0) * self.velocity(x, t0, y, s.cfg, method if on else None)
+        x = ode_solvers.sample_euler(lambda z, t: self.velocity(z, t, y, s.cfg, method if on[t] else None), x, grid)
         rows = sum(c.rows - r0 for c, r0 in zip(self.counters, start))
         if rows % len(requests):
             raise HarnessError(f"networks evaluated {rows} rows for {len(requests)} samples: uneven NFE")

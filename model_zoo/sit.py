@@ -51,9 +51,9 @@ class SiTAdapter(LatentAdapter):
         return settings.cfg is not None and settings.cfg != 1.0
 
     def expected_nfe(self, settings: SamplerSettings) -> int | None:
-        if settings.sampler == "dopri5":
+        per_step = ode_solvers.get_sampler(settings.sampler, f"model {self.card.name!r}").evals_per_step
+        if per_step is None:  # adaptive (dopri5): whatever the solver executes
             return None
-        per_step = 2 if settings.sampler == "heun" else 1
         return settings.steps * per_step * (2 if self._guided(settings) else 1)
 
     def _knobs(self, settings: SamplerSettings) -> tuple[int, float, float]:
@@ -83,18 +83,18 @@ class SiTAdapter(LatentAdapter):
         s = requests[0].settings
         channels, atol, rtol = self._knobs(s)
         x, y = self.initial_noise(requests), self.labels(requests)
-        if s.sampler == "dopri5":
+        sampler = ode_solvers.get_sampler(s.sampler, f"model {self.card.name!r}")
+        if sampler.evals_per_step is None:  # adaptive: one trajectory per sample, its own steps and NFE
             outs, nfes = [], []
-            for i in range(len(requests)):  # one adaptive trajectory per sample
+            for i in range(len(requests)):
                 start = self.counter.rows
                 f = partial(self.velocity, y=y[i:i + 1], cfg=s.cfg, channels=channels)
-                outs.append(ode_solvers.dopri5(f, x[i:i + 1], 0.0, 1.0, atol, rtol))
+                outs.append(sampler.run(f, x[i:i + 1], (0.0, 1.0), atol=atol, rtol=rtol))
                 nfes.append(self.counter.per_sample(start, 1))
             return torch.cat(outs), nfes
         start = self.counter.rows
-        grid = [i / s.steps for i in range(s.steps + 1)]
-        solver = ode_solvers.heun if s.sampler == "heun" else ode_solvers.euler
-        x = solver(partial(self.velocity, y=y, cfg=s.cfg, channels=channels), x, grid)
+        x = sampler.run(partial(self.velocity, y=y, cfg=s.cfg, channels=channels), x,
+                        [i / s.steps for i in range(s.steps + 1)])
         return x, [self.counter.per_sample(start, len(requests))] * len(requests)
 
     @classmethod

@@ -22,6 +22,7 @@ import torch
 
 from harness.adapters import Capabilities, build_tiny, register
 from harness.types import ModelCard, SampleRequest, SamplerSettings
+from model_zoo import ode_solvers
 from model_zoo.latent_common import TINY_ARCH, LatentAdapter, resolve_latent_params
 
 RELEASE_PREFIX = "network."
@@ -57,13 +58,9 @@ class SoFlowAdapter(LatentAdapter):
         steps = requests[0].settings.steps
         gens = self.generators(requests)
         x, y = self.draw_noise(gens), self.labels(requests)
-        times = [1.0 - i / steps for i in range(steps + 1)]
         start = self.counter.rows
-        for i in range(steps):
-            x = self.solution(x, times[i], 0.0, y)
-            if i < steps - 1:
-                t_next = times[i + 1]
-                x = (1.0 - t_next) * x + t_next * self.draw_noise(gens)
+        x = ode_solvers.sample_renoise(lambda z, t, s: self.solution(z, t, s, y), x,
+                                       [1.0 - i / steps for i in range(steps + 1)], noise=lambda: self.draw_noise(gens))
         return x, [self.counter.per_sample(start, len(requests))] * len(requests)
 
     @classmethod
