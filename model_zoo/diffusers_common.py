@@ -293,6 +293,7 @@ class DiffusersTextToImage(Adapter):
         """Float images in [0, 1], N x H x W x 3, of one prompt: the pipeline's own call (a family without a
         diffusers pipeline for its sampler overrides this with its loop over the loaded components)."""
         size = self.params["resolution"]
+        # No ode_solvers sampler: the diffusers scheduler owns the step loop (timesteps, update, re-noising).
         return self.pipe(prompt=prompt, height=size, width=size, num_inference_steps=settings.steps,
                          generator=generator, output_type="np", **self.call_kwargs(settings)).images
 

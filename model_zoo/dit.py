@@ -113,6 +113,7 @@ class DiTAdapter(Adapter):
         pixels, nfe = [], []
         for r in requests:  # one call per sample: batch-independent images
             rows = self.counter.rows
+            # No ode_solvers sampler: DiTPipeline's scheduler (the card's sampler) owns the step loop.
             out = self.pipe(class_labels=[r.label], guidance_scale=s.cfg, num_inference_steps=s.steps,
                             generator=torch.Generator("cpu").manual_seed(r.seed), output_type="np")
             pixels.append(out.images[0])

@@ -136,6 +136,7 @@ class ExternalAdapter(Adapter):
                 "settings": {"steps": s.steps, "cfg": s.cfg, "sampler": s.sampler, "knobs": dict(s.knobs)},
                 "samples": [{"index": r.index, "seed": r.seed, "label": r.label, "prompt": r.prompt}
                             for r in requests]}))
+            # No ode_solvers sampler: the step loop runs inside the model's own environment (the runner).
             self._run(folder / "requests.json", out)
             outputs = self._collect(out, requests, s)
         seconds = (time.perf_counter() - start) / len(requests)
