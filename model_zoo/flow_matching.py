@@ -221,7 +221,7 @@ class FlowMatchingAdapter(Adapter):
             nfe += cost
             return v
 
-        dt = 1.0 / settings.steps  # t_i = i * dt (not i / steps): the times the pinned images were made with
+        dt = 1.0 / settings.steps  # t_i = i * dt, not i / steps: the grid the pinned images were made on
         with torch.inference_mode():
             x = sampler.run(field, x, [i * dt for i in range(settings.steps + 1)])
         return x, nfe

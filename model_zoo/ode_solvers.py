@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -163,11 +162,6 @@ def get_sampler(name: str, who: str = "sampler") -> Sampler:
     if name not in SAMPLERS:
         raise ProtocolError(f"{who}: sampler {name!r} is not one of the ODE samplers {sorted(SAMPLERS)}")
     return SAMPLERS[name]
-
-
-def sample(name: str, f: Field, x: torch.Tensor, grid: Sequence[float], **options: Any) -> torch.Tensor:
-    """Run the sampler called ``name`` (see ``SAMPLERS``) on f from x over grid."""
-    return get_sampler(name).run(f, x, grid, **options)
 
 
 # The names before the common signature, kept for callers outside model_zoo (tests/test_zoo_cc_sit.py).

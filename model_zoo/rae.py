@@ -269,7 +269,7 @@ class RAEAdapter(Adapter):
                          for r in requests]).to(self.device)
         y = torch.tensor([r.label for r in requests], dtype=torch.long, device=self.device)
         grid = time_grid(s.steps, time_shift(p))
-        on = dict(zip(grid[:-1], guided))  # the grid's times are distinct: guidance looked up by step time
+        on = dict(zip(grid[:-1], guided))  # guided_steps, looked up by each step's start time (f sees only t)
         start = [c.rows for c in self.counters]
         x = ode_solvers.sample_euler(lambda z, t: self.velocity(z, t, y, s.cfg, method if on[t] else None), x, grid)
         rows = sum(c.rows - r0 for c, r0 in zip(self.counters, start))
