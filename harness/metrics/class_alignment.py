@@ -29,6 +29,7 @@ class ClassAlignment(Metric):
     name = "class_alignment"
     variant = "mnist-cnn/argmax==requested"
     higher_is_better = True
+    value_range = (0.0, 1.0)  # a proportion of samples
     extractor = "mnist-cnn"
     output = "logits"
     needs_reference = False
