@@ -193,7 +193,9 @@ def sample_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.clip(up + rng.normal(0, 20, size=up.shape), 0, 255).round().astype(np.uint8)
 
 
-BATCH_ATOL = 1e-4  # batch of 8 vs batches of 3, relative to max(1, |features|): CPU kernels may block by batch
+# Batch of 8 vs batches of 3, relative to max(1, max |feature|): CPU kernels may block work by batch size. Measured
+# at 1 thread: 0 (Inception pool3, MobileNet pool) to 3e-6 absolute (MobileNet logits, |f| ~ 13), i.e. <= 3e-7 relative.
+BATCH_ATOL = 1e-5
 
 
 class ExtractorConformance:
