@@ -140,6 +140,14 @@ class MetricConformance:
         assert low <= result.value <= high
         assert (low_v is None or low >= low_v) and (high_v is None or high <= high_v), (low, high)
 
+    @pytest.mark.parametrize("bad", [np.nan, np.inf])
+    def test_non_finite_features_refused(self, metric: Metric, case: MetricCase, bad: float) -> None:
+        case.features[3, 0] = bad  # a broken extractor output must never be scored as a number
+        with pytest.raises(HarnessError, match=r"(?i)non-finite|nan|finite"):
+            metric.compute(case.shards(SHARD_SIZES), case.reference)
+        with pytest.raises(HarnessError, match=r"(?i)non-finite|nan|finite"):  # the bootstrap's own path too
+            metric.shard_replicates(case.shards(SHARD_SIZES), case.reference, bootstrap_indices("c", N, 2))
+
     def test_wrong_reference_refused_naming_both(self, metric: Metric, case: MetricCase) -> None:
         if not metric.needs_reference:
             pytest.skip(f"{metric.name} reads no reference")

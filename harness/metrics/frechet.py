@@ -142,6 +142,8 @@ def frechet_replicates(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.n
     once: a replicate costs O(m² + m³), no d at all. Otherwise Y = X √Σ_ref (``sqrt_ref``, computed here if
     not given) and the eigenvalues are those of Z_Y Z_Yᵀ or Z_Yᵀ Z_Y, whichever is smaller."""
     x = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    if not torch.isfinite(x).all():
+        raise HarnessError("frechet_distance: features contain non-finite values")
     m_ref, s_ref = _as_f64("mu_ref", mu_ref, 1), _as_f64("sigma_ref", sigma_ref, 2)
     n, d = x.shape
     trace_ref = torch.trace(s_ref)
