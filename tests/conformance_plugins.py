@@ -148,6 +148,19 @@ class MetricConformance:
         with pytest.raises(HarnessError, match=r"(?i)non-finite|nan|finite"):  # the bootstrap's own path too
             metric.shard_replicates(case.shards(SHARD_SIZES), case.reference, bootstrap_indices("c", N, 2))
 
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_too_few_samples_refused_or_finite(self, metric: Metric, case: MetricCase, n: int) -> None:
+        """A cell too small for the statistic is refused by name (a HarnessError), never a NaN or a crash."""
+        small = MetricCase(case.features[:n], case.labels[:n], case.prompts[:n], case.reference)
+        for what, call in (("compute", lambda: metric.compute(small.shards((n,)), small.reference).value),
+                           ("replicates", lambda: metric.shard_replicates(small.shards((n,)), small.reference,
+                                                                           bootstrap_indices("c", n, 3)))):
+            try:
+                values = np.atleast_1d(call())
+            except HarnessError:
+                continue
+            assert np.isfinite(values).all(), f"{what} with n={n}: {values} instead of a refusal"
+
     def test_wrong_reference_refused_naming_both(self, metric: Metric, case: MetricCase) -> None:
         if not metric.needs_reference:
             pytest.skip(f"{metric.name} reads no reference")
@@ -239,6 +252,18 @@ class ExtractorConformance:
             assert a.dtype == b.dtype == np.float32, (name, a.dtype)
             assert len(a) == 2 and len(b) == 3 and a.shape[1:] == b.shape[1:], (name, a.shape, b.shape)
             assert np.isfinite(a).all() and np.isfinite(b).all()
+
+    def test_empty_and_strided_input(self, loaded: Any) -> None:
+        """An empty batch gives empty outputs of the declared row shape; a strided or read-only view gives the
+        features of its contiguous copy (shards hand in slices)."""
+        base = loaded.extract(sample_images(2, 32))
+        empty = loaded.extract(np.zeros((0, 32, 32, 3), np.uint8))
+        assert all(empty[k].shape == (0, *base[k].shape[1:]) for k in loaded.outputs)
+        view = sample_images(2, 64, seed=3)[:, ::2, 1::2]
+        read_only = np.broadcast_to(view[:1], view.shape)
+        for images in (view, read_only):
+            got, want = loaded.extract(images), loaded.extract(np.ascontiguousarray(images))
+            assert all(np.array_equal(got[k], want[k]) for k in loaded.outputs)
 
     def test_batch_size_invariance(self, loaded: Any) -> None:
         images, saved = sample_images(8, 32, seed=2), loaded.batch_size

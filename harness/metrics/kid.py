@@ -78,6 +78,8 @@ class KID(RowsVsReferenceMetric):
 
         ref = as_f64("kid", "reference", check_reference_features(self, reference).features)
         gen = as_f64("kid", "generated", features)
+        if len(gen) < 2:  # the unbiased within-set term divides by n(n - 1)
+            raise HarnessError(f"kid: needs at least 2 generated samples, got {len(gen)}")
         check_bootstrap_size("kid", len(gen))
         k_rr, r = poly_kernel(ref, ref), len(ref)
         ref_term = (k_rr.sum() - np.trace(k_rr)) / (r * (r - 1))
