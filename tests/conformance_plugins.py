@@ -301,8 +301,8 @@ def class_histogram(labels: Any, num_classes: int) -> list[int]:
 
 
 class DatasetConformance:
-    """Mixin; the module provides ``make`` (a fresh instance per call) and ``change`` (alters its content on disk,
-    or None when the content is a pinned file)."""
+    """Mixin; the module provides ``make`` (a fresh instance per call) and ``changes`` ({what: a call that alters
+    that part of its content on disk}; empty when the content is a pinned file)."""
 
     def test_digest_and_manifest_stable_across_instances(self, make: Callable[[], Any]) -> None:
         a, b = make(), make()
@@ -310,12 +310,18 @@ class DatasetConformance:
         assert manifest_of(a) == manifest_of(b)
         assert a.ref() == b.ref() and not a.ref().provisional
 
-    def test_digest_changes_with_content(self, make: Callable[[], Any], change: Callable[[], None] | None) -> None:
-        if change is None:
+    def test_digest_changes_with_content(self, make: Callable[[], Any],
+                                         changes: dict[str, Callable[[], None]]) -> None:
+        """Conditions and reference images alike: the digest keys cell ids and cached reference statistics."""
+        if not changes:
             pytest.skip("content is a sha256-pinned packaged file: a changed file is refused, not re-digested")
-        before = make().digest
-        change()
-        assert make().digest != before
+        unchanged = []
+        for what, change in changes.items():
+            before = make().digest
+            change()
+            if make().digest == before:
+                unchanged.append(what)
+        assert not unchanged, f"digest unchanged after: {', '.join(unchanged)}"
 
     def test_labels_over_one_cycle(self, make: Callable[[], Any]) -> None:
         ds = make()

