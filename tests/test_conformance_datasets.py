@@ -164,3 +164,11 @@ def test_registered_datasets_never_share_a_digest(tmp_path: Path) -> None:
     for name, value in digests.items():
         owners.setdefault(value, []).append(name)
     assert len(digests) >= 4 and all(len(names) == 1 for names in owners.values()), owners
+
+
+def test_every_registered_dataset_is_exercised() -> None:
+    """Present here or built tiny: a dataset on a new layout (or a renamed layout class) must get a builder above
+    rather than have the whole suite skip it."""
+    uncovered = [name for name in available_datasets()
+                 if plan_dataset(name)[0] is None and _builder(dataset_class(name)) is None]
+    assert not uncovered, f"no files and no tiny builder for {uncovered}: add one to BUILDERS"
