@@ -44,3 +44,9 @@ def loaded(extractor_name: str) -> Any:
 
 class TestExtractorConformance(ExtractorConformance):
     pass
+
+
+def test_registry_names_are_the_extractors_own() -> None:
+    """Error messages and ``harness ls extractors`` name an extractor by its ``name``: it must be its registry key."""
+    assert {name: get_extractor(name).name for name in available_extractors()} == \
+        {n: n for n in available_extractors()}

@@ -49,3 +49,8 @@ def recompute_rule(metric: Metric) -> str:
 
 class TestMetricConformance(MetricConformance):
     pass
+
+
+def test_registry_names_are_the_metrics_own() -> None:
+    """A copied class that keeps its parent's ``name`` would write its rows under another metric's name."""
+    assert {name: get_metric(name).name for name in available_metrics()} == {n: n for n in available_metrics()}
