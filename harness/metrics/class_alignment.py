@@ -29,6 +29,7 @@ class ClassAlignment(Metric):
     name = "class_alignment"
     variant = "mnist-cnn/argmax==requested"
     higher_is_better = True
+    value_range = (0.0, 1.0)  # a proportion of samples
     extractor = "mnist-cnn"
     output = "logits"
     needs_reference = False
@@ -40,6 +41,9 @@ class ClassAlignment(Metric):
             if logits.ndim != 2 or len(logits) != len(shard.labels):
                 raise HarnessError(f"class_alignment: shard {index} has logits of shape {logits.shape} "
                                    f"but {len(shard.labels)} labels; expected (n_labels, n_classes)")
+            if not np.isfinite(logits).all():  # argmax would silently read a NaN row as class 0
+                raise HarnessError(f"class_alignment: shard {index} has {int((~np.isfinite(logits)).sum())} "
+                                   f"non-finite logits (NaN/Inf); refusing to score them")
             if any(label is None for label in shard.labels):
                 raise HarnessError(f"class_alignment: shard {index} has samples without a requested label; "
                                    f"class alignment needs class-conditional samples")

@@ -19,6 +19,7 @@ class ClipScore(TextImageMetric):
     name = "clip_score"
     variant = "openai-ViT-B-16/open_clip/100cos/no-clamp"
     higher_is_better = True
+    value_range = (-100.0, 100.0)  # 100 x a cosine
     extractor = "clip-vit-b-16-openai"
 
     def per_sample(self, cosines: np.ndarray, extractor: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -29,6 +30,7 @@ class ClipScoreClamped(TextImageMetric):
     name = "clip_score_clamped"
     variant = "openai-ViT-L-14/open_clip/max(100cos,0)-per-sample"
     higher_is_better = True
+    value_range = (0.0, 100.0)  # 100 x a cosine, clamped at 0 per sample
     extractor = "clip-vit-l-14-openai"
 
     def per_sample(self, cosines: np.ndarray, extractor: Any) -> tuple[np.ndarray, dict[str, Any]]:

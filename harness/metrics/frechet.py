@@ -142,6 +142,10 @@ def frechet_replicates(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.n
     once: a replicate costs O(m² + m³), no d at all. Otherwise Y = X √Σ_ref (``sqrt_ref``, computed here if
     not given) and the eigenvalues are those of Z_Y Z_Yᵀ or Z_Yᵀ Z_Y, whichever is smaller."""
     x = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    if x.ndim != 2 or len(x) < 2:  # a covariance of one row divides by n - 1 = 0
+        raise HarnessError(f"frechet_distance: features must be (n >= 2, d) rows, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise HarnessError("frechet_distance: features contain non-finite values")
     m_ref, s_ref = _as_f64("mu_ref", mu_ref, 1), _as_f64("sigma_ref", sigma_ref, 2)
     n, d = x.shape
     trace_ref = torch.trace(s_ref)

@@ -61,6 +61,7 @@ class KID(RowsVsReferenceMetric):
     variant = (f"inception-tf1/pool3/poly3-unbiased/subsets={SUBSETS}xmin({SUBSET_SIZE},n,reference_n),"
                f"seed={SEED},float64")
     higher_is_better = False
+    value_range = (None, None)  # the unbiased MMD² estimate goes below 0 when the sets are close
     extractor = "inception-tf1"
     output = "pool3"
 
@@ -77,6 +78,8 @@ class KID(RowsVsReferenceMetric):
 
         ref = as_f64("kid", "reference", check_reference_features(self, reference).features)
         gen = as_f64("kid", "generated", features)
+        if len(gen) < 2:  # the unbiased within-set term divides by n(n - 1)
+            raise HarnessError(f"kid: needs at least 2 generated samples, got {len(gen)}")
         check_bootstrap_size("kid", len(gen))
         k_rr, r = poly_kernel(ref, ref), len(ref)
         ref_term = (k_rr.sum() - np.trace(k_rr)) / (r * (r - 1))

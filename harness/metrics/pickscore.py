@@ -16,6 +16,7 @@ class PickScore(TextImageMetric):
     name = "pickscore"
     variant = "PickScore_v1/CLIP-H-14-processor/exp(logit_scale)cos"
     higher_is_better = True
+    value_range = (None, None)  # ±exp(logit_scale) x a cosine: the bound is a property of the loaded weights
     extractor = "pickscore-v1"
 
     def per_sample(self, cosines: np.ndarray, extractor: Any) -> tuple[np.ndarray, dict[str, Any]]:

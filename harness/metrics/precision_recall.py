@@ -26,8 +26,12 @@ BLOCK = 2048
 MAX_BOOTSTRAP_CELLS = 64_000_000  # float32 distance entries kept for the recall replicates (256 MB)
 
 
-def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+def _t(x: np.ndarray, side: str) -> torch.Tensor:
+    t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    if not torch.isfinite(t).all():  # a NaN distance compares False: the row would silently count as outside
+        raise HarnessError(f"precision_recall: {side} features contain {int((~torch.isfinite(t)).sum())} "
+                           f"non-finite values (NaN/Inf)")
+    return t
 
 
 def _blocks(a: torch.Tensor, b: torch.Tensor):
@@ -54,7 +58,7 @@ def inside(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) ->
 
 
 def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = K) -> tuple[float, float]:
-    g, r = _t(gen), _t(ref)
+    g, r = _t(gen, "generated"), _t(ref, "reference")
     if g.ndim != 2 or r.ndim != 2 or g.shape[1] != r.shape[1]:
         raise HarnessError(f"precision_recall: expected (n, d) features of equal d, got {tuple(g.shape)} "
                            f"and {tuple(r.shape)}")
@@ -83,7 +87,7 @@ class Precision(RowsVsReferenceMetric):
                    indices: np.ndarray) -> np.ndarray:
         from ..features.reference import check_reference_features
 
-        g, r = _t(features), _t(check_reference_features(self, reference).features)
+        g, r = _t(features, "generated"), _t(check_reference_features(self, reference).features, "reference")
         if self.name == "precision":  # reference balls fixed: a count-weighted mean of one indicator
             hit = inside(g, r, knn_radii(r)).double().numpy()
             return np.array([hit[idx].mean() for idx in indices])

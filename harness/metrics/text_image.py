@@ -29,6 +29,9 @@ def collect(shards: Iterable[ShardFeatures], who: str) -> tuple[np.ndarray, list
         if feats.ndim != 2 or len(feats) != len(shard.prompts):
             raise HarnessError(f"{who}: shard {index} has embeddings of shape {feats.shape} but "
                                f"{len(shard.prompts)} prompts; expected one prompt per sample")
+        if not np.isfinite(feats).all():
+            raise HarnessError(f"{who}: shard {index} has {int((~np.isfinite(feats)).sum())} non-finite image "
+                               f"embedding values (NaN/Inf); refusing to score them")
         missing = [k for k, p in enumerate(shard.prompts) if not p]
         if missing:
             raise HarnessError(f"{who}: shard {index} sample {missing[0]} has no prompt ({len(missing)} without); "
