@@ -22,6 +22,8 @@ $(STAMP): requirements-torch.txt requirements.txt requirements-nodeps.txt requir
 
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/harness run protocols/quickstart.yaml --results results/quickstart --executor local
+	@echo; echo 'results/quickstart/leaderboard.md (top; the floor row is real MNIST training digits scored like a model):'
+	@sed -n '/^| rank/,/^$$/p' results/quickstart/leaderboard.md | head -n 8
 
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q

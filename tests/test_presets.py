@@ -19,7 +19,7 @@ PROTOCOLS = Path(__file__).resolve().parent.parent / "protocols"
 EXPECTED = {
     "smoke": (4, 0, set()),
     "quickstart": (21, 0, set()),  # fm-mnist 4 steps x 3 cfg + two one-step models x 4 steps + the real floor
-    "quickstart-inception": (6, 0, set()),
+    "quickstart-inception": (5, 0, set()),  # 3 MMHM-selected cells + the flow best-fid cell + the real floor
     "paper_fair": (84, 4, {"imagenet-val", "imagenetv2-mf", "relaionet"}),  # 8 models x 3 datasets; 2x2 each
     "ablation_cfg_steps": (48, 42, {"imagenet-val"}),  # iMF 7x6; MeanFlow 6 unguided, 42 guided refused
     "imagenet256_fid50k": (9, 0, {"imagenet-val"}),

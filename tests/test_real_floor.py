@@ -146,3 +146,14 @@ def test_mmhm_best_real_without_a_floor_is_refused(tmp_path):
     run = make_run(tmp_path / "run", sweep_cells())
     with pytest.raises(HarnessError, match="has 0 real-data floor cells"):
         build_boards(load_runs([run]), mmhm_best="real")
+
+
+def test_the_floor_is_the_top_row_of_the_image_grid(floor_run):
+    from harness.reports.grid import _label, grid_cells, pages
+
+    results = load_runs([floor_run])
+    board = build_boards(results)[0]
+    cells, indices, _ = grid_cells(board, results.cell_dir_of)
+    first = pages(cells)[0].iloc[0]
+    assert first.model == "real-mnist-train" and _label(first) == "real-mnist-train (real data)"
+    assert indices and _label(pages(cells)[0].iloc[1]).startswith("student-mnist 1 st")

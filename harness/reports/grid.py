@@ -26,10 +26,10 @@ MAX_COLUMNS = 8
 MAX_NOTES = 6  # left-out cells named under a figure; the rest counted
 
 
-def _label(cell: pd.Series) -> str:
-    if cell.get("_floor") is True:
-        return f"{cell.model} (real data)"
-    return f"{cell.model} {cell.steps} st, cfg {fmt_cfg(cell.cfg)}"
+def _label(cell: pd.Series, sep: str = " ") -> str:
+    if bool(cell.get("_floor", False)):
+        return f"{cell.model}{sep}(real data)"
+    return f"{cell.model}{sep}{cell.steps} st, cfg {fmt_cfg(cell.cfg)}"
 
 
 def grid_cells(board: Board, cell_dir_of: dict[str, Path], columns: int = MAX_COLUMNS
@@ -52,7 +52,8 @@ def grid_cells(board: Board, cell_dir_of: dict[str, Path], columns: int = MAX_CO
 
 def pages(cells: pd.DataFrame, max_rows: int = MAX_ROWS) -> list[pd.DataFrame]:
     """Rows packed into pages of at most ``max_rows``, whole models together when they fit on one page."""
-    pieces = [part.iloc[i:i + max_rows] for _, part in cells.groupby("model", sort=True)
+    order = cells.groupby("model", sort=False).ngroup()  # models in the given order (the floor first)
+    pieces = [part.iloc[i:i + max_rows] for _, part in cells.groupby(order, sort=True)
               for i in range(0, len(part), max_rows)]
     out: list[list[pd.DataFrame]] = []
     for piece in pieces:
@@ -117,7 +118,7 @@ def _plot_page(page: pd.DataFrame, tiles: list[list[np.ndarray]], indices: list,
     ax.set_xticks([pad + c * (w + pad) + w / 2 for c in range(cols)], [f"#{i}" for i in indices], fontsize=7)
     ax.xaxis.tick_top()
     ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(rows)],
-                  [f"{c.model}\n{c.steps} st, cfg {fmt_cfg(c.cfg)}" for _, c in page.iterrows()], fontsize=6)
+                  [_label(c, "\n") for _, c in page.iterrows()], fontsize=6)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
