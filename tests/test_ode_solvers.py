@@ -160,7 +160,8 @@ def test_bad_grids_are_refused() -> None:
 # cards and 2 of some tiny families. Recorded on main at 79988e7, BEFORE the step loops moved into ode_solvers,
 # with ``_digest`` below at one CPU thread (conv kernels' bytes depend on the thread count): regenerate with
 # ``PYTHONPATH=. .venv/bin/python tests/test_ode_solvers.py`` (prints this table) when the numerics change on
-# purpose. Key: card or tiny-family / sampler / steps / cfg.
+# purpose. Key: card or tiny-family / sampler / steps / cfg. The meanflow-mnist rows were re-recorded for its
+# 2,000-step checkpoint (f7d7ed7) with the pre-refactor loops (main's code) and matched by the shared samplers.
 PINNED = {
     "fm-mnist/euler/1/1.0": "c659d45afe21fe3004a3c517606574a42334669faa818eab19519fd016e434d6",
     "fm-mnist/euler/1/1.5": "dd9ad1065a45bfa1a8ab3fb7f75c24f4b77ce20d1f598d5f5930240c336011ce",
@@ -178,10 +179,10 @@ PINNED = {
     "fm-mnist/euler/4/1.5": "eab9e2f13356486ef1eaed6e2fbb88b7081bb000fa527f1bd28b38754a21c4d6",
     "fm-mnist/heun/4/1.0": "87356be7370c647279f930a06236582dfb64f63e14509a395c7cb6fecced1b16",
     "fm-mnist/heun/4/1.5": "b808dd09b2f457ad245ce9a05544eb46c1958462b263e25b167454a3ffbd81c6",
-    "meanflow-mnist/euler/1/None": "cfb49e3bd908cfdb69f80d1543be94d480cb2a584c769976297f3ff8482f774a",
-    "meanflow-mnist/euler/2/None": "6c94ca4cc162b89e53260cf12e0881b7f51399ae4389cea65f1e68473f0db97d",
-    "meanflow-mnist/euler/3/None": "299f400ed7101d9559258d392c4e985e62ec1124117e2f98717b9eed8bf9cf0b",
-    "meanflow-mnist/euler/4/None": "345f7628485f96f7af6c21a40ff897508e97cb22a2a33ad494fbf9c3a3465b50",
+    "meanflow-mnist/euler/1/None": "ace83cf5ace7e3eec170a43fac4ee2c7f4d9a304985b6d862e08fdd69c3e61dd",
+    "meanflow-mnist/euler/2/None": "5db397e8d02d586545dc25d1604f1e916f7d3721d41cf6368c0268936bdd364a",
+    "meanflow-mnist/euler/3/None": "486c25357d836cd59f0c677a257e96c4fad2f11969761c3230c5cf8c3c75ce86",
+    "meanflow-mnist/euler/4/None": "cacbd2d55717638020c4e40ac067284aa4f0f813c5ba35a292b0ece03fd6364f",
     "student-mnist/euler/1/None": "782233d831a1bd031b04b801bea771b13db3274557961f4a709f1b66163ae98d",
     "student-mnist/euler/2/None": "b98674ec23555a4a39073a6b60416884f6d346647006ae44c4d47235d94b2f29",
     "student-mnist/euler/3/None": "da3178b7ea51cffe129427385f9e29570711c89c90e1dc3ac3ee54e1eae9b147",
