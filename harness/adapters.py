@@ -16,9 +16,9 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
-from .cards import card_from_dict
-from .errors import GenerationError, ProtocolError
-from .types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
+from harness.cards import card_from_dict
+from harness.errors import GenerationError, ProtocolError
+from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
 A = TypeVar("A", bound="Adapter")
 Guidance = Literal["cfg", "embedded", "interval", "none"]
@@ -128,7 +128,7 @@ def discover() -> dict[str, type[Adapter]]:
 def get_adapter_class(family: str, where: str = "") -> type[Adapter]:
     registry = discover()
     if family not in registry:
-        from .suggest import did_you_mean
+        from harness.suggest import did_you_mean
 
         raise ProtocolError(f"{where}unknown adapter family {family!r}{did_you_mean(family, registry)}; "
                             f"registered: {', '.join(sorted(registry)) or 'none'}")

@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from .errors import HarnessError, ProtocolError
-from .hashing import digest
-from .suggest import did_you_mean
-from .types import HUB_SCHEME, ModelCard
+from harness.errors import HarnessError, ProtocolError
+from harness.hashing import digest
+from harness.suggest import did_you_mean
+from harness.types import HUB_SCHEME, ModelCard
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "model_zoo" / "cards"
 CARD_KEYS = {"name", "family", "weights", "weights_sha256", "hub", "dtype", "params", "description", "recipes",
@@ -104,7 +104,7 @@ def _cost(raw: Any, source: str) -> dict[str, Any] | None:
     """Optional ``cost: {seconds_per_nfe: 0.05, gpu: h100, resolution: 256}``: measured speed, for sizing jobs."""
     if raw is None:
         return None
-    from .cost import parse_card_cost
+    from harness.cost import parse_card_cost
 
     return parse_card_cost(raw, source)
 

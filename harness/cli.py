@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
-from .cli_checks import (
+from harness import __version__
+from harness.cli_checks import (
     OneLineParser,
     check_device,
     os_error_line,
@@ -19,7 +19,7 @@ from .cli_checks import (
     read_json_file,
     run_dir,
 )
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
 
@@ -107,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
-    from .adapters import get_adapter_class
-    from .cost import plan_size_warnings
-    from .protocol import load_protocol, make_plan
+    from harness.adapters import get_adapter_class
+    from harness.cost import plan_size_warnings
+    from harness.protocol import load_protocol, make_plan
 
     plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
     p = plan.protocol
@@ -157,7 +157,7 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
 
 def _gpu_hours(plan, calibrate: list[Path]):
     """GPU-hours from the cards' cost blocks, else calibrated from completed shards of earlier runs."""
-    from .cost import estimate_plan_gpu_hours
+    from harness.cost import estimate_plan_gpu_hours
 
     default = Path("results") / plan.protocol.name
     dirs = calibrate or ([default] if default.is_dir() and (default / "cells").is_dir() else [])
@@ -175,13 +175,13 @@ def _refused_lines(plan) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .cost import check_plan_size
-    from .execution import make_executor
-    from .pipeline import default_cache_dir
-    from .protocol import load_protocol, make_plan
-    from .runner import run_plan
-    from .store import ensure_writable
-    from .weights import require_for_metrics
+    from harness.cost import check_plan_size
+    from harness.execution import make_executor
+    from harness.pipeline import default_cache_dir
+    from harness.protocol import load_protocol, make_plan
+    from harness.runner import run_plan
+    from harness.store import ensure_writable
+    from harness.weights import require_for_metrics
 
     if args.workers is not None and args.executor != "local":
         raise HarnessError(f"--workers {args.workers} applies to --executor local only (got --executor "
@@ -208,9 +208,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_on_slurm(args: argparse.Namespace, plan, run_dir: Path) -> int:
-    from .pipeline import default_cache_dir
-    from .slurm_profile import load_profile
-    from .slurm_run import submit_plan
+    from harness.pipeline import default_cache_dir
+    from harness.slurm_profile import load_profile
+    from harness.slurm_run import submit_plan
 
     if not args.profile:
         raise HarnessError("--executor slurm needs --profile FILE (see slurm/profiles/, e.g. --profile ci)")
@@ -221,7 +221,7 @@ def _run_on_slurm(args: argparse.Namespace, plan, run_dir: Path) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .runner import run_status
+    from harness.runner import run_status
 
     if (args.run_dir is None) == (args.results is None):
         raise HarnessError("status: give the run directory once, as `harness status RUN` or --results RUN")
@@ -247,9 +247,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .composite import load_bounds
-    from .reports import load_runs, write_comparison, write_results_report
-    from .store import ensure_writable
+    from harness.composite import load_bounds
+    from harness.reports import load_runs, write_comparison, write_results_report
+    from harness.store import ensure_writable
 
     runs = [*args.runs, *args.results]
     if not runs:
@@ -272,9 +272,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .pipeline import default_cache_dir
-    from .report import write_parquet
-    from .score import score_frame, score_images
+    from harness.pipeline import default_cache_dir
+    from harness.report import write_parquet
+    from harness.score import score_frame, score_images
 
     check_device(args.device)
     rows = score_images(args.images, [m.strip() for m in args.metrics.split(",") if m.strip()], args.reference,
@@ -292,7 +292,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     """``harness dataset NAME``: scan + validate (errors name the path), then print the manifest as JSON."""
     import json
 
-    from .datasets import get_dataset
+    from harness.datasets import get_dataset
 
     dataset = get_dataset(args.name)
     record = getattr(dataset, "manifest_record", None)
@@ -307,11 +307,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("plan", "validate"):
         return cmd_plan(args, print_table=args.command == "plan")
     if args.command == "weights":
-        from .weights import run_cli
+        from harness.weights import run_cli
 
         return run_cli(args.action, args.names)
     if args.command == "ls":
-        from .cli_ls import cmd_ls
+        from harness.cli_ls import cmd_ls
 
         return cmd_ls(args, PROTOCOLS_DIR)
     return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "score": cmd_score,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 
 class OneLineParser(argparse.ArgumentParser):

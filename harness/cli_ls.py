@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 
 def _card_line(card) -> str:
     """One card with the capabilities its family declares for it (what `plan` will accept)."""
-    from .adapters import get_adapter_class
+    from harness.adapters import get_adapter_class
 
     caps = get_adapter_class(card.family).capabilities_for(card)
     cfg = f" natural_cfg={caps.natural_cfg:g}" if caps.natural_cfg is not None else ""
@@ -23,7 +23,7 @@ def _card_line(card) -> str:
 
 def _nfe_rule(adapter, caps) -> str:
     """The family's declared NFE as a formula in steps, probed from ``expected_nfe`` (no weights loaded)."""
-    from .types import SamplerSettings
+    from harness.types import SamplerSettings
 
     def formula(cfg: float | None) -> str:
         def nfe(steps: int) -> int | None:
@@ -49,8 +49,8 @@ def _nfe_rule(adapter, caps) -> str:
 
 def _adapter_lines() -> list[str]:
     """Per family: what it honours (from its first shipped card; steps and natural cfg vary per card)."""
-    from .adapters import discover
-    from .cards import available_cards, load_card
+    from harness.adapters import discover
+    from harness.cards import available_cards, load_card
 
     cards: dict[str, list] = {}
     for name in available_cards():
@@ -78,10 +78,10 @@ def _adapter_lines() -> list[str]:
 
 
 def cmd_ls(args: argparse.Namespace, protocols_dir: Path) -> int:
-    from .cards import available_cards, load_card
-    from .datasets import available_datasets
-    from .features import extractor_lines
-    from .metrics import metric_lines
+    from harness.cards import available_cards, load_card
+    from harness.datasets import available_datasets
+    from harness.features import extractor_lines
+    from harness.metrics import metric_lines
 
     sections = {
         "adapters": _adapter_lines,

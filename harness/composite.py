@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import HarnessError
-from .metrics.bootstrap import centred_replicates, shifted_interval  # noqa: F401 - re-exported for compare
-from .store import atomic_write_json
+from harness.errors import HarnessError
+from harness.metrics.bootstrap import centred_replicates, shifted_interval  # noqa: F401 - re-exported for compare
+from harness.store import atomic_write_json
 
 PAPER_METRICS = ("fid", "is", "clip_score", "pickscore")
 EPS = 1e-3

@@ -15,9 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ProtocolError
-from .hashing import digest
-from .types import Cell, ModelCard
+from harness.errors import ProtocolError
+from harness.hashing import digest
+from harness.types import Cell, ModelCard
 
 COST_KEYS = {"seconds_per_nfe", "gpu", "resolution", "note"}
 
@@ -119,7 +119,7 @@ def calibration(run_dirs: Iterable[Path]) -> tuple[dict[str, _Measured], dict[st
 
 def expected_nfe(cell: Cell) -> int | None:
     """NFE of one sample as the model's adapter declares it (None for adaptive solvers)."""
-    from .adapters import get_adapter_class
+    from harness.adapters import get_adapter_class
 
     return get_adapter_class(cell.model.family)(cell.model).expected_nfe(cell.settings)
 
@@ -206,7 +206,7 @@ def _free_bytes(directory: Path) -> int | None:
 
 def image_bytes_bound(plan: Any) -> int:
     """Upper bound of the PNG bytes a plan writes: raw 8-bit RGB at each cell's saved size (PNG only shrinks it)."""
-    from .adapters import get_adapter_class
+    from harness.adapters import get_adapter_class
 
     total = 0
     for cell in plan.cells:

@@ -16,10 +16,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from .errors import HarnessError, ProtocolError
-from .packaged import verified_package_file
-from .suggest import did_you_mean
-from .types import PROVISIONAL_DIGEST, DatasetRef
+from harness.errors import HarnessError, ProtocolError
+from harness.packaged import verified_package_file
+from harness.suggest import did_you_mean
+from harness.types import PROVISIONAL_DIGEST, DatasetRef
 
 _DATASETS: dict[str, type[Dataset]] = {}
 
@@ -297,4 +297,4 @@ def available_datasets() -> list[str]:
 
 
 # Folder and prompt-file datasets register themselves on import (they subclass Dataset, defined above).
-from . import imagenet_data, prompt_data  # noqa: E402,F401
+from harness import imagenet_data, prompt_data  # noqa: E402,F401

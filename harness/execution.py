@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 T = TypeVar("T")
 R = TypeVar("R")

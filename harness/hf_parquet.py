@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 SHARD_PATTERNS = ("validation-*.parquet", "data/validation-*.parquet")
 

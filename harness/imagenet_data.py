@@ -26,14 +26,14 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from .datasets import Dataset, dataset_root, register_dataset
-from .errors import HarnessError, ProtocolError
-from .hashing import digest
-from .hf_parquet import parquet_shards, read_rows, scan_parquet
-from .images import to_rgb_image
-from .labels import LabelTable, imagenet_labels
-from .parallel import thread_map
-from .reference_preprocess import ReferencePreprocess, get_preprocess
+from harness.datasets import Dataset, dataset_root, register_dataset
+from harness.errors import HarnessError, ProtocolError
+from harness.hashing import digest
+from harness.hf_parquet import parquet_shards, read_rows, scan_parquet
+from harness.images import to_rgb_image
+from harness.labels import LabelTable, imagenet_labels
+from harness.parallel import thread_map
+from harness.reference_preprocess import ReferencePreprocess, get_preprocess
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # reLAIONet PNGs carry iCCP chunks above PIL's 1 MB default (the paper's loader raises it the same way).

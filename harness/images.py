@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 ALPHA_BACKGROUND = 255  # white: see the module docstring
 SUPPORTED_MODES = ("RGB", "L", "1", "RGBX", "RGBA", "LA", "PA", "P", "I;16", "I;16L", "I;16B", "I;16N", "I", "F",

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import ProtocolError
+from harness.errors import ProtocolError
 
 KINDS = ("number", "integer", "bool", "choice")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 PROMPT_TEMPLATE = "a photo of a {name}"
 TABLE_FILE = "imagenet_labels.tsv"

@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cards import available_cards, load_card
-from .errors import HarnessError
-from .types import ModelCard
+from harness.cards import available_cards, load_card
+from harness.errors import HarnessError
+from harness.types import ModelCard
 
 
 @dataclass(frozen=True)

@@ -18,21 +18,28 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .composite import load_replicates, replicate_path  # noqa: F401 - load_replicates is re-exported
-from .datasets import get_dataset
-from .errors import HarnessError, ShardError
-from .faults import fault_point
-from .features import get_extractor
-from .features.base import Extractor
-from .hashing import digest
-from .metrics import get_metric
-from .metrics.base import Metric, MetricResult, ShardFeatures
-from .metrics.bootstrap import CI_METHOD, bootstrap_indices, bootstrap_interval
-from .metrics.fid import StreamingStats
-from .progress import progress_bar
-from .store import atomic_write_bytes, atomic_write_json, manifest_path, read_cell, read_manifest, verified_images
-from .types import Cell, MetricRow, ShardManifest
+from harness import __version__
+from harness.composite import load_replicates, replicate_path  # noqa: F401 - load_replicates is re-exported
+from harness.datasets import get_dataset
+from harness.errors import HarnessError, ShardError
+from harness.faults import fault_point
+from harness.features import get_extractor
+from harness.features.base import Extractor
+from harness.hashing import digest
+from harness.metrics import get_metric
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
+from harness.metrics.bootstrap import CI_METHOD, bootstrap_indices, bootstrap_interval
+from harness.metrics.fid import StreamingStats
+from harness.progress import progress_bar
+from harness.store import (
+    atomic_write_bytes,
+    atomic_write_json,
+    manifest_path,
+    read_cell,
+    read_manifest,
+    verified_images,
+)
+from harness.types import Cell, MetricRow, ShardManifest
 
 
 def default_cache_dir() -> Path:
@@ -166,7 +173,7 @@ def reference_chunks(dataset_id: str, extractor_name: str, output: str, n: int,
 def save_reference(path: Path, dataset_id: str, extractor_name: str, output: str, n: int,
                    chunks: list[StreamingStats]):
     """Merge chunk statistics in index order into the reference artefact and save it."""
-    from .features.reference import reference_from_stats
+    from harness.features.reference import reference_from_stats
 
     merged = StreamingStats()
     for part in chunks:
@@ -178,7 +185,7 @@ def save_reference(path: Path, dataset_id: str, extractor_name: str, output: str
 
 def reference_stats(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int, device: str = "cpu"):
     """Reference statistics for (dataset content, extractor spec, output, n): computed once, then loaded."""
-    from .features.reference import ReferenceStats
+    from harness.features.reference import ReferenceStats
 
     path = reference_path(cache, dataset_id, extractor_name, output, n)
     if path.exists():
@@ -200,7 +207,7 @@ def reference_features_path(cache: Path, dataset_id: str, extractor_name: str, o
 def reference_features(cache: Path, dataset_id: str, extractor_name: str, output: str, n: int,
                        device: str = "cpu"):
     """Reference feature rows (KID, P/R) for (dataset content, extractor spec, output, n): computed once."""
-    from .features.reference import ReferenceFeatures
+    from harness.features.reference import ReferenceFeatures
 
     dataset, spec = get_dataset(dataset_id), get_extractor(extractor_name).spec
     path = reference_features_path(cache, dataset_id, extractor_name, output, n)
@@ -302,7 +309,7 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
         if replicates is not None:
             atomic_write_bytes(replicate_path(run_dir, cell.cell_id, name), _npy_bytes(replicates))
         if "per_class" in result.details:  # per-class metrics: their tidy one-row-per-class table beside the row
-            from .metrics.per_class import write_per_class_table
+            from harness.metrics.per_class import write_per_class_table
 
             write_per_class_table(run_dir, cell.cell_id, name, metric.variant, result.details["per_class"])
         rows.append(MetricRow(

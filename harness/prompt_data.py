@@ -24,12 +24,12 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from .datasets import Dataset, dataset_root, register_dataset
-from .errors import HarnessError, ProtocolError
-from .hashing import digest, sha256_file
-from .images import to_rgb_image
-from .parallel import thread_map
-from .reference_preprocess import get_preprocess
+from harness.datasets import Dataset, dataset_root, register_dataset
+from harness.errors import HarnessError, ProtocolError
+from harness.hashing import digest, sha256_file
+from harness.images import to_rgb_image
+from harness.parallel import thread_map
+from harness.reference_preprocess import get_preprocess
 
 PROMPT_COLUMNS = ("Prompt", "Prompts", "prompt", "prompts", "text", "caption")
 

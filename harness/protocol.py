@@ -13,13 +13,13 @@ from typing import Any
 
 import yaml
 
-from . import SAMPLING_VERSION
-from .adapters import check_settings, get_adapter_class
-from .cards import load_card
-from .datasets import Dataset, plan_dataset
-from .errors import HarnessError, ProtocolError
-from .knobs import check_knob_values
-from .protocol_schema import (
+from harness import SAMPLING_VERSION
+from harness.adapters import check_settings, get_adapter_class
+from harness.cards import load_card
+from harness.datasets import Dataset, plan_dataset
+from harness.errors import HarnessError, ProtocolError
+from harness.knobs import check_knob_values
+from harness.protocol_schema import (
     MAX_SAMPLES_PER_CELL,
     MODEL_KEYS,
     NATURAL,
@@ -32,11 +32,11 @@ from .protocol_schema import (
     int_value,
     str_list,
 )
-from .real_floor import REAL_SETTINGS, real_card
-from .reference_spec import ReferenceStatsSpec, check_reference_metrics, parse_reference_stats
-from .resize import ImageSize, parse_image_size, resize_for
-from .suggest import did_you_mean
-from .types import Cell, DatasetRef, ModelCard, SamplerSettings, ShardTask
+from harness.real_floor import REAL_SETTINGS, real_card
+from harness.reference_spec import ReferenceStatsSpec, check_reference_metrics, parse_reference_stats
+from harness.resize import ImageSize, parse_image_size, resize_for
+from harness.suggest import did_you_mean
+from harness.types import Cell, DatasetRef, ModelCard, SamplerSettings, ShardTask
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,7 @@ def make_plan(protocol: Protocol) -> Plan:
 
     A dataset whose files are absent still plans (provisional cell ids, ``Plan.missing_data``); what it
     knows without them (class count, labels / prompts / images) still drives the refusals."""
-    from .metrics import get_metric
+    from harness.metrics import get_metric
 
     src = protocol.source
     metrics = []

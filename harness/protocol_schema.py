@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ProtocolError
+from harness.errors import ProtocolError
 
 # key → (description of what is allowed, default or REQUIRED)
 REQUIRED = object()

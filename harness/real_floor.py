@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .datasets import plan_dataset
-from .errors import ProtocolError
-from .types import PROVISIONAL_DIGEST, DatasetRef, ModelCard, SamplerSettings
+from harness.datasets import plan_dataset
+from harness.errors import ProtocolError
+from harness.types import PROVISIONAL_DIGEST, DatasetRef, ModelCard, SamplerSettings
 
 REAL_FAMILY = "real_images"  # the adapter family (model_zoo/real_images.py); reports recognise floor rows by it
 REAL_SETTINGS = SamplerSettings(steps=0, cfg=None, sampler="none")  # no network, no steps, no guidance

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 
 @dataclass(frozen=True)

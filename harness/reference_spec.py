@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ProtocolError
+from harness.errors import ProtocolError
 
 KEYS = ("file", "format", "n")
 
@@ -30,7 +30,7 @@ class ReferenceStatsSpec:
 
     @property
     def extractor(self) -> str | None:
-        from .features.reference_import import FORMATS
+        from harness.features.reference_import import FORMATS
 
         return FORMATS[self.format][0]
 
@@ -50,7 +50,7 @@ class ReferenceStatsSpec:
 
     def load(self) -> Any:
         """The imported ReferenceStats (``import_reference`` validates the file and records its sha256)."""
-        from .features.reference_import import import_reference
+        from harness.features.reference_import import import_reference
 
         path = self.path()
         if path is None or self.missing():
@@ -61,7 +61,7 @@ class ReferenceStatsSpec:
 def parse_reference_stats(src: str, value: Any) -> ReferenceStatsSpec | None:
     if value is None:
         return None
-    from .features.reference_import import FORMATS
+    from harness.features.reference_import import FORMATS
 
     if not isinstance(value, dict) or set(value) - set(KEYS) or "file" not in value or "format" not in value:
         raise ProtocolError(f"{src}: key 'reference_stats' has value {value!r}; expected a mapping with file "

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import HarnessError
-from .protocol import Plan
-from .store import atomic_write_json
+from harness.errors import HarnessError
+from harness.protocol import Plan
+from harness.store import atomic_write_json
 
 # Where the plan came from is not its content: the same protocol by name or by path is the same run.
 _NOT_CONTENT = ("source",)

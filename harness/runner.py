@@ -6,13 +6,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .adapters import get_adapter_class
-from .cards import require_pinned
-from .errors import HarnessError
-from .execution import Executor
-from .faults import fault_point
-from .metrics import get_metric
-from .pipeline import (
+from harness.adapters import get_adapter_class
+from harness.cards import require_pinned
+from harness.errors import HarnessError
+from harness.execution import Executor
+from harness.faults import fault_point
+from harness.metrics import get_metric
+from harness.pipeline import (
     REFERENCE_CHUNK,
     ExtractTask,
     ReferenceChunkTask,
@@ -23,12 +23,12 @@ from .pipeline import (
     save_reference,
     score_cell,
 )
-from .protocol import Plan
-from .report import rows_to_frame, write_parquet, write_report
-from .run_record import claim_run_dir, with_kept_rows, write_run_record
-from .sampling import generate_shard, shard_is_complete, wasted_rows
-from .store import ensure_writable, manifest_path, read_manifest, write_cell
-from .types import ShardTask
+from harness.protocol import Plan
+from harness.report import rows_to_frame, write_parquet, write_report
+from harness.run_record import claim_run_dir, with_kept_rows, write_run_record
+from harness.sampling import generate_shard, shard_is_complete, wasted_rows
+from harness.store import ensure_writable, manifest_path, read_manifest, write_cell
+from harness.types import ShardTask
 
 
 def say(msg: str) -> None:
@@ -151,8 +151,8 @@ def run_status(run_dir: Path) -> tuple[list[dict], dict[str, dict[str, int]]]:
                     "corrupt": corrupt})
     stages: dict[str, dict[str, int]] = {}
     if (run_dir / "jobs.jsonl").exists() and (any(not_done.values()) or not (run_dir / "results.parquet").exists()):
-        from .slurm_executor import describe
-        from .slurm_run import slurm_states_for
+        from harness.slurm_executor import describe
+        from harness.slurm_run import slurm_states_for
 
         states, stages = slurm_states_for(run_dir, [describe(t) for ts in not_done.values() for t in ts])
         for row in out:

@@ -20,24 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .adapters import Adapter, get_adapter_class
-from .datasets import get_dataset
-from .errors import GenerationError, ShardError
-from .faults import fault_point
-from .hashing import sha256_bytes
-from .locks import exclusive
-from .resize import apply_resize
-from .store import (
-    encode_png,
-    file_matches,
-    image_name,
-    manifest_path,
-    read_cell,
-    read_manifest,
-    write_manifest,
-)
-from .types import Cell, SampleOutput, SampleRecord, SampleRequest, ShardManifest, ShardTask
+from harness import __version__
+from harness.adapters import Adapter, get_adapter_class
+from harness.datasets import get_dataset
+from harness.errors import GenerationError, ShardError
+from harness.faults import fault_point
+from harness.hashing import sha256_bytes
+from harness.locks import exclusive
+from harness.resize import apply_resize
+from harness.store import encode_png, file_matches, image_name, manifest_path, read_cell, read_manifest, write_manifest
+from harness.types import Cell, SampleOutput, SampleRecord, SampleRequest, ShardManifest, ShardTask
 
 
 def sample_seed(protocol_seed: int, dataset_id: str, index: int) -> int:

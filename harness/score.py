@@ -25,19 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import HarnessError
-from .features import get_extractor
-from .features.reference import ReferenceFeatures, ReferenceStats
-from .hashing import digest
-from .images import check_file, decode_file
-from .metrics import get_metric
-from .metrics.base import Metric, MetricResult, ShardFeatures
-from .metrics.bootstrap import bootstrap_indices, bootstrap_interval
-from .parallel import prefetched_map, thread_map
-from .pipeline import loaded_extractor, metric_reference
-from .progress import progress_bar
-from .types import MetricRow
+from harness import __version__
+from harness.errors import HarnessError
+from harness.features import get_extractor
+from harness.features.reference import ReferenceFeatures, ReferenceStats
+from harness.hashing import digest
+from harness.images import check_file, decode_file
+from harness.metrics import get_metric
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
+from harness.metrics.bootstrap import bootstrap_indices, bootstrap_interval
+from harness.parallel import prefetched_map, thread_map
+from harness.pipeline import loaded_extractor, metric_reference
+from harness.progress import progress_bar
+from harness.types import MetricRow
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 LOSSY = {".jpg", ".jpeg", ".webp"}
@@ -188,7 +188,7 @@ def _whole(reference_n: int | None, has: int, what: str) -> None:
 
 def _dataset_n(dataset_id: str, reference_n: int | None) -> int:
     """How many reference images of a dataset, checked against what it has before anything is computed."""
-    from .datasets import get_dataset
+    from harness.datasets import get_dataset
 
     available = get_dataset(dataset_id).size
     n = min(available, DEFAULT_DATASET_N) if reference_n is None else reference_n
@@ -219,11 +219,11 @@ def resolve_references(metrics: list[Metric], reference: str | None, reference_f
                 stats = ReferenceStats.load(path)
                 _whole(reference_n, stats.n, f"the statistics file {path}")
             elif reference_format:
-                from .features.reference_import import import_reference
+                from harness.features.reference_import import import_reference
 
                 stats = import_reference(path, reference_format, reference_n)
             else:
-                from .features.reference_import import FORMATS
+                from harness.features.reference_import import FORMATS
 
                 raise HarnessError(f"{path}: foreign statistics file (keys {', '.join(sorted(keys))}); say which "
                                    f"tool wrote it with --reference-format {'|'.join(FORMATS)}")
@@ -237,7 +237,7 @@ def resolve_references(metrics: list[Metric], reference: str | None, reference_f
         _whole(reference_n, len(source), f"the reference {path}")
         source.check_files()
         return _cached_folder_references(needing, source, cache, device), path.name
-    from .datasets import available_datasets
+    from harness.datasets import available_datasets
 
     if reference not in available_datasets():
         raise HarnessError(f"--reference {reference!r}: not a file, folder or dataset id "
@@ -313,7 +313,7 @@ def score_images(images: Path, metric_names: list[str], reference: str | None, c
 
 def score_frame(rows: list[ScoreRow]):
     """The tidy frame of ``harness score`` with a ``details`` column (JSON per row)."""
-    from .report import rows_to_frame
+    from harness.report import rows_to_frame
 
     frame = rows_to_frame(rows)
     frame["details"] = [json.dumps(r.details, sort_keys=True, ensure_ascii=False) for r in rows]

@@ -25,9 +25,9 @@ from typing import Any
 
 import submitit
 
-from .errors import HarnessError
-from .execution import Executor, _progress, describe, work_items
-from .slurm_profile import SlurmProfile
+from harness.errors import HarnessError
+from harness.execution import Executor, _progress, describe, work_items
+from harness.slurm_profile import SlurmProfile
 
 # Job states in which a task may still produce its result.
 ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",

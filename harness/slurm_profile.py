@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "slurm" / "profiles"
 

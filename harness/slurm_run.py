@@ -18,16 +18,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cost import calibration, estimate_cell_seconds, model_key
-from .features import get_extractor
-from .metrics import get_metric
-from .pipeline import missing_extractors, reference_features_path, reference_path
-from .protocol import Plan
-from .runner import prepare_run, say
-from .sampling import shard_is_complete
-from .slurm_executor import ACTIVE_STATES, SlurmExecutor, describe, query_states, read_jobs_log
-from .slurm_profile import SlurmProfile, task_budget_s
-from .slurm_tasks import (
+from harness.cost import calibration, estimate_cell_seconds, model_key
+from harness.features import get_extractor
+from harness.metrics import get_metric
+from harness.pipeline import missing_extractors, reference_features_path, reference_path
+from harness.protocol import Plan
+from harness.runner import prepare_run, say
+from harness.sampling import shard_is_complete
+from harness.slurm_executor import ACTIVE_STATES, SlurmExecutor, describe, query_states, read_jobs_log
+from harness.slurm_profile import SlurmProfile, task_budget_s
+from harness.slurm_tasks import (
     CellExtractTask,
     CollectTask,
     ExtractBundle,
@@ -40,8 +40,8 @@ from .slurm_tasks import (
     extraction_bundles,
     generate_bundle,
 )
-from .store import manifest_path, read_manifest
-from .types import ShardTask
+from harness.store import manifest_path, read_manifest
+from harness.types import ShardTask
 
 
 @dataclass(frozen=True)

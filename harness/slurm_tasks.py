@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import HarnessError
-from .execution import DebugExecutor
-from .pipeline import ExtractTask, extract_shard, reference_features, reference_stats
-from .protocol import Plan
-from .sampling import ShardResult, generate_shard
-from .store import manifest_path
-from .types import ShardTask
+from harness.errors import HarnessError
+from harness.execution import DebugExecutor
+from harness.pipeline import ExtractTask, extract_shard, reference_features, reference_stats
+from harness.protocol import Plan
+from harness.sampling import ShardResult, generate_shard
+from harness.store import manifest_path
+from harness.types import ShardTask
 
 
 def bundle_indices(costs: Sequence[float | None], groups: Sequence[str], budget_s: float) -> list[list[int]]:
@@ -155,7 +155,7 @@ class CollectTask:
 
 
 def collect_run(task: CollectTask) -> str:
-    from .runner import run_plan
+    from harness.runner import run_plan
 
     run_plan(task.plan, Path(task.run_dir), Path(task.cache_dir), DebugExecutor(), task.device,
              require_generated=True, require_features=True)

@@ -22,11 +22,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import HarnessError, ShardError
-from .hashing import sha256_bytes
-from .images import decode_bytes
-from .parallel import thread_map
-from .types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
+from harness.errors import HarnessError, ShardError
+from harness.hashing import sha256_bytes
+from harness.images import decode_bytes
+from harness.parallel import thread_map
+from harness.types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
 
 
 def _process_umask() -> int:

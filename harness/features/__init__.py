@@ -12,10 +12,10 @@ from types import ModuleType
 
 import numpy as np
 
-from ..errors import HarnessError, ProtocolError
-from ..packaged import verified_package_file
-from ..suggest import did_you_mean
-from .base import Extractor, ExtractorSpec
+from harness.errors import HarnessError, ProtocolError
+from harness.features.base import Extractor, ExtractorSpec
+from harness.packaged import verified_package_file
+from harness.suggest import did_you_mean
 
 # registry name -> "module:Class" (relative to this package)
 _EXTRACTORS: dict[str, str] = {
@@ -58,7 +58,7 @@ def packaged_weights(name: str) -> ModuleType | None:
 
 def extractor_lines() -> list[str]:
     """One line per extractor for ``harness ls extractors``: its outputs and where its weights come from."""
-    from ..weights import entries_for_extractor
+    from harness.weights import entries_for_extractor
 
     lines = []
     for name in available_extractors():

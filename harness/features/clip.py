@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import HarnessError
-from ..parallel import thread_map
-from ..weights import file_sha256, get_entry, verified_file
-from . import check_images
-from .base import Extractor, ExtractorSpec, no_weight_init
+from harness.errors import HarnessError
+from harness.features import check_images
+from harness.features.base import Extractor, ExtractorSpec, no_weight_init
+from harness.parallel import thread_map
+from harness.weights import file_sha256, get_entry, verified_file
 
 CONTEXT_LENGTH = 77
 

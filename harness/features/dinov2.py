@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import HarnessError
-from ..hashing import digest
-from ..parallel import thread_map
-from ..weights import folder_digests
-from . import check_images
-from .base import Extractor, ExtractorSpec
+from harness.errors import HarnessError
+from harness.features import check_images
+from harness.features.base import Extractor, ExtractorSpec
+from harness.hashing import digest
+from harness.parallel import thread_map
+from harness.weights import folder_digests
 
 WEIGHTS = "dinov2-vit-l-14"
 INPUT_SIZE = 224

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import HarnessError
-from ..weights import INCEPTION_TF1_FILE, INCEPTION_TF1_SHA256, verified_file
-from . import check_images
-from .base import Extractor, ExtractorSpec, no_weight_init
+from harness.errors import HarnessError
+from harness.features import check_images
+from harness.features.base import Extractor, ExtractorSpec, no_weight_init
+from harness.weights import INCEPTION_TF1_FILE, INCEPTION_TF1_SHA256, verified_file
 
 WEIGHTS_FILE = INCEPTION_TF1_FILE  # torch-fidelity's release file name
 WEIGHTS_ENTRY = "inception-tf1"  # harness.weights entry (``harness weights fetch inception-tf1``)

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import HarnessError
-from ..hashing import digest
-from ..weights import folder_digests
-from . import check_images
-from .base import ExtractorSpec
-from .clip import ImageTextExtractor
+from harness.errors import HarnessError
+from harness.features import check_images
+from harness.features.base import ExtractorSpec
+from harness.features.clip import ImageTextExtractor
+from harness.hashing import digest
+from harness.weights import folder_digests
 
 MODEL_WEIGHTS = "pickscore-v1"
 PROCESSOR_WEIGHTS = "clip-vit-h-14-laion2b-processor"

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import Dataset
-from ..errors import HarnessError, ProtocolError
-from ..hashing import canonical_json, digest
-from ..metrics.fid import StreamingStats
-from ..progress import progress_bar
-from ..store import atomic_write
-from .base import Extractor, ExtractorSpec
+from harness.datasets import Dataset
+from harness.errors import HarnessError, ProtocolError
+from harness.features.base import Extractor, ExtractorSpec
+from harness.hashing import canonical_json, digest
+from harness.metrics.fid import StreamingStats
+from harness.progress import progress_bar
+from harness.store import atomic_write
 
 FORMAT_VERSION = 1
 _KEYS = ("format_version", "mu", "sigma", "n", "extractor_key", "source_digest", "spec_json")
@@ -163,7 +163,7 @@ def check_reference(metric: Any, reference: Any, kind: type, unrecorded_output_o
     """The metric's reference, refused unless it is a ``kind`` (ReferenceStats or ReferenceFeatures) computed with
     the metric's extractor spec, holding the metric's extractor output (``unrecorded_output_ok``: statistics
     without a recorded output are taken at their extractor key)."""
-    from . import get_extractor
+    from harness.features import get_extractor
 
     if not isinstance(reference, kind):
         raise HarnessError(f"{metric.name}: needs {kind.__name__} as reference, got {type(reference).__name__}")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HarnessError
-from ..hashing import digest, sha256_file
-from . import get_extractor
-from .reference import ReferenceStats
+from harness.errors import HarnessError
+from harness.features import get_extractor
+from harness.features.reference import ReferenceStats
+from harness.hashing import digest, sha256_file
 
 # format -> (our extractor that reproduces its preprocessing or None, what produced the file)
 FORMATS: dict[str, tuple[str | None, str]] = {
@@ -74,7 +74,7 @@ def import_reference(path: str | Path, fmt: str, n: int | None = None) -> Refere
     origin = {"format": fmt, "file": path.name, "sha256": file_sha, "produced_by": produced_by}
     key, extractor_spec = digest({"foreign": origin}, length=24), None
     if extractor_name is not None:
-        from .inception_tf1 import OFFICIAL_SHA256_PREFIX
+        from harness.features.inception_tf1 import OFFICIAL_SHA256_PREFIX
 
         spec = get_extractor(extractor_name).spec
         if spec.weights_sha256.startswith(OFFICIAL_SHA256_PREFIX):

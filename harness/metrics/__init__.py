@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ProtocolError
-from ..suggest import did_you_mean
-from .base import Metric, MetricResult, ShardFeatures
+from harness.errors import ProtocolError
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
+from harness.suggest import did_you_mean
 
 # registry name -> "module:Class" (relative to this package)
 _METRICS: dict[str, str] = {

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import HarnessError
-from .base import Metric, MetricResult, ShardFeatures
-from .frechet import frechet_distance, frechet_distance_gram, frechet_replicates, sqrt_psd
+from harness.errors import HarnessError
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
+from harness.metrics.frechet import frechet_distance, frechet_distance_gram, frechet_replicates, sqrt_psd
 
 __all__ = ["FID", "FIDClean", "FIDTF1", "StreamingStats", "frechet_distance", "frechet_distance_gram",
            "frechet_replicates", "sqrt_psd"]
@@ -104,7 +104,7 @@ class FID(Metric):
     min_reliable_n = MIN_RELIABLE_N  # the feature dimension: below it the covariance is rank-deficient
 
     def _check_reference(self, reference: Any) -> Any:
-        from ..features.reference import ReferenceStats, check_reference  # lazy: features imports metrics
+        from harness.features.reference import ReferenceStats, check_reference  # lazy: features imports metrics
 
         return check_reference(self, reference, ReferenceStats, unrecorded_output_ok=True)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarnessError
-from .base import MetricResult, ShardFeatures
-from .clip_score import ClipScore
-from .pickscore import PickScore
-from .text_image import TextImageMetric
+from harness.errors import HarnessError
+from harness.metrics.base import MetricResult, ShardFeatures
+from harness.metrics.clip_score import ClipScore
+from harness.metrics.pickscore import PickScore
+from harness.metrics.text_image import TextImageMetric
 
 
 def class_means(scores: np.ndarray, labels: list[int | None], who: str) -> dict[int, tuple[float, int]]:

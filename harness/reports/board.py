@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..composite import Bounds, MMHMTable, add_mmhm_ci, default_metrics, floor_bounds, mmhm, noise_flags, select
-from ..errors import HarnessError
-from ..metrics.bootstrap import covers
-from ..real_floor import floor_mask
-from .results import Results
+from harness.composite import Bounds, MMHMTable, add_mmhm_ci, default_metrics, floor_bounds, mmhm, noise_flags, select
+from harness.errors import HarnessError
+from harness.metrics.bootstrap import covers
+from harness.real_floor import floor_mask
+from harness.reports.results import Results
 
 SETTINGS = ["cell_id", "model", "steps", "cfg", "nfe_mean", "sec_per_image", "n", "run", "seed_policy"]
 
@@ -78,7 +78,7 @@ def _describe(scores: MMHMTable) -> str:
 def _small_n_notes(rows: pd.DataFrame) -> list[str]:
     """One note per Fréchet-type metric (by kind: any metric with a ``min_reliable_n``, i.e. fid, fid_tf1,
     fid_clean, fid_mnist, fd_dinov2) scored on fewer samples than its feature dimension."""
-    from ..metrics import available_metrics, get_metric
+    from harness.metrics import available_metrics, get_metric
 
     notes = []
     for name in sorted(set(rows.metric) & set(available_metrics())):  # rows of an unknown metric: no kind
