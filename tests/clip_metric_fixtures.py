@@ -12,7 +12,8 @@ import torch
 from clip_fixtures import tiny_openclip, to_hf, write_clip_tokenizer
 from PIL import Image
 
-from harness import pipeline, weights
+import harness.features as loaded_cache
+from harness.features import weights
 from harness.hashing import sha256_file
 
 LONG = "a photo of " + "a very large and extremely detailed " * 12 + "tench"  # > 77 tokens
@@ -37,7 +38,7 @@ def tiny(tmp_path_factory):
 def installed(tiny, tmp_path, monkeypatch):
     """The tiny file installed as both OpenAI CLIP entries in a private HARNESS_WEIGHTS (pins swapped to it)."""
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path))
-    monkeypatch.setattr(pipeline, "_EXTRACTORS", {})
+    monkeypatch.setattr(loaded_cache, "_LOADED", {})
     digest = sha256_file(tiny["path"])
     for name in ("clip-vit-b-16-openai", "clip-vit-l-14-openai"):
         entry = weights.ENTRIES[name]

@@ -13,9 +13,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from harness.adapters import Adapter
 from harness.errors import ProtocolError
-from harness.real_floor import REAL_FAMILY
+from harness.models.adapters import Adapter
+from harness.plan.real_floor import REAL_FAMILY
 from harness.types import SampleOutput, SampleRequest, SamplerSettings
 
 PROMPTS = ("a red square", "a cat on a mat", "two blue circles", "a small boat at sea", "an empty room")

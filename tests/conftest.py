@@ -65,6 +65,6 @@ class FakeImageNet(harness_datasets.Dataset):
 @pytest.fixture()
 def fake_imagenet(monkeypatch: pytest.MonkeyPatch) -> str:
     """A registered 1000-class dataset 'test-imagenet' that plans without files; returns its id."""
-    monkeypatch.setitem(harness_datasets._DATASETS, "test-imagenet", FakeImageNet)
+    monkeypatch.setitem(harness_datasets.base._DATASETS, "test-imagenet", FakeImageNet)
     monkeypatch.setattr(FakeImageNet, "id", "test-imagenet", raising=False)
     return "test-imagenet"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import weights
+from harness.features import weights
 from harness.features.inception_tf1 import WEIGHTS_ENTRY, WEIGHTS_FILE
 from harness.hashing import sha256_file
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.report import rows_to_frame
+from harness.reports import rows_to_frame
 from harness.types import MetricRow
 
 HIGHER = {"fid": False, "is": True, "clip_score": True, "pickscore": True, "class_alignment": True}
@@ -61,7 +61,7 @@ def make_run(run_dir: Path, cells: dict[str, dict], replicates: int = 0, images:
     """A run directory as the runner leaves it: results.parquet, run.json, optional images and replicates."""
     from PIL import Image
 
-    from harness.report import write_parquet
+    from harness.reports import write_parquet
 
     rng = np.random.default_rng(seed)
     frame = frame_of(cells, run=run)

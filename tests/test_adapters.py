@@ -11,9 +11,9 @@ import pytest
 import torch
 from conformance import AdapterConformance, images, requests_for
 
-from harness.adapters import Adapter, check_settings, discover
-from harness.cards import card_from_dict, load_card
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import Adapter, check_settings, discover
+from harness.models.cards import card_from_dict, load_card
 from harness.types import SampleRequest, SamplerSettings
 from model_zoo.flow_matching import TINY_PARAMS, FlowMatchingAdapter
 
@@ -44,7 +44,7 @@ def _ckpt_card(path: Path, sha: str, **params) -> dict:
 
 
 def test_discover_imports_family_without_harness_naming_it() -> None:
-    code = ("import sys; import harness.adapters as a; "
+    code = ("import sys; import harness.models.adapters as a; "
             "assert 'model_zoo.flow_matching' not in sys.modules; "
             "r = a.discover(); assert r['flow_matching'].__module__ == 'model_zoo.flow_matching'; print('ok')")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

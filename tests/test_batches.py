@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import sampling
-from harness.protocol import load_protocol, make_plan
-from harness.sampling import batch_spans, generate_shard, wasted_rows
+from harness.plan.protocol import load_protocol, make_plan
+from harness.run import generate as sampling
+from harness.run.generate import batch_spans, generate_shard, wasted_rows
 from harness.store import manifest_path, read_manifest, write_cell
 from harness.types import ShardTask
 

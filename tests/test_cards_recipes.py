@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.adapters import Capabilities, check_settings
-from harness.cards import WeightsMissingError, card_from_dict, is_pinned, require_pinned, resolve_hub_snapshot
 from harness.errors import ProtocolError
-from harness.protocol import make_plan, protocol_from_dict
+from harness.models.adapters import Capabilities, check_settings
+from harness.models.cards import WeightsMissingError, card_from_dict, is_pinned, require_pinned, resolve_hub_snapshot
+from harness.plan.protocol import make_plan, protocol_from_dict
 from harness.types import SamplerSettings
 
 REV = "0123456789abcdef0123456789abcdef01234567"

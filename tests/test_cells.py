@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from harness import SAMPLING_VERSION
-from harness.cards import card_from_dict
-from harness.protocol import load_protocol, make_plan
-from harness.sampling import requests_for, sample_seed
+from harness.models.cards import card_from_dict
+from harness.plan.protocol import load_protocol, make_plan
+from harness.run.generate import requests_for, sample_seed
 from harness.types import Cell, DatasetRef, SamplerSettings
 
 CARD = card_from_dict({"name": "a", "family": "flow_matching", "weights": None, "params": {"hidden": 32}})

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.adapters import discover
 from harness.cli import main
+from harness.models.adapters import discover
 
 
 @pytest.fixture(scope="module")

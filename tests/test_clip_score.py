@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from clip_metric_fixtures import PROMPTS
 
-from harness import pipeline
 from harness.errors import HarnessError
 from harness.features import get_extractor
 from harness.features.clip import ClipVitB16OpenAI
+from harness.features.weights import WeightsNotFound
 from harness.metrics import ShardFeatures, get_metric
-from harness.weights import WeightsNotFound
+from harness.run import extract as pipeline
 
 
 def test_embeddings_match_transformers(tiny):

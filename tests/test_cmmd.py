@@ -14,11 +14,11 @@ from PIL import Image
 from harness.errors import HarnessError
 from harness.features import get_extractor
 from harness.features.clip_cmmd import ClipVitL14x336Cmmd
-from harness.features.reference import ReferenceFeatures
+from harness.features.weights import WeightsNotFound
 from harness.metrics import ShardFeatures, get_metric
 from harness.metrics import cmmd as cmmd_module
 from harness.metrics.cmmd import cmmd
-from harness.weights import WeightsNotFound
+from harness.references.artefacts import ReferenceFeatures
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +151,10 @@ def _pngs(folder, images: np.ndarray):
 
 
 def test_harness_score_gives_the_cmmd_of_two_folders(tiny, tmp_path, monkeypatch):
-    from harness import pipeline, weights
+    import harness.features as loaded_cache
+    from harness.cli.score import score_images
+    from harness.features import weights
     from harness.hashing import sha256_file
-    from harness.score import score_images
 
     entry = weights.ENTRIES["clip-vit-l-14-336-openai"]
     (tmp_path / "w" / entry.name).mkdir(parents=True)
@@ -161,7 +162,7 @@ def test_harness_score_gives_the_cmmd_of_two_folders(tiny, tmp_path, monkeypatch
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "w"))
     monkeypatch.setitem(weights.ENTRIES, entry.name, entry.with_pins({entry.files[0].relative:
                                                                       sha256_file(tiny["path"])}))
-    monkeypatch.setattr(pipeline, "_EXTRACTORS", {})
+    monkeypatch.setattr(loaded_cache, "_LOADED", {})
     reference_images = np.random.default_rng(6).integers(0, 90, (4, 120, 120, 3), dtype=np.uint8)
     gen, ref = _pngs(tmp_path / "gen", tiny["images"]), _pngs(tmp_path / "ref", reference_images)
     row = score_images(gen, ["cmmd"], str(ref), tmp_path / "cache", bootstrap=10)[0]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from report_rows import frame_of, write_replicates
 
-from harness.composite import (
+from harness.errors import HarnessError
+from harness.reports.mmhm import (
     Bounds,
     add_mmhm_ci,
     default_metrics,
@@ -19,7 +20,6 @@ from harness.composite import (
     noise_flags,
     select,
 )
-from harness.errors import HarnessError
 
 EPS = 1e-3
 

@@ -10,9 +10,9 @@ from image_files import png16
 from PIL import Image
 
 from harness.datasets import get_dataset
+from harness.datasets.folders import open_image_folder
+from harness.datasets.preprocess import adm_center_crop, get_preprocess
 from harness.errors import HarnessError
-from harness.imagenet_data import open_image_folder
-from harness.reference_preprocess import adm_center_crop, get_preprocess
 
 
 def _image(path: Path, size=(40, 30), value: int = 0) -> Path:

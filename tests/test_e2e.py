@@ -104,7 +104,7 @@ def test_shard_size_and_executor_do_not_change_a_pixel(tmp_path, uninterrupted):
 
 def test_worker_failure_is_one_line_and_writes_nothing(tmp_path):
     """A checkpoint whose sha256 is wrong fails inside a local worker; the error reaches the CLI as one line."""
-    from harness.adapters import discover
+    from harness.models.adapters import discover
 
     adapter = discover()["flow_matching"].tiny()
     ckpt = tmp_path / "fm.pt"

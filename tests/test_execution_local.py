@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.execution import LocalExecutor, WorkerCrashError, exit_description, make_executor, visible_gpus
+from harness.executors.base import LocalExecutor, WorkerCrashError, exit_description, make_executor, visible_gpus
 
 
 @dataclass(frozen=True)

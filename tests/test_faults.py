@@ -72,8 +72,8 @@ def warm_cli():
     """SIGKILL tests run dozens of CLI processes: fork them from a forkserver that has imported torch and the
     harness once (and never ran a torch op, so forking it is safe) instead of paying ~5 s of imports each."""
     ctx = mp.get_context("forkserver")
-    mp.set_forkserver_preload(["torch", "matplotlib.pyplot", "harness.cli", "harness.runner", "harness.features",
-                               "harness.metrics", "harness.adapters"])
+    mp.set_forkserver_preload(["torch", "matplotlib.pyplot", "harness.cli", "harness.run.runner", "harness.features",
+                               "harness.metrics", "harness.models.adapters"])
 
     def run(run_dir: Path, cache: Path, fault: str | None, log: Path) -> tuple[int, str]:
         argv, env = cmd("run", SMOKE, *FAST, "--executor", "debug", "--results", str(run_dir), cache=cache,

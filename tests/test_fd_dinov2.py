@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import pipeline
+import harness.features as loaded_cache
 from harness.errors import HarnessError
 from harness.features import get_extractor
 from harness.features.dinov2 import Dinov2VitL14
-from harness.features.reference import ReferenceStats
+from harness.features.weights import WeightsNotFound
 from harness.metrics import ShardFeatures, get_metric
 from harness.metrics.fid import frechet_distance
-from harness.weights import WeightsNotFound
+from harness.references.artefacts import ReferenceStats
 
 WIDTH, DEPTH, HEADS, PATCH, TRAINED = 32, 2, 2, 14, 70  # trained at 70 px: a 5 x 5 grid, resampled to 16 x 16
 LEGACY = {"attention.q_proj": "attention.attention.query", "attention.k_proj": "attention.attention.key",
@@ -153,7 +153,7 @@ def test_missing_weights_say_not_computed(tmp_path, monkeypatch):
 
 def test_fd_dinov2_is_the_frechet_distance_of_the_cls_statistics(tiny, monkeypatch):
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tiny["folder"].parent))
-    monkeypatch.setattr(pipeline, "_EXTRACTORS", {})
+    monkeypatch.setattr(loaded_cache, "_LOADED", {})
     ext = get_extractor("dinov2-vit-l-14")
     ext.load()
     rng = np.random.default_rng(1)
@@ -173,10 +173,10 @@ def test_fd_dinov2_is_the_frechet_distance_of_the_cls_statistics(tiny, monkeypat
 
 
 def test_harness_score_gives_fd_dinov2_of_two_folders(tiny, tmp_path, monkeypatch):
-    from harness.score import score_images
+    from harness.cli.score import score_images
 
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tiny["folder"].parent))
-    monkeypatch.setattr(pipeline, "_EXTRACTORS", {})
+    monkeypatch.setattr(loaded_cache, "_LOADED", {})
     rng = np.random.default_rng(2)
     sets = {"gen": rng.integers(0, 256, (6, 48, 48, 3), dtype=np.uint8),
             "ref": rng.integers(60, 200, (7, 48, 48, 3), dtype=np.uint8)}

@@ -8,10 +8,10 @@ from cleanfid.fid import frechet_distance as cleanfid_frechet
 
 from harness.errors import HarnessError
 from harness.features import get_extractor
-from harness.features.reference import ReferenceStats
 from harness.metrics import get_metric
 from harness.metrics.base import ShardFeatures
 from harness.metrics.fid import FID, StreamingStats, frechet_distance
+from harness.references.artefacts import ReferenceStats
 
 # clean-fid (the comparison oracle) passes scipy's deprecated sqrtm(disp=...) argument
 pytestmark = pytest.mark.filterwarnings("ignore:The `disp` argument:DeprecationWarning")

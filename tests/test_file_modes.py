@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.features.reference import _atomic_savez
+from harness.references.artefacts import _atomic_savez
 from harness.store import atomic_write_bytes, atomic_write_json
 
 

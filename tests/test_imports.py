@@ -68,7 +68,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="isolation by fork")
 def test_every_module_imports_in_a_fresh_interpreter(tmp_path):
     modules = _modules()
-    assert "harness.imagenet_data" in modules and "model_zoo.sd3" in modules and len(modules) > 80
+    assert "harness.datasets.folders" in modules and "model_zoo.sd3" in modules and len(modules) > 80
     res = subprocess.run([sys.executable, "-c", ISOLATED_IMPORTS, json.dumps(modules)], cwd=tmp_path,
                          env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from report_rows import frame_of, make_run
 
-import harness.pipeline as pipeline
+import harness.run.score as pipeline
 from harness.errors import HarnessError
 from harness.metrics import get_metric
 from harness.metrics.base import MetricResult, ShardFeatures

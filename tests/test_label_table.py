@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.datasets.labels import imagenet_labels, normalise_folder_name
 from harness.errors import HarnessError
-from harness.labels import imagenet_labels, normalise_folder_name
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.execution import make_executor
+from harness.executors.base import make_executor
 from harness.metrics import get_metric
 from harness.metrics.bootstrap import bootstrap_indices
 from harness.metrics.class_alignment import wilson_interval
-from harness.pipeline import _shard_features, cell_manifests, load_replicates
-from harness.protocol import load_protocol, make_plan
-from harness.runner import run_plan
+from harness.plan.protocol import load_protocol, make_plan
+from harness.reports.mmhm import load_replicates
+from harness.run.extract import _shard_features, cell_manifests
+from harness.run.runner import run_plan
 from harness.store import read_cell
 
 REPO = Path(__file__).resolve().parent.parent

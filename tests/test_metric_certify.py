@@ -13,10 +13,10 @@ import torch
 from metric_fixtures import image_set, use_inception_weights
 
 from harness.features import get_extractor
-from harness.features.reference import ReferenceFeatures, ReferenceStats
 from harness.metrics import get_metric
 from harness.metrics.base import ShardFeatures
 from harness.metrics.fid import frechet_distance
+from harness.references.artefacts import ReferenceFeatures, ReferenceStats
 
 N = 16
 

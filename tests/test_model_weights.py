@@ -10,7 +10,7 @@ from huggingface_hub import constants
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.model_weights import fetch_card, hub_references, verify_card
+from harness.models.card_weights import fetch_card, hub_references, verify_card
 
 COMMIT = "c" * 40
 
@@ -43,7 +43,7 @@ def card_file(tmp_path: Path) -> Path:
 
 
 def test_references_are_the_hub_repo_and_every_param_file(card_file: Path) -> None:
-    from harness.cards import load_card
+    from harness.models.cards import load_card
 
     refs = hub_references(load_card(str(card_file)))
     assert [(r.key, r.repo, r.revision, r.file) for r in refs] == [

@@ -78,9 +78,9 @@ def test_prefetched_map_streams_in_order_and_cancels_on_early_stop(four_threads)
 
 
 def test_decoding_and_preprocessing_are_identical_with_one_or_four_threads(tmp_path, monkeypatch):
+    from harness.cli.score import ImageSource
     from harness.features.dinov2 import dgm_eval_pixels
     from harness.features.inception_clean import InceptionClean
-    from harness.score import ImageSource
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (70, 40, 56, 3), dtype=np.uint8)  # more than one decode batch

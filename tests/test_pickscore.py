@@ -11,12 +11,12 @@ import torch
 from clip_fixtures import tiny_openclip, to_hf, write_clip_tokenizer
 from PIL import Image
 
-from harness import pipeline
+import harness.features as loaded_cache
 from harness.errors import HarnessError
 from harness.features import get_extractor
 from harness.features.pickscore import PickScoreV1
+from harness.features.weights import WeightsNotFound
 from harness.metrics import ShardFeatures, get_metric
-from harness.weights import WeightsNotFound
 
 PROMPTS = ["a photo of a tench", "a photo of a goldfish", "a photo of a " + "very " * 90 + "large shark"]
 
@@ -46,7 +46,7 @@ def _open_clip_reference(model, images, prompts) -> np.ndarray:
 
 def test_pickscore_matches_reference_formula(folders, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_WEIGHTS", str(folders["root"]))
-    monkeypatch.setattr(pipeline, "_EXTRACTORS", {})
+    monkeypatch.setattr(loaded_cache, "_LOADED", {})
     ext = get_extractor("pickscore-v1")
     ext.load()
     feats = ext.extract(folders["images"])["image_embeds"]

@@ -12,7 +12,7 @@ import yaml
 
 from harness.cli import main
 from harness.errors import HarnessError, ProtocolError
-from harness.protocol import load_protocol, make_plan, protocol_from_dict
+from harness.plan.protocol import load_protocol, make_plan, protocol_from_dict
 
 PROTOCOLS = Path(__file__).resolve().parent.parent / "protocols"
 # preset → (cells, refused settings, datasets absent offline). A new preset must be added here.

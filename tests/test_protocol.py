@@ -8,7 +8,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import ProtocolError
-from harness.protocol import load_protocol, make_plan, parse_overrides
+from harness.plan.protocol import load_protocol, make_plan, parse_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "protocols" / "smoke.yaml"
@@ -128,7 +128,7 @@ def test_plan_prints_totals(capsys):
 
 
 def test_unquoted_numeric_sha_is_explained(tmp_path):
-    from harness.cards import load_card
+    from harness.models.cards import load_card
 
     (tmp_path / "w.pt").write_bytes(b"x")
     card = write(tmp_path, f"name: c\nfamily: flow_matching\nweights: {tmp_path / 'w.pt'}\n"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.adapters import get_adapter_class
-from harness.cards import load_card
 from harness.errors import ProtocolError
-from harness.knobs import Knob, check_knob_values, knob_from_declaration
-from harness.protocol import make_plan, protocol_from_dict
+from harness.models.adapters import get_adapter_class
+from harness.models.cards import load_card
+from harness.models.knobs import Knob, check_knob_values, knob_from_declaration
+from harness.plan.protocol import make_plan, protocol_from_dict
 
 CARDS = Path(__file__).resolve().parent.parent / "model_zoo" / "cards"
 UNIT = Knob("t", "number", 0.0, 1.0)

@@ -12,10 +12,10 @@ from PIL import Image
 
 from harness.cli import main
 from harness.datasets import dataset_class
+from harness.datasets.labels import imagenet_labels
 from harness.errors import HarnessError, ProtocolError
-from harness.labels import imagenet_labels
-from harness.protocol import load_protocol, make_plan, protocol_from_dict
-from harness.runner import prepare_run
+from harness.plan.protocol import load_protocol, make_plan, protocol_from_dict
+from harness.run.runner import prepare_run
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_FAIR = REPO / "protocols" / "paper_fair.yaml"

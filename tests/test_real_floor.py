@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.adapters import get_adapter_class
 from harness.cli import main
 from harness.datasets import get_dataset, plan_dataset
 from harness.errors import HarnessError, ProtocolError
-from harness.protocol import make_plan, protocol_from_dict
-from harness.real_floor import REAL_FAMILY, real_card
+from harness.models.adapters import get_adapter_class
+from harness.plan.protocol import make_plan, protocol_from_dict
+from harness.plan.real_floor import REAL_FAMILY, real_card
 from harness.reports import build_boards, load_runs
 from harness.reports.plots import draw_floor, pyplot
 from harness.types import DatasetRef, SampleRequest

@@ -10,7 +10,7 @@ import pytest
 from harness.datasets import get_dataset
 from harness.errors import HarnessError, ProtocolError
 from harness.features import get_extractor
-from harness.features.reference import ReferenceStats, compute_reference_stats
+from harness.references.artefacts import ReferenceStats, compute_reference_stats
 
 
 def _stats(n: int = 50, key: str = "k" * 24) -> ReferenceStats:
@@ -99,7 +99,7 @@ def test_compute_reference_stats_streams_real_features(tmp_path):
 def test_parallel_chunks_equal_one_stream(tmp_path):
     """The runner's chunked reference (merged in index order) equals one streamed pass over the images."""
     from harness.features.mnist_cnn import MnistCnn
-    from harness.pipeline import REFERENCE_CHUNK, reference_chunks, reference_stats
+    from harness.references.cache import REFERENCE_CHUNK, reference_chunks, reference_stats
 
     n = 2 * REFERENCE_CHUNK + 44  # a short last chunk too
     assert [(t.start, t.stop) for t in reference_chunks("mnist-5k", "mnist-cnn", "penultimate", n)] == [

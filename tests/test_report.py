@@ -14,7 +14,6 @@ import pytest
 from report_rows import frame_of, make_run, sweep_cells, write_replicates
 
 from harness.cli import main
-from harness.composite import load_bounds, mmhm
 from harness.errors import HarnessError
 from harness.reports import (
     build_boards,
@@ -25,6 +24,7 @@ from harness.reports import (
     write_comparison,
     write_results_report,
 )
+from harness.reports.mmhm import load_bounds, mmhm
 from harness.reports.plots import pareto_front
 
 

@@ -7,13 +7,13 @@ import pandas as pd
 from report_rows import make_run
 
 from harness.cli import main
+from harness.features.weights import ENTRIES, locate, status_lines
 from harness.reports import load_runs, write_results_report
 from harness.reports.grid import MAX_ROWS, grid_cells
-from harness.weights import ENTRIES, locate, status_lines
 
 
 def test_every_weights_name_listed_as_found_is_accepted_by_verify_and_fetch(capsys):
-    from harness.weights import packaged_names
+    from harness.features.weights import packaged_names
 
     assert "mnist-cnn" in packaged_names()
     listed = [line.split()[0] for line in status_lines() if not line.startswith(" ")]

@@ -11,9 +11,9 @@ import pytest
 from report_rows import make_run, sweep_cells, write_replicates
 
 from harness.cli import main
-from harness.composite import Bounds
 from harness.reports import load_runs
 from harness.reports.compare import mmhm_differences
+from harness.reports.mmhm import Bounds
 
 EPS = 1e-3
 

@@ -10,8 +10,8 @@ from PIL import Image
 
 from harness.cli import main
 from harness.errors import ProtocolError
-from harness.protocol import load_protocol, make_plan
-from harness.resize import apply_resize, parse_image_size
+from harness.plan.protocol import load_protocol, make_plan
+from harness.plan.resize import apply_resize, parse_image_size
 from harness.store import read_cell
 
 SMOKE = ["smoke", "--set", "metrics=[]", "--set", "steps=[1]", "--set", "cfg=[1.0]", "--set", "n=3"]

@@ -12,20 +12,20 @@ from functools import cache
 import numpy as np
 import pytest
 
-from harness.adapters import get_adapter_class
-from harness.cards import load_card
 from harness.datasets import get_dataset
 from harness.features import get_extractor
-from harness.features.reference import ReferenceStats, compute_reference_stats
 from harness.metrics import get_metric
 from harness.metrics.base import MetricResult, ShardFeatures
-from harness.real_floor import REAL_SETTINGS, real_card
+from harness.models.adapters import get_adapter_class
+from harness.models.cards import load_card
+from harness.plan.real_floor import REAL_SETTINGS, real_card
+from harness.references.artefacts import ReferenceStats, compute_reference_stats
 from harness.types import SampleRequest, SamplerSettings
 
 N = 500  # samples per setting: above the 256-d feature dimension, a few seconds per setting
 REFERENCE_N = 2000
 CHANCE = 0.1
-FLOOR = "real-mnist-train"  # the real-data floor: training digits drawn per class (harness/real_floor.py)
+FLOOR = "real-mnist-train"  # the real-data floor: training digits drawn per class (harness/plan/real_floor.py)
 
 
 @cache

@@ -15,13 +15,13 @@ import pytest
 from image_files import png16
 from PIL import Image
 
-import harness.score as score
+import harness.cli.score as score
+from harness.cli.score import score_images
 from harness.errors import HarnessError
 from harness.features import get_extractor
-from harness.features.reference import ReferenceStats
 from harness.metrics import get_metric
 from harness.metrics.base import ShardFeatures
-from harness.score import score_images
+from harness.references.artefacts import ReferenceStats
 
 REPO = Path(__file__).resolve().parent.parent
 

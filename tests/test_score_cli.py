@@ -12,11 +12,11 @@ import pytest
 from metric_fixtures import image_set
 from PIL import Image
 
+from harness.cli.score import score_images
 from harness.errors import HarnessError
 from harness.features import get_extractor
-from harness.features.reference_import import import_reference
 from harness.metrics.inception_score import inception_score
-from harness.score import score_images
+from harness.references.foreign import import_reference
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,7 +127,7 @@ def test_reference_import_formats_and_refusals(tmp_path, tf1_weights, monkeypatc
 
 
 def test_a_reference_folder_is_extracted_once_per_content(tmp_path, digits, monkeypatch, capsys):
-    import harness.score as score_mod
+    import harness.cli.score as score_mod
 
     calls: list[str] = []
     real_extract_all = score_mod.extract_all

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import sampling
 from harness.errors import GenerationError, ShardError
-from harness.pipeline import ExtractTask, extract_shard
-from harness.protocol import load_protocol, make_plan
-from harness.sampling import generate_shard, shard_is_complete
+from harness.plan.protocol import load_protocol, make_plan
+from harness.run import generate as sampling
+from harness.run.extract import ExtractTask, extract_shard
+from harness.run.generate import generate_shard, shard_is_complete
 from harness.store import manifest_path, read_manifest, verified_images, write_cell
 from harness.types import SampleOutput, ShardTask
 
@@ -121,7 +121,7 @@ def test_garbage_is_refused_with_the_sample_index(shard, monkeypatch, image_fn, 
 
 
 def test_nan_pixels_are_refused_before_writing(shard, monkeypatch):
-    from harness.adapters import to_uint8_images
+    from harness.models.adapters import to_uint8_images
 
     def nan_image(index: int) -> np.ndarray:
         x = np.zeros((1, 28, 28, 1), np.float32)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.cards import card_from_dict
-from harness.cost import estimate_cell_seconds, estimate_plan_gpu_hours, expected_nfe
 from harness.errors import HarnessError, ProtocolError
-from harness.execution import DebugExecutor
-from harness.protocol import load_protocol, make_plan
-from harness.runner import prepare_run, run_plan
-from harness.slurm_profile import load_profile, parse_profile, task_budget_s
-from harness.slurm_run import shard_bundles
-from harness.slurm_tasks import bundle_indices
+from harness.executors.base import DebugExecutor
+from harness.executors.slurm_profile import load_profile, parse_profile, task_budget_s
+from harness.models.cards import card_from_dict
+from harness.plan.cost import estimate_cell_seconds, estimate_plan_gpu_hours, expected_nfe
+from harness.plan.protocol import load_protocol, make_plan
+from harness.run.runner import prepare_run, run_plan
+from harness.run.slurm import shard_bundles
+from harness.run.slurm_tasks import bundle_indices
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "protocols" / "smoke.yaml"
@@ -186,7 +186,7 @@ def test_shard_bundles_size_tasks_by_cost_and_keep_unknown_ones_single(calibrate
 
 
 def test_extraction_bundles_group_cells_of_one_extractor_up_to_the_image_budget():
-    from harness.slurm_tasks import CellExtractTask, extraction_bundles
+    from harness.run.slurm_tasks import CellExtractTask, extraction_bundles
 
     def cell(name: str, extractor: str, n: int) -> CellExtractTask:
         return CellExtractTask(f"/r/cells/{name}", tuple((s, min(s + 4, n)) for s in range(0, n, 4)), extractor, "/c")

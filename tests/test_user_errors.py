@@ -169,9 +169,9 @@ def test_plan_warns_on_a_sweep_absurd_for_the_machine(capsys):
 
 def test_allow_large_lets_the_size_check_pass(tmp_path, monkeypatch):
     """--allow-large is the confirmation: the size check passes and the run goes on to its next check."""
-    from harness.cost import LIMIT_SHARDS, check_plan_size
     from harness.errors import HarnessError
-    from harness.protocol import load_protocol, make_plan
+    from harness.plan.cost import LIMIT_SHARDS, check_plan_size
+    from harness.plan.protocol import load_protocol, make_plan
 
     plan = make_plan(load_protocol(SMOKE, ["n=1000000", "shard_size=1"]))
     assert sum(plan.shard_count(c) for c in plan.cells) > LIMIT_SHARDS

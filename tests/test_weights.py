@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from harness import weights
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.weights import WeightsEntry, WeightsFile, WeightsNotFound, fetch, locate, verify
+from harness.features import weights
+from harness.features.weights import WeightsEntry, WeightsFile, WeightsNotFound, fetch, locate, verify
 
 PAYLOAD = b"weights bytes " * 1000
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

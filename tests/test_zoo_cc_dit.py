@@ -9,8 +9,8 @@ import pytest
 import torch
 from conformance import requests_for
 
-from harness.cards import WeightsMissingError, card_from_dict
 from harness.errors import ProtocolError
+from harness.models.cards import WeightsMissingError, card_from_dict
 from harness.types import SamplerSettings
 from model_zoo.dit import DiTAdapter, tiny_pipeline
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conformance import images, requests_for
 
-from harness.cards import card_from_dict
 from harness.errors import ProtocolError
+from harness.models.cards import card_from_dict
 from harness.types import SamplerSettings
 from model_zoo.imeanflow import IMeanFlowAdapter, MeanFlowLatentAdapter
 from model_zoo.nets.mit import MiT, apply_rope, rope_tables

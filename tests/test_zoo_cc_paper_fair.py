@@ -10,7 +10,7 @@ import yaml
 
 from harness.cli import main
 from harness.errors import ProtocolError
-from harness.protocol import make_plan, protocol_from_dict
+from harness.plan.protocol import make_plan, protocol_from_dict
 
 REPO = Path(__file__).resolve().parent.parent
 MINE = ("meanflow-xl2", "imf-xl2", "soflow-xl2", "sit-xl2", "rae-dit-dh-xl", "scale-rae")

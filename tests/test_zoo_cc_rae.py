@@ -13,8 +13,8 @@ import pytest
 import torch
 from conformance import images, requests_for
 
-from harness.cards import WeightsMissingError, card_from_dict, load_card
 from harness.errors import GenerationError, HarnessError, ProtocolError
+from harness.models.cards import WeightsMissingError, card_from_dict, load_card
 from harness.types import SamplerSettings
 from model_zoo.latent_common import NFECounter
 from model_zoo.nets.ddt import DiTDH

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conformance import images, requests_for
 
-from harness.cards import WeightsMissingError, card_from_dict
 from harness.errors import GenerationError, HarnessError, ProtocolError
+from harness.models.cards import WeightsMissingError, card_from_dict
 from harness.types import SamplerSettings
 from model_zoo import ode_solvers
 from model_zoo.latent_common import TINY_ARCH

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conformance import images, requests_for
 
-from harness.adapters import check_settings
-from harness.cards import card_from_dict
 from harness.errors import ProtocolError
+from harness.models.adapters import check_settings
+from harness.models.cards import card_from_dict
 from harness.types import SamplerSettings
 from model_zoo.soflow import SoFlowAdapter
 

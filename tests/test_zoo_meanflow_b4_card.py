@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.adapters import check_settings
-from harness.cards import load_card
 from harness.errors import ProtocolError
-from harness.protocol import make_plan, protocol_from_dict
+from harness.models.adapters import check_settings
+from harness.models.cards import load_card
+from harness.plan.protocol import make_plan, protocol_from_dict
 from harness.types import SamplerSettings
 from model_zoo.imeanflow import MeanFlowLatentAdapter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from zoo_t2i_support import plan_cells
 
-from harness.cards import is_pinned, load_card
+from harness.models.cards import is_pinned, load_card
 
 CARDS = ["sd35-large", "sd35-medium", "sd35-large-turbo", "flux1-dev", "flux1-schnell", "sdxl-base", "sdxl-turbo",
          "sd-turbo", "lcm-dreamshaper-v7"]

@@ -12,9 +12,9 @@ from diffusers import LCMScheduler, StableDiffusionXLPipeline, UNet2DConditionMo
 from huggingface_hub import constants
 from zoo_t2i_support import assert_matches_pipeline, install_in_hub_cache, plan_cells, requests, to_uint8
 
-from harness.adapters import check_settings
-from harness.cards import WeightsMissingError, card_from_dict, load_card
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import check_settings
+from harness.models.cards import WeightsMissingError, card_from_dict, load_card
 from harness.types import SamplerSettings
 from model_zoo.dmd2 import DMD2Adapter
 

@@ -19,8 +19,8 @@ from zoo_t2i_support import (
     to_uint8,
 )
 
-from harness.cards import card_from_dict, load_card
 from harness.errors import HarnessError, ProtocolError
+from harness.models.cards import card_from_dict, load_card
 from harness.types import SamplerSettings
 from model_zoo.hyper_sd import HyperSD15Adapter, HyperSDXLAdapter
 from model_zoo.lora import merge_lora

@@ -11,9 +11,9 @@ import torch
 from diffusers import EulerDiscreteScheduler
 from zoo_t2i_support import CallCounter, hub_card, install_in_hub_cache, plan_cells, requests, to_uint8
 
-from harness.adapters import check_settings
-from harness.cards import load_card
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import check_settings
+from harness.models.cards import load_card
 from harness.types import SampleRequest, SamplerSettings
 from model_zoo.instaflow import InstaFlowAdapter
 

@@ -14,9 +14,9 @@ from zoo_t2i_support import (
     requests,
 )
 
-from harness.adapters import check_settings
-from harness.cards import load_card
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import check_settings
+from harness.models.cards import load_card
 from harness.types import SamplerSettings
 from model_zoo.lcm import LatentConsistencyAdapter
 

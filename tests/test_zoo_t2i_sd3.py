@@ -13,9 +13,9 @@ from zoo_t2i_support import (
     requests,
 )
 
-from harness.adapters import check_settings
-from harness.cards import WeightsMissingError, is_pinned, load_card
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import check_settings
+from harness.models.cards import WeightsMissingError, is_pinned, load_card
 from harness.types import SampleRequest, SamplerSettings
 from model_zoo.sd3 import StableDiffusion3Adapter
 

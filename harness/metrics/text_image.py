@@ -68,7 +68,7 @@ class TextImageMetric(Metric):
 
     def sample_scores(self, shards: Iterable[ShardFeatures]) -> tuple[np.ndarray, dict[str, Any]]:
         """One score per sample, in sample order, and the details every text-image row records."""
-        from harness.pipeline import loaded_extractor
+        from harness.features import loaded_extractor
 
         images, prompts = collect(shards, self.name)
         extractor = loaded_extractor(self.extractor, "cpu")

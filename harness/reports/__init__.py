@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.composite import Bounds
 from harness.reports.board import Board, build_boards
 from harness.reports.compare import (
     compare_runs,
@@ -20,6 +19,7 @@ from harness.reports.compare import (
 )
 from harness.reports.grid import plot_image_grid
 from harness.reports.html import leaderboard_html
+from harness.reports.mmhm import Bounds
 from harness.reports.plots import safe_name, write_plots
 from harness.reports.results import Results, load_runs, read_results, results_from_frame, rows_to_frame, write_parquet
 from harness.reports.tables import leaderboard_csv, leaderboard_latex, leaderboard_markdown

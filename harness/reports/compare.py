@@ -15,7 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.composite import (
+from harness.errors import HarnessError
+from harness.plan.real_floor import floor_mask
+from harness.reports.board import build_boards
+from harness.reports.mmhm import (
     Bounds,
     bounds_from_rows,
     centred_replicates,
@@ -25,9 +28,6 @@ from harness.composite import (
     mmhm_replicates,
     shifted_interval,
 )
-from harness.errors import HarnessError
-from harness.real_floor import floor_mask
-from harness.reports.board import build_boards
 from harness.reports.results import Results
 from harness.reports.tables import fmt, fmt_cfg, fmt_ci
 
