@@ -7,7 +7,8 @@ import pandas as pd
 from report_rows import make_run
 
 from harness.cli import main
-from harness.features.weights import ENTRIES, locate, status_lines
+from harness.cli.weights import status_lines
+from harness.features.weights import ENTRIES, locate
 from harness.reports import load_runs, write_results_report
 from harness.reports.grid import MAX_ROWS, grid_cells
 

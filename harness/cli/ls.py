@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.features import available_extractors, get_extractor, packaged_weights
+from harness.features.weights import entries_for_extractor
 
 
 def _card_line(card) -> str:
@@ -79,7 +81,6 @@ def _adapter_lines() -> list[str]:
 
 def cmd_ls(args: argparse.Namespace, protocols_dir: Path) -> int:
     from harness.datasets import available_datasets
-    from harness.features import extractor_lines
     from harness.metrics import metric_lines
     from harness.models.cards import available_cards, load_card
 
@@ -97,3 +98,14 @@ def cmd_ls(args: argparse.Namespace, protocols_dir: Path) -> int:
             for line in listing():
                 print(f"  {line}")
     return 0
+
+
+def extractor_lines() -> list[str]:
+    """One line per extractor for ``harness ls extractors``: its outputs and where its weights come from."""
+    lines = []
+    for name in available_extractors():
+        ext, packaged = get_extractor(name), packaged_weights(name)
+        source = (f"weights packaged in {packaged.PIN}" if packaged else
+                  f"weights {', '.join(entries_for_extractor(name))} (harness weights list)")
+        lines.append(f"{name:<24} outputs {','.join(ext.outputs):<22} {source}")
+    return lines

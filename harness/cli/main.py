@@ -176,8 +176,8 @@ def _refused_lines(plan) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.cli.weights import require_for_metrics
     from harness.executors.base import make_executor
-    from harness.features.weights import require_for_metrics
     from harness.plan.cost import check_plan_size
     from harness.plan.protocol import load_protocol, make_plan
     from harness.run.runner import run_plan
@@ -221,7 +221,7 @@ def _run_on_slurm(args: argparse.Namespace, plan, run_dir: Path) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.run.runner import run_status
+    from harness.run.status import run_status
 
     if (args.run_dir is None) == (args.results is None):
         raise HarnessError("status: give the run directory once, as `harness status RUN` or --results RUN")
@@ -307,7 +307,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("plan", "validate"):
         return cmd_plan(args, print_table=args.command == "plan")
     if args.command == "weights":
-        from harness.features.weights import run_cli
+        from harness.cli.weights import run_cli
 
         return run_cli(args.action, args.names)
     if args.command == "ls":

