@@ -41,7 +41,7 @@ class FID(Metric):
     min_reliable_n = MIN_RELIABLE_N  # the feature dimension: below it the covariance is rank-deficient
 
     def _check_reference(self, reference: Any) -> Any:
-        from harness.references.artefacts import ReferenceStats, check_reference  # lazy: features imports metrics
+        from harness.references.artefacts import ReferenceStats, check_reference  # lazy: keeps torch out of planning
 
         return check_reference(self, reference, ReferenceStats, unrecorded_output_ok=True)
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.features import loaded_extractor
 from harness.metrics.base import Metric, MetricResult, ShardFeatures
 
 Z_95 = 1.959963984540054
@@ -68,8 +69,6 @@ class TextImageMetric(Metric):
 
     def sample_scores(self, shards: Iterable[ShardFeatures]) -> tuple[np.ndarray, dict[str, Any]]:
         """One score per sample, in sample order, and the details every text-image row records."""
-        from harness.features import loaded_extractor
-
         images, prompts = collect(shards, self.name)
         extractor = loaded_extractor(self.extractor, "cpu")
         texts, truncation = text_embeddings(extractor, prompts)

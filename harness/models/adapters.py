@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.errors import GenerationError, ProtocolError
 from harness.models.cards import card_from_dict
+from harness.suggest import did_you_mean
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
 A = TypeVar("A", bound="Adapter")
@@ -128,8 +129,6 @@ def discover() -> dict[str, type[Adapter]]:
 def get_adapter_class(family: str, where: str = "") -> type[Adapter]:
     registry = discover()
     if family not in registry:
-        from harness.suggest import did_you_mean
-
         raise ProtocolError(f"{where}unknown adapter family {family!r}{did_you_mean(family, registry)}; "
                             f"registered: {', '.join(sorted(registry)) or 'none'}")
     return registry[family]

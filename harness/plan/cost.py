@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.errors import ProtocolError
 from harness.hashing import digest
+from harness.models.adapters import get_adapter_class
 from harness.types import Cell, ModelCard
 
 
@@ -91,8 +92,6 @@ def calibration(run_dirs: Iterable[Path]) -> tuple[dict[str, _Measured], dict[st
 
 def expected_nfe(cell: Cell) -> int | None:
     """NFE of one sample as the model's adapter declares it (None for adaptive solvers)."""
-    from harness.models.adapters import get_adapter_class
-
     return get_adapter_class(cell.model.family)(cell.model).expected_nfe(cell.settings)
 
 
@@ -178,8 +177,6 @@ def _free_bytes(directory: Path) -> int | None:
 
 def image_bytes_bound(plan: Any) -> int:
     """Upper bound of the PNG bytes a plan writes: raw 8-bit RGB at each cell's saved size (PNG only shrinks it)."""
-    from harness.models.adapters import get_adapter_class
-
     total = 0
     for cell in plan.cells:
         native = get_adapter_class(cell.model.family).capabilities_for(cell.model).resolution

@@ -16,6 +16,7 @@ import yaml
 from harness import SAMPLING_VERSION
 from harness.datasets import Dataset, plan_dataset
 from harness.errors import HarnessError, ProtocolError
+from harness.metrics import get_metric
 from harness.models.adapters import check_settings, get_adapter_class
 from harness.models.cards import load_card
 from harness.models.knobs import check_knob_values
@@ -303,8 +304,6 @@ def make_plan(protocol: Protocol) -> Plan:
 
     A dataset whose files are absent still plans (provisional cell ids, ``Plan.missing_data``); what it
     knows without them (class count, labels / prompts / images) still drives the refusals."""
-    from harness.metrics import get_metric
-
     src = protocol.source
     metrics = []
     for i, name in enumerate(protocol.metrics):

@@ -16,6 +16,7 @@ import numpy as np
 
 from harness.datasets import Dataset
 from harness.errors import HarnessError, ProtocolError
+from harness.features import get_extractor
 from harness.features.base import Extractor, ExtractorSpec
 from harness.hashing import canonical_json, digest
 from harness.progress import progress_bar
@@ -163,8 +164,6 @@ def check_reference(metric: Any, reference: Any, kind: type, unrecorded_output_o
     """The metric's reference, refused unless it is a ``kind`` (ReferenceStats or ReferenceFeatures) computed with
     the metric's extractor spec, holding the metric's extractor output (``unrecorded_output_ok``: statistics
     without a recorded output are taken at their extractor key)."""
-    from harness.features import get_extractor
-
     if not isinstance(reference, kind):
         raise HarnessError(f"{metric.name}: needs {kind.__name__} as reference, got {type(reference).__name__}")
     expected = get_extractor(metric.extractor).spec.key

@@ -19,7 +19,6 @@ from harness.hashing import digest
 from harness.progress import progress_bar
 from harness.references.artefacts import ReferenceFeatures, ReferenceStats, reference_from_stats
 from harness.references.stats import StreamingStats
-from harness.reports.mmhm import load_replicates, replicate_path  # noqa: F401 - load_replicates is re-exported
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.metrics import available_metrics, get_metric
 from harness.metrics.bootstrap import covers
 from harness.plan.real_floor import floor_mask
 from harness.reports.mmhm import (
@@ -87,8 +88,6 @@ def _describe(scores: MMHMTable) -> str:
 def _small_n_notes(rows: pd.DataFrame) -> list[str]:
     """One note per Fréchet-type metric (by kind: any metric with a ``min_reliable_n``, i.e. fid, fid_tf1,
     fid_clean, fid_mnist, fd_dinov2) scored on fewer samples than its feature dimension."""
-    from harness.metrics import available_metrics, get_metric
-
     notes = []
     for name in sorted(set(rows.metric) & set(available_metrics())):  # rows of an unknown metric: no kind
         limit = getattr(get_metric(name), "min_reliable_n", None)

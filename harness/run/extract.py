@@ -19,7 +19,6 @@ from harness.features import get_extractor, loaded_extractor
 from harness.metrics.base import ShardFeatures
 from harness.references.cache import ReferenceChunkTask, reference_chunk
 from harness.references.stats import StreamingStats
-from harness.reports.mmhm import load_replicates, replicate_path  # noqa: F401 - load_replicates is re-exported
 from harness.store import (
     atomic_write_bytes,
     manifest_path,

@@ -23,7 +23,7 @@ from harness.metrics import get_metric
 from harness.metrics.base import Metric, MetricResult
 from harness.metrics.bootstrap import CI_METHOD, bootstrap_indices, bootstrap_interval
 from harness.references.cache import reference_features, reference_stats
-from harness.reports.mmhm import load_replicates, replicate_path  # noqa: F401 - load_replicates is re-exported
+from harness.reports.mmhm import replicate_path
 from harness.run.extract import _shard_features, cell_manifests
 from harness.store import (
     atomic_write_bytes,

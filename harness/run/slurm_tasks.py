@@ -22,6 +22,7 @@ from harness.plan.protocol import Plan
 from harness.references.cache import reference_features, reference_stats
 from harness.run.extract import ExtractTask, extract_shard
 from harness.run.generate import ShardResult, generate_shard
+from harness.run.runner import run_plan
 from harness.store import manifest_path
 from harness.types import ShardTask
 
@@ -156,8 +157,6 @@ class CollectTask:
 
 
 def collect_run(task: CollectTask) -> str:
-    from harness.run.runner import run_plan
-
     run_plan(task.plan, Path(task.run_dir), Path(task.cache_dir), DebugExecutor(), task.device,
              require_generated=True, require_features=True)
     return str(Path(task.run_dir) / "results.parquet")
