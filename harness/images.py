@@ -43,6 +43,11 @@ class ImageModeError(HarnessError):
     """An image mode (or value range) that has no stated conversion to 8-bit RGB."""
 
 
+# The file suffixes every image reader accepts (folder datasets, ``harness score``): formats PIL decodes and
+# ``decode_file`` converts (TIFF included: 16-bit and float modes go through the same range checks).
+IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
+
+
 def _grey(values: np.ndarray) -> np.ndarray:
     return np.repeat(values.astype(np.uint8)[..., None], 3, axis=-1)
 

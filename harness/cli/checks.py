@@ -104,3 +104,14 @@ def check_device(device: str, local: bool = True) -> None:
         raise HarnessError(f"--device {device}: no CUDA GPU is visible on this machine; use --device cpu")
     if parsed.index is not None and parsed.index >= visible:
         raise HarnessError(f"--device {device}: only {visible} GPU(s) visible (cuda:0 to cuda:{visible - 1})")
+
+
+PROTOCOLS_DIR = Path(__file__).resolve().parents[2] / "protocols"
+
+
+def protocol_path(arg: str) -> Path:
+    """A protocol file, or the name of one in protocols/."""
+    path = Path(arg)
+    if not path.exists() and (PROTOCOLS_DIR / f"{arg}.yaml").exists():
+        return PROTOCOLS_DIR / f"{arg}.yaml"
+    return path

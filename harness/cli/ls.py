@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from harness.datasets import get_dataset
 from harness.errors import HarnessError
 from harness.features import available_extractors, get_extractor, packaged_weights
 from harness.features.weights import entries_for_extractor
@@ -109,3 +111,14 @@ def extractor_lines() -> list[str]:
                   f"weights {', '.join(entries_for_extractor(name))} (harness weights list)")
         lines.append(f"{name:<24} outputs {','.join(ext.outputs):<22} {source}")
     return lines
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    """``harness dataset NAME``: scan + validate (errors name the path), then print the manifest as JSON."""
+    dataset = get_dataset(args.name)
+    record = getattr(dataset, "manifest_record", None)
+    manifest = record() if record else dataset.manifest() if hasattr(dataset, "manifest") else None
+    if not isinstance(manifest, dict):
+        manifest = {"dataset": args.name, "digest": dataset.digest, "size": dataset.size}
+    print(json.dumps(manifest, indent=1))
+    return 0

@@ -11,30 +11,21 @@ from pathlib import Path
 
 from harness import __version__
 from harness.cli.checks import (
+    PROTOCOLS_DIR,
     OneLineParser,
-    check_device,
     os_error_line,
     positive_int,
     quiet_broken_pipe,
-    read_json_file,
     run_dir,
 )
 from harness.errors import HarnessError
-
-PROTOCOLS_DIR = Path(__file__).resolve().parents[2] / "protocols"
+from harness.executors import EXECUTORS
 
 
 def _add_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("protocol", help="protocol YAML file (or the name of one in protocols/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a protocol key, value parsed as YAML (repeatable), e.g. --set steps=[1,2]")
-
-
-def _protocol_path(arg: str) -> Path:
-    path = Path(arg)
-    if not path.exists() and (PROTOCOLS_DIR / f"{arg}.yaml").exists():
-        return PROTOCOLS_DIR / f"{arg}.yaml"
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extend", action="store_true",
                    help="add this protocol's cells to a run directory that holds another protocol's run, keeping "
                         "its cells and results (without it such a directory is refused)")
-    p.add_argument("--executor", default="local", choices=["debug", "local", "slurm"])
+    p.add_argument("--executor", default="local", choices=EXECUTORS)
     p.add_argument("--workers", type=positive_int, default=None,
                    help="processes for --executor local, >= 1 (default: one per visible GPU, pinned to it; else 2)")
     p.add_argument("--cache", type=Path, default=None,
@@ -107,204 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
-    from harness.models.adapters import get_adapter_class
-    from harness.plan.cost import plan_size_warnings
-    from harness.plan.protocol import load_protocol, make_plan
-
-    plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
-    p = plan.protocol
-    total_shards = sum(plan.shard_count(c) for c in plan.cells)
-    total_nfe = 0
-    lines = []
-    adaptive = 0
-    for c in plan.cells:
-        adapter = get_adapter_class(c.model.family)(c.model)
-        caps = adapter.capabilities
-        nfe = adapter.expected_nfe(c.settings)
-        if nfe is None:
-            adaptive += 1
-        else:
-            total_nfe += nfe * c.n
-        cfg = "none" if c.settings.cfg is None else f"{c.settings.cfg:g}"
-        knobs = "".join(f" {k}={v}" for k, v in c.settings.knobs)
-        knobs += f" resize={c.resize[0]}px/{c.resize[1]}" if c.resize else ""
-        cell_id = f"~{c.cell_id}" if c.provisional else f" {c.cell_id}"
-        lines.append(f" {cell_id}  {c.model.name:<18} {c.dataset.id:<13} steps={c.settings.steps:<4} "
-                     f"cfg={cfg:<5} guidance={caps.guidance:<8} sampler={c.settings.sampler:<6} n={c.n:<6} "
-                     f"shards={plan.shard_count(c):<4} nfe/sample={'adaptive' if nfe is None else nfe}{knobs}")
-    lines += _refused_lines(plan)
-    if print_table:
-        print(f"protocol {p.name} ({p.source})")
-        for dataset_id, why in plan.missing_data.items():
-            print(f"  provisional dataset {dataset_id}: files absent, cell ids marked ~ are placeholders "
-                  f"(`harness run` refuses them): {why}")
-        if p.reference_stats:
-            absent = f"; absent (`harness run` refuses): {plan.missing_reference}" if plan.missing_reference else ""
-            print(f"  reference statistics: {p.reference_stats.file} ({p.reference_stats.format}), not the "
-                  f"datasets' images{absent}")
-        print("\n".join(lines))
-    unknown = f" (+ {adaptive} adaptive-solver cells, NFE known after sampling)" if adaptive else ""
-    refused = f"; {len(plan.refused)} refused settings listed, not run" if plan.refused else ""
-    provisional = f"; provisional ids (data absent: {', '.join(plan.missing_data)})" if plan.missing_data else ""
-    print(f"{len(plan.cells)} cells, {total_shards} shards, {len(plan.cells) * p.n} samples, "
-          f"{total_nfe} total NFE{unknown}; metrics: {', '.join(p.metrics) or 'none'}{refused}{provisional}")
-    cost = _gpu_hours(plan, getattr(args, "calibrate", []))
-    print(f"generation estimate: {cost}")
-    for warning in plan_size_warnings(plan, Path("results") / p.name, cost.gpu_hours):
-        print(f"warning: {warning}", file=sys.stderr)
-    return 0
-
-
-def _gpu_hours(plan, calibrate: list[Path]):
-    """GPU-hours from the cards' cost blocks, else calibrated from completed shards of earlier runs."""
-    from harness.plan.cost import estimate_plan_gpu_hours
-
-    default = Path("results") / plan.protocol.name
-    dirs = calibrate or ([default] if default.is_dir() and (default / "cells").is_dir() else [])
-    return estimate_plan_gpu_hours(plan, dirs)
-
-
-def _refused_lines(plan) -> list[str]:
-    """Settings listed as refused (``unsupported: list``), one line per model, sampler and reason."""
-    steps: dict[tuple[str, str, str, str], list[int]] = {}
-    for r in plan.refused:
-        cfg = "none" if r.settings.cfg is None else f"{r.settings.cfg:g}"
-        steps.setdefault((r.model, cfg, r.settings.sampler, r.reason), []).append(r.settings.steps)
-    return [f"  refused            {model:<18} steps={','.join(map(str, s))} cfg={cfg} sampler={sampler} "
-            f"not run: {reason}" for (model, cfg, sampler, reason), s in steps.items()]
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from harness.cli.weights import require_for_metrics
-    from harness.executors.base import make_executor
-    from harness.plan.cost import check_plan_size
-    from harness.plan.protocol import load_protocol, make_plan
-    from harness.run.runner import run_plan
-    from harness.store import default_cache_dir, ensure_writable
-
-    if args.workers is not None and args.executor != "local":
-        raise HarnessError(f"--workers {args.workers} applies to --executor local only (got --executor "
-                           f"{args.executor})")
-    if args.executor != "slurm" and (args.profile or args.wait):
-        raise HarnessError("--profile and --wait apply to --executor slurm only")
-    check_device(args.device, local=args.executor != "slurm")
-    plan = make_plan(load_protocol(_protocol_path(args.protocol), args.overrides))
-    plan.require_data()  # provisional cell ids (a dataset's files absent): refused before anything else
-    require_for_metrics(plan.protocol.metrics)  # missing weights: refused before any compute
-    check_plan_size(plan, args.allow_large)  # a typo'd n must not list millions of shards first
-    run_dir = args.results or Path("results") / plan.protocol.name
-    cache = args.cache or default_cache_dir()
-    ensure_writable(run_dir)
-    ensure_writable(cache, "cache directory", "--cache DIR (or $HARNESS_CACHE)")
-    if args.executor == "slurm":
-        return _run_on_slurm(args, plan, run_dir)
-    executor = make_executor(args.executor, args.workers, args.device)
-    try:
-        run_plan(plan, run_dir, cache, executor, args.device, extend=args.extend)
-    finally:
-        executor.close()
-    return 0
-
-
-def _run_on_slurm(args: argparse.Namespace, plan, run_dir: Path) -> int:
-    from harness.executors.slurm_profile import load_profile
-    from harness.run.slurm import submit_plan
-    from harness.store import default_cache_dir
-
-    if not args.profile:
-        raise HarnessError("--executor slurm needs --profile FILE (see slurm/profiles/, e.g. --profile ci)")
-    profile = load_profile(args.profile)
-    submit_plan(plan, run_dir.resolve(), (args.cache or default_cache_dir()).resolve(), profile, args.device, args.wait,
-                extend=args.extend)
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from harness.run.status import run_status
-
-    if (args.run_dir is None) == (args.results is None):
-        raise HarnessError("status: give the run directory once, as `harness status RUN` or --results RUN")
-    args.results = args.run_dir or args.results
-    if (args.results / "run.json").exists():  # a damaged record is named here, not as a traceback below
-        read_json_file(args.results / "run.json", "run record", ("shard_size", "cells"))
-    rows, stages = run_status(args.results)
-    done = sum(r["shards_done"] for r in rows)
-    planned = sum(r["shards_planned"] for r in rows)
-    for r in rows:
-        cfg = "none" if r["cfg"] is None else f"{r['cfg']:g}"
-        state = "done" if r["shards_done"] == r["shards_planned"] else "pending"
-        busy = f" ({r['in_progress']} in progress)" if r["in_progress"] else ""
-        busy += f" ({r['corrupt']} corrupt: regenerated by the next run)" if r["corrupt"] else ""
-        busy += "".join(f" [slurm: {n} {state}]" for state, n in sorted(r.get("slurm", {}).items()))
-        print(f"  {r['cell_id']}  {r['model']:<18} steps={r['steps']:<4} cfg={cfg:<5} "
-              f"shards {r['shards_done']}/{r['shards_planned']}{busy}  {state}")
-    print(f"{done}/{planned} shards complete; results.parquet "
-          f"{'present' if (args.results / 'results.parquet').exists() else 'not written yet'}")
-    for stage, counts in stages.items():  # Slurm runs only: the jobs after generation
-        print(f"slurm {stage} jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from harness.reports import load_runs, write_comparison, write_results_report
-    from harness.reports.mmhm import load_bounds
-    from harness.store import ensure_writable
-
-    runs = [*args.runs, *args.results]
-    if not runs:
-        raise HarnessError("report: name at least one run directory (harness report RUN [RUN ...])")
-    if len(runs) > 1 and args.out is None:
-        raise HarnessError(f"report: merging {len(runs)} runs needs --out DIR (not written into any one of them)")
-    out = args.out or runs[0]
-    metrics = [m.strip() for m in args.mmhm_metrics.split(",") if m.strip()] if args.mmhm_metrics else None
-    bounds = load_bounds(args.bounds) if args.bounds else None
-    results = load_runs(runs)
-    other = load_runs([args.compare]) if args.compare else None
-    ensure_writable(out, "report directory", "--out DIR")  # before anything is written
-    ensure_writable(out / "plots", "report plots directory", "--out DIR")
-    written = write_results_report(results, out, metrics, bounds, args.mmhm_best)
-    if other is not None:
-        written += write_comparison(results, other, out, metrics, bounds)
-    shown = [str(w.relative_to(out)) for w in written if w.parent == out]
-    print(f"wrote {len(written)} files under {out}: {', '.join(shown)} and plots/")
-    return 0
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    from harness.cli.score import score_frame, score_images
-    from harness.reports import write_parquet
-    from harness.store import default_cache_dir
-
-    check_device(args.device)
-    rows = score_images(args.images, [m.strip() for m in args.metrics.split(",") if m.strip()], args.reference,
-                        args.cache or default_cache_dir(), args.reference_format, args.reference_n, args.bootstrap,
-                        args.device)
-    for r in rows:
-        ci = "" if r.ci_low is None else f"  [{r.ci_low:.6g}, {r.ci_high:.6g}]"
-        print(f"{r.metric:<12} {r.value:.6g}{ci}  n={r.n}  ({r.variant})")
-    write_parquet(score_frame(rows), args.out)
-    print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_dataset(args: argparse.Namespace) -> int:
-    """``harness dataset NAME``: scan + validate (errors name the path), then print the manifest as JSON."""
-    import json
-
-    from harness.datasets import get_dataset
-
-    dataset = get_dataset(args.name)
-    record = getattr(dataset, "manifest_record", None)
-    manifest = record() if record else dataset.manifest() if hasattr(dataset, "manifest") else None
-    if not isinstance(manifest, dict):
-        manifest = {"dataset": args.name, "digest": dataset.digest, "size": dataset.size}
-    print(json.dumps(manifest, indent=1))
-    return 0
-
-
 def _dispatch(args: argparse.Namespace) -> int:
+    """Import only the verb's own module: ``harness ls`` never loads torch."""
     if args.command in ("plan", "validate"):
+        from harness.cli.plan import cmd_plan
+
         return cmd_plan(args, print_table=args.command == "plan")
     if args.command == "weights":
         from harness.cli.weights import run_cli
@@ -314,8 +112,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         from harness.cli.ls import cmd_ls
 
         return cmd_ls(args, PROTOCOLS_DIR)
-    return {"run": cmd_run, "status": cmd_status, "report": cmd_report, "score": cmd_score,
-            "dataset": cmd_dataset}[args.command](args)
+    if args.command in ("run", "status"):
+        from harness.cli.run import cmd_run, cmd_status
+
+        return (cmd_run if args.command == "run" else cmd_status)(args)
+    if args.command == "report":
+        from harness.cli.report import cmd_report
+
+        return cmd_report(args)
+    if args.command == "score":
+        from harness.cli.score import cmd_score
+
+        return cmd_score(args)
+    from harness.cli.ls import cmd_dataset
+
+    return cmd_dataset(args)
 
 
 def main(argv: list[str] | None = None) -> int:

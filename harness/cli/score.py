@@ -11,6 +11,7 @@ Every check a user's input can fail runs before any image is decoded or any refe
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -26,20 +27,22 @@ from typing import Any
 import numpy as np
 
 from harness import __version__
+from harness.cli.checks import check_device
 from harness.errors import HarnessError
 from harness.features import get_extractor, loaded_extractor
 from harness.hashing import digest
-from harness.images import check_file, decode_file
+from harness.images import IMAGE_SUFFIXES, check_file, decode_file
 from harness.metrics import get_metric
 from harness.metrics.base import Metric, MetricResult, ShardFeatures
 from harness.metrics.bootstrap import bootstrap_indices, bootstrap_interval
 from harness.parallel import prefetched_map, thread_map
 from harness.progress import progress_bar
 from harness.references.artefacts import ReferenceFeatures, ReferenceStats
+from harness.reports import write_parquet
 from harness.run.score import metric_reference
+from harness.store import default_cache_dir
 from harness.types import MetricRow
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 LOSSY = {".jpg", ".jpeg", ".webp"}
 BATCH = 64
 NPZ_DECODED = "uint8 RGB array (.npz arr_0)"
@@ -318,3 +321,16 @@ def score_frame(rows: list[ScoreRow]):
     frame = rows_to_frame(rows)
     frame["details"] = [json.dumps(r.details, sort_keys=True, ensure_ascii=False) for r in rows]
     return frame
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    check_device(args.device)
+    rows = score_images(args.images, [m.strip() for m in args.metrics.split(",") if m.strip()], args.reference,
+                        args.cache or default_cache_dir(), args.reference_format, args.reference_n, args.bootstrap,
+                        args.device)
+    for r in rows:
+        ci = "" if r.ci_low is None else f"  [{r.ci_low:.6g}, {r.ci_high:.6g}]"
+        print(f"{r.metric:<12} {r.value:.6g}{ci}  n={r.n}  ({r.variant})")
+    write_parquet(score_frame(rows), args.out)
+    print(f"wrote {args.out}")
+    return 0

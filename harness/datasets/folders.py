@@ -32,10 +32,9 @@ from harness.datasets.labels import LabelTable, imagenet_labels
 from harness.datasets.preprocess import ReferencePreprocess, get_preprocess
 from harness.errors import HarnessError, ProtocolError
 from harness.hashing import digest
-from harness.images import to_rgb_image
+from harness.images import IMAGE_SUFFIXES, to_rgb_image
 from harness.parallel import thread_map
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # reLAIONet PNGs carry iCCP chunks above PIL's 1 MB default (the paper's loader raises it the same way).
 PngImagePlugin.MAX_TEXT_CHUNK = 100 * 1024 * 1024
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from harness.errors import HarnessError
+from harness.executors import EXECUTORS
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -244,9 +245,6 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-
-
-EXECUTORS = ("debug", "local", "slurm")
 
 
 def make_executor(name: str, workers: int | None = None, device: str = "cpu") -> Executor:

@@ -27,12 +27,13 @@ import os
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from harness.errors import HarnessError
 from harness.features import available_extractors, packaged_weights
 from harness.hashing import sha256_file
 from harness.packaged import verified_package_file
-from harness.store import cache_home
+from harness.store import atomic_write, cache_home
 
 
 class WeightsNotFound(HarnessError):
@@ -248,27 +249,24 @@ def folder_digests(name: str, folder: Path | None = None, needed_by: str = "") -
 
 
 def download(url: str, target: Path, sha256: str | None, chunk: int = 1 << 20) -> str:
-    """Stream ``url`` to ``target`` via a temporary file in the same folder; returns the sha256.
-
-    The temporary file is removed on any failure, and renamed into place only when the digest matches."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    """Stream ``url`` to ``target`` (``store.atomic_write``: a temporary file in the same folder, renamed into
+    place only when the digest matches, removed on any failure); returns the sha256."""
     h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:  # noqa: S310
+
+    def stream(out: BinaryIO) -> None:
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
             while block := response.read(chunk):
                 h.update(block)
                 out.write(block)
-        found = h.hexdigest()
-        if sha256 is not None and found != sha256:
-            raise HarnessError(f"{url}: downloaded sha256 {found} does not match the pinned {sha256}; "
+        if sha256 is not None and h.hexdigest() != sha256:
+            raise HarnessError(f"{url}: downloaded sha256 {h.hexdigest()} does not match the pinned {sha256}; "
                                f"refused, nothing written to {target}")
-        os.replace(partial, target)
-        return found
+
+    try:
+        atomic_write(target, stream)
     except OSError as err:
         raise HarnessError(f"{url}: download failed ({err}); nothing written to {target}") from err
-    finally:
-        partial.unlink(missing_ok=True)
+    return h.hexdigest()
 
 
 def fetch(name: str, entry: WeightsEntry | None = None) -> list[str]:
