@@ -200,3 +200,17 @@ def test_reference_folders_use_the_same_decoder(tmp_path):
     expected = np.stack([dataset.preprocess.apply(Image.fromarray(image)) for image in rgb])
     got = next(dataset.reference_images(2, batch_size=2))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_folders_and_harness_score_accept_the_same_suffixes(tmp_path):
+    """One suffix set for every image reader: a TIFF in a reference folder is read (it was refused as "not an
+    image" while ``harness score`` read it), and decodes like the PNG of the same pixels."""
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)
+    root = tmp_path / "v2"
+    (root / "0").mkdir(parents=True)
+    Image.fromarray(pixels[0]).save(root / "0" / "a.tif")
+    Image.fromarray(pixels[1]).save(root / "0" / "b.png")
+    dataset = open_image_folder("imagenetv2-mf", root)
+    assert dataset.size == 2
+    expected = np.stack([dataset.preprocess.apply(Image.fromarray(image)) for image in pixels])
+    np.testing.assert_array_equal(next(dataset.reference_images(2, batch_size=2)), expected)
