@@ -1,4 +1,4 @@
-"""``harness plan | run | status | report | ls | validate | score``.
+"""The parser and dispatch of ``harness plan | validate | run | status | report | score | ls | dataset | weights``.
 
 Errors the user can fix print as one line (``error: ...``) and exit 2, before any compute is spent.
 """

@@ -1,4 +1,4 @@
-"""Executors: run one task function over picklable task descriptors.
+"""The executor interface, and the in-process (debug) and local worker-process executors.
 
 ``debug`` runs in this process (breakpoints work); ``local`` runs a bounded process pool. Both call the
 very same task functions, so anything that passes under one passes under the other. The Slurm
