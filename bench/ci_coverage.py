@@ -1,7 +1,7 @@
 """Coverage of the harness's 95 % intervals, measured: many independent sample sets from a known population,
 one interval per set built by the harness's own code (``metric.compute`` → ``metric.shard_replicates`` on
 ``bootstrap_indices`` → ``bootstrap_interval``, as ``harness.run.score._bootstrap`` does; MMHM by
-``composite.cell_mmhm_replicates`` → ``mmhm_interval``, as ``add_mmhm_ci`` does), and the fraction of sets
+``mmhm.cell_mmhm_replicates`` → ``mmhm_interval``, as ``add_mmhm_ci`` does), and the fraction of sets
 whose interval contains the target. Targets (the estimands of docs/metrics.md):
 
 - fid (Fréchet distance; the ``fid_mnist`` class): E[FID of n samples against this fixed reference], the mean of

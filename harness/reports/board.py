@@ -37,7 +37,7 @@ class Board:
     metrics: list[str]  # metric columns, in display order
     higher_is_better: dict[str, bool]
     scores: MMHMTable | None
-    selection: pd.DataFrame | None  # composite.select plus rank/noise among the models' MMHM choices
+    selection: pd.DataFrame | None  # mmhm.select plus rank/noise among the models' MMHM choices
     notes: list[str] = field(default_factory=list)
     # The real-data floor cells (harness/plan/real_floor.py), shaped like ``table`` without MMHM: shown, never ranked.
     floor: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -169,7 +169,7 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
 
 
 def _selection(rows: pd.DataFrame, scores: MMHMTable) -> pd.DataFrame:
-    """composite.select, with each model's MMHM choice ranked against the other models' (noise-flagged)."""
+    """mmhm.select, with each model's MMHM choice ranked against the other models' (noise-flagged)."""
     sel = select(rows, scores)
     ci = scores.table[["mmhm_ci_low", "mmhm_ci_high"]]
     sel = sel.join(ci, on="cell_id")
