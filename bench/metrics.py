@@ -11,7 +11,7 @@
 4. Bootstrap cost: B=200 FID replicates at d=2048 for an n-sample cell (Gram form).
 5. FID + IS + CLIP Score on the same N PNG files (plus N reference PNGs) and the same weights (random Kaiming
    Inception in torch-fidelity's format; a random full-size ViT-B/16 CLIP in OpenAI's layout): the engine's
-   single pass (``harness.score``: decode each file once, feed the Inception and CLIP extractors from it, then
+   single pass (``harness.cli.score``: decode each file once, feed the Inception and CLIP extractors from it, then
    every metric) vs the peer chain run one after the other: torch-fidelity ``calculate_metrics`` (FID + IS)
    on the two folders, then open_clip (CLIP Score) on the generated folder. Target >= 2x.
 
@@ -122,9 +122,9 @@ def bench_engine_vs_torch_fidelity(n: int) -> None:
 
     from harness.features import get_extractor
     from harness.features.inception_tf1 import WEIGHTS_ENTRY, WEIGHTS_FILE
-    from harness.features.reference import ReferenceFeatures, ReferenceStats
     from harness.metrics import get_metric
     from harness.metrics.base import ShardFeatures
+    from harness.references.artefacts import ReferenceFeatures, ReferenceStats
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = write_random_inception_weights(Path(tmp) / WEIGHTS_ENTRY / WEIGHTS_FILE)
@@ -205,12 +205,13 @@ def bench_single_pass_vs_peers(n: int, rounds: int = 2, profile: bool = False, r
     import torch_fidelity
     from metric_fixtures import image_set, use_inception_weights, write_random_inception_weights
 
-    from harness import pipeline, weights
+    import harness.features as loaded_cache
+    from harness.cli.score import ImageSource, extract_all, resolve_references
+    from harness.features import weights
     from harness.features.inception_tf1 import WEIGHTS_ENTRY, WEIGHTS_FILE
     from harness.hashing import sha256_file
     from harness.metrics import get_metric
     from harness.metrics.base import ShardFeatures
-    from harness.score import ImageSource, extract_all, resolve_references
 
     prompts = [f"a photo of a {c}" for c in ("tench", "goldfish", "shark", "hen")] * (n // 4 + 1)
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
@@ -228,7 +229,7 @@ def bench_single_pass_vs_peers(n: int, rounds: int = 2, profile: bool = False, r
         prompts = prompts[:n]
 
         def engine() -> dict[str, float]:
-            pipeline._EXTRACTORS.clear()  # nothing loaded before: the engine pays its model loading too
+            loaded_cache._LOADED.clear()  # nothing loaded before: the engine pays its model loading too
             metrics = [get_metric(m) for m in ("fid_tf1", "is", "clip_score")]
             cache = root / ("cache" if reference_cached else f"cache{time.time()}")
             references, _ = resolve_references(metrics[:1], str(ref), None, None, cache, device)

@@ -1,7 +1,7 @@
 """MNIST reference statistics (fid_mnist: mnist-cnn penultimate) for N images, in a fresh process and a fresh
 cache each time, for one or more source trees side by side (runs interleaved: tree A, tree B, A, B, ...).
 
-What it measures: ``harness.pipeline.reference_stats`` from a cold process — the dataset read and decoded as the
+What it measures: ``harness.references.cache.reference_stats`` from a cold process — the dataset read and decoded as the
 first chunk needs it, every 128-image chunk extracted — excluding interpreter start-up and the CNN's weight load.
 Before the per-process MNIST cache each chunk re-verified and re-unpickled the whole ``mnist.pkl.gz``.
 
@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = """
 import sys, tempfile, time
 from pathlib import Path
-from harness.pipeline import loaded_extractor, reference_stats
+from harness.features import loaded_extractor
+from harness.references.cache import reference_stats
 n = int(sys.argv[1])
 loaded_extractor("mnist-cnn", "cpu")  # weights load excluded
 with tempfile.TemporaryDirectory() as cache:

@@ -29,7 +29,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from harness.real_floor import REAL_FAMILY  # noqa: E402
+from harness.plan.real_floor import REAL_FAMILY  # noqa: E402
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
@@ -49,7 +49,7 @@ def run_quickstart(results: Path, cache: Path, n: int, executor: str, overrides:
 
 def real_floor(runs: list[Path]) -> dict[str, float]:
     """fid_mnist and class alignment of the run's real-data floor cell (``real: [mnist-train]`` in the protocol:
-    n MNIST TRAINING digits drawn per requested class with the cell seeds, harness/real_floor.py)."""
+    n MNIST TRAINING digits drawn per requested class with the cell seeds, harness/plan/real_floor.py)."""
     rows = pd.concat([pd.read_parquet(run / "results.parquet") for run in runs], ignore_index=True)
     floor = rows[rows.family == REAL_FAMILY]
     if floor.empty:

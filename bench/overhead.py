@@ -20,10 +20,10 @@ from pathlib import Path
 
 os.environ.setdefault("HARNESS_PROGRESS", "0")
 
-from harness.execution import DebugExecutor  # noqa: E402
-from harness.protocol import load_protocol, make_plan  # noqa: E402
-from harness.runner import run_plan  # noqa: E402
-from harness.sampling import loaded_adapter, requests_for  # noqa: E402
+from harness.executors.base import DebugExecutor  # noqa: E402
+from harness.plan.protocol import load_protocol, make_plan  # noqa: E402
+from harness.run.generate import loaded_adapter, requests_for  # noqa: E402
+from harness.run.runner import run_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

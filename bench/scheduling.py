@@ -26,12 +26,12 @@ from pathlib import Path
 
 os.environ.setdefault("HARNESS_PROGRESS", "0")
 
-from harness.protocol import load_protocol, make_plan  # noqa: E402
-from harness.runner import prepare_run  # noqa: E402
-from harness.slurm_executor import SlurmExecutor, describe  # noqa: E402
-from harness.slurm_profile import load_profile, task_budget_s  # noqa: E402
-from harness.slurm_run import submit_plan  # noqa: E402
-from harness.slurm_tasks import (  # noqa: E402
+from harness.executors.slurm import SlurmExecutor, describe  # noqa: E402
+from harness.executors.slurm_profile import load_profile, task_budget_s  # noqa: E402
+from harness.plan.protocol import load_protocol, make_plan  # noqa: E402
+from harness.run.runner import prepare_run  # noqa: E402
+from harness.run.slurm import submit_plan  # noqa: E402
+from harness.run.slurm_tasks import (  # noqa: E402
     CellExtractTask,
     CollectTask,
     ShardBundle,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 ALPHA_BACKGROUND = 255  # white: see the module docstring
 SUPPORTED_MODES = ("RGB", "L", "1", "RGBX", "RGBA", "LA", "PA", "P", "I;16", "I;16L", "I;16B", "I;16N", "I", "F",
@@ -41,6 +41,11 @@ _INT32_MAX = 2**31 - 1
 
 class ImageModeError(HarnessError):
     """An image mode (or value range) that has no stated conversion to 8-bit RGB."""
+
+
+# The file suffixes every image reader accepts (folder datasets, ``harness score``): formats PIL decodes and
+# ``decode_file`` converts (TIFF included: 16-bit and float modes go through the same range checks).
+IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
 
 
 def _grey(values: np.ndarray) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import HarnessError
-from .hashing import sha256_file
+from harness.errors import HarnessError
+from harness.hashing import sha256_file
 
 
 def verified_package_file(package: str, relative: str, sha256: str, pin: str) -> Path:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 T = TypeVar("T")
 R = TypeVar("R")

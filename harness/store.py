@@ -22,11 +22,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import HarnessError, ShardError
-from .hashing import sha256_bytes
-from .images import decode_bytes
-from .parallel import thread_map
-from .types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
+from harness.errors import HarnessError, ShardError
+from harness.hashing import sha256_bytes
+from harness.images import decode_bytes
+from harness.parallel import thread_map
+from harness.types import Cell, DatasetRef, ModelCard, SampleRecord, SamplerSettings, ShardManifest
 
 
 def _process_umask() -> int:
@@ -65,6 +65,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def cache_home() -> Path:
+    """The harness's own folder under the user cache (``$XDG_CACHE_HOME`` or ``~/.cache``): the one default
+    root of the feature/reference cache and of downloaded weights."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "onestep-bench"
+
+
+def default_cache_dir() -> Path:
+    """The feature/reference cache: ``$HARNESS_CACHE``, else ``cache_home()``."""
+    env = os.environ.get("HARNESS_CACHE")
+    return Path(env) if env else cache_home()
 
 
 def ensure_writable(directory: Path, what: str = "results directory", flag: str = "--results DIR") -> None:

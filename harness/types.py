@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .hashing import digest
+from harness.hashing import digest
 
 HUB_SCHEME = "hf://"
 
@@ -24,7 +24,7 @@ class ModelCard:
     # Named setting sets (e.g. "official", "matched"): {name: {steps, cfg, sampler, knobs, citation}}.
     # Conveniences for protocols, not part of the model's identity.
     recipes: dict[str, Any] = field(default_factory=dict)
-    # Measured generation speed {seconds_per_nfe, gpu, resolution} (harness.cost sizes Slurm tasks with it).
+    # Measured generation speed {seconds_per_nfe, gpu, resolution} (harness.plan.cost sizes Slurm tasks with it).
     # Not part of the model's identity: a faster GPU does not change the images.
     cost: dict[str, Any] | None = None
 
@@ -119,7 +119,7 @@ class Cell:
     seed: int
     n: int
     sampling_version: int
-    resize: tuple[int, str] | None = None  # (size, PIL filter) applied before saving; see harness/resize.py
+    resize: tuple[int, str] | None = None  # (size, PIL filter) applied before saving; see harness/plan/resize.py
 
     @property
     def provisional(self) -> bool:

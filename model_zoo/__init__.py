@@ -1,4 +1,4 @@
-"""Generator families. Each module registers one adapter with ``@harness.adapters.register``.
+"""Generator families. Each module registers one adapter with ``@harness.models.adapters.register``.
 
 Model cards (named checkpoints of a family) live in ``model_zoo/cards/*.yaml``.
 """

@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.adapters import Adapter, Capabilities, build_tiny, to_uint8_images
-from harness.cards import WeightsMissingError, merge_params, params_where, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
+from harness.models.adapters import Adapter, Capabilities, build_tiny, to_uint8_images
+from harness.models.cards import WeightsMissingError, merge_params, params_where, resolve_hub_snapshot
 from harness.types import HUB_SCHEME, ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

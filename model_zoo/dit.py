@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.adapters import Adapter, Capabilities, build_tiny, register, to_uint8_images
-from harness.cards import merge_params, params_where, require_float32, resolve_hub_snapshot
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import Adapter, Capabilities, build_tiny, register, to_uint8_images
+from harness.models.cards import merge_params, params_where, require_float32, resolve_hub_snapshot
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 from model_zoo.latent_common import NFECounter
 from model_zoo.sd_vae import build_tiny_vae

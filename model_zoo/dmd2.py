@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.adapters import Capabilities, register
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import Capabilities, register
 from harness.types import ModelCard, SamplerSettings
 from model_zoo.diffusers_common import (
     COMMON_PARAMS,

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from harness.adapters import Adapter, Capabilities, register
-from harness.cards import card_from_dict
 from harness.errors import GenerationError, HarnessError, ProtocolError
-from harness.knobs import knob_from_declaration
+from harness.models.adapters import Adapter, Capabilities, register
+from harness.models.cards import card_from_dict
+from harness.models.knobs import knob_from_declaration
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
 FORMAT = "onestep-bench/external/v1"

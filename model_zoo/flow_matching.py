@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from harness.adapters import Adapter, Capabilities, build_tiny, register, to_uint8_images
-from harness.cards import merge_params, params_where, require_float32
 from harness.errors import HarnessError, ProtocolError
 from harness.hashing import sha256_bytes, sha256_file
+from harness.models.adapters import Adapter, Capabilities, build_tiny, register, to_uint8_images
+from harness.models.cards import merge_params, params_where, require_float32
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 from model_zoo import ode_solvers
 from model_zoo.nets.tiny_dit import MIN_TOKENS, TinyDiT

@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.adapters import Capabilities, register
 from harness.errors import ProtocolError
-from harness.knobs import Knob
+from harness.models.adapters import Capabilities, register
+from harness.models.knobs import Knob
 from harness.types import ModelCard, SamplerSettings
 from model_zoo.diffusers_common import COMMON_PARAMS, DiffusersTextToImage, resolve_params
 from model_zoo.tiny_t2i_components import clip_tokenizer, t5_tokenizer, tiny_clip_text, tiny_t5, tiny_vae

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.adapters import register
+from harness.models.adapters import register
 from model_zoo.flow_matching import FlowMatchingAdapter
 from model_zoo.meanflow import MeanFlowAdapter
 

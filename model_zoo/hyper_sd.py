@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.adapters import register
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import register
 from harness.types import ModelCard, SamplerSettings
 from model_zoo.diffusers_common import (
     COMMON_PARAMS,

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.adapters import Capabilities, build_tiny, register
 from harness.errors import ProtocolError
-from harness.knobs import INTERVAL_KNOBS
+from harness.models.adapters import Capabilities, build_tiny, register
+from harness.models.knobs import INTERVAL_KNOBS
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo import ode_solvers
 from model_zoo.flax_convert import flax_to_torch

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from harness.adapters import register
 from harness.errors import HarnessError
+from harness.models.adapters import register
 from harness.types import SamplerSettings
 from model_zoo import ode_solvers
 from model_zoo.diffusers_common import TrueCFGTextToImage

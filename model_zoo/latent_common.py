@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.adapters import Adapter
-from harness.cards import WeightsMissingError, merge_params, params_where, require_float32, resolve_hub_snapshot
 from harness.errors import HarnessError, ProtocolError
+from harness.models.adapters import Adapter
+from harness.models.cards import WeightsMissingError, merge_params, params_where, require_float32, resolve_hub_snapshot
 from harness.types import ModelCard, SampleOutput, SampleRequest
 from model_zoo.nets.latent_dit import LatentDiT
 from model_zoo.sd_vae import check_vae_spec, decode_latents, load_vae, sd_vae_to_uint8, vae_scale

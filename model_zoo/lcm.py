@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.adapters import register
 from harness.errors import HarnessError
+from harness.models.adapters import register
 from harness.types import SamplerSettings
 from model_zoo.diffusers_common import COMMON_PARAMS, EmbeddedGuidanceTextToImage, use_scheduler
 from model_zoo.sd import StableDiffusionAdapter, tiny_sd_unet

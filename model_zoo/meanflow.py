@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from harness.adapters import Capabilities, register
+from harness.models.adapters import Capabilities, register
 from harness.types import ModelCard, SampleOutput, SampleRequest
 from model_zoo import ode_solvers
 from model_zoo.flow_matching import TINY_PARAMS as FM_TINY

@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.adapters import Adapter, Capabilities, build_tiny, register
-from harness.cards import merge_params, params_where, require_float32, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
-from harness.knobs import INTERVAL_KNOBS, Knob
+from harness.models.adapters import Adapter, Capabilities, build_tiny, register
+from harness.models.cards import merge_params, params_where, require_float32, resolve_hub_snapshot
+from harness.models.knobs import INTERVAL_KNOBS, Knob
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 from model_zoo import ode_solvers
 from model_zoo.latent_common import NFECounter, read_checkpoint

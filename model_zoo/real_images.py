@@ -1,4 +1,4 @@
-"""The real-data floor as an adapter: seeded draws of real images of the requested class (harness/real_floor.py).
+"""The real-data floor as an adapter: seeded draws of real images of the requested class (harness/plan/real_floor.py).
 
 Not a generator: cards of this family are built by the plan from a protocol's ``real:`` list, never read from
 ``model_zoo/cards``. Sample (label y, seed s) is the source image ``pool_y[u]`` with u drawn uniformly from
@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from harness.adapters import Adapter, Capabilities, register
 from harness.datasets import Dataset, get_dataset
 from harness.errors import GenerationError, HarnessError
-from harness.real_floor import REAL_FAMILY, REAL_SETTINGS, real_card
+from harness.models.adapters import Adapter, Capabilities, register
+from harness.plan.real_floor import REAL_FAMILY, REAL_SETTINGS, real_card
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from harness.adapters import register
 from harness.errors import HarnessError
+from harness.models.adapters import register
 from harness.types import SamplerSettings
 from model_zoo.diffusers_common import COMMON_PARAMS, EmbeddedGuidanceTextToImage
 

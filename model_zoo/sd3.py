@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.adapters import register
+from harness.models.adapters import register
 from harness.types import SamplerSettings
 from model_zoo.diffusers_common import COMMON_PARAMS, TrueCFGTextToImage
 from model_zoo.tiny_t2i_components import clip_tokenizer, t5_tokenizer, tiny_clip_text, tiny_t5, tiny_vae

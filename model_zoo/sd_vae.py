@@ -5,7 +5,7 @@ the image is ``vae.decode(z / 0.18215)``. Samples are decoded one at a time, so 
 which other samples shared its batch (and a 50k run never holds a 50k-image decode batch).
 
 Rounding rule (SiT/DiT ``sample.py``, MeanFlow's LatentManager, SoFlow): ``clip(127.5 * x + 128, 0, 255)``
-then truncation to uint8, i.e. round-half-up of 127.5 * (x + 1). ``harness.adapters.to_uint8_images`` rounds
+then truncation to uint8, i.e. round-half-up of 127.5 * (x + 1). ``harness.models.adapters.to_uint8_images`` rounds
 half to even, which differs at exact ties and by float rounding near them, so the latent families use
 ``sd_vae_to_uint8`` to reproduce the upstream pixels. (RAE's decoder outputs [0, 1] images and uses its own
 rule; see model_zoo/rae.py's card notes.)
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.cards import is_pinned, resolve_hub_snapshot
 from harness.errors import GenerationError, HarnessError, ProtocolError
+from harness.models.cards import is_pinned, resolve_hub_snapshot
 from harness.types import HUB_SCHEME, ModelCard
 
 SD_VAE_SCALE = 0.18215

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.adapters import register
+from harness.models.adapters import register
 from model_zoo.diffusers_common import UNetTextToImage
 from model_zoo.tiny_t2i_components import clip_tokenizer, tiny_clip_text, tiny_vae
 

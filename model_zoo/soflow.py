@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from harness.adapters import Capabilities, build_tiny, register
+from harness.models.adapters import Capabilities, build_tiny, register
 from harness.types import ModelCard, SampleRequest, SamplerSettings
 from model_zoo import ode_solvers
 from model_zoo.latent_common import TINY_ARCH, LatentAdapter, resolve_latent_params

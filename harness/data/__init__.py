@@ -1,1 +1,1 @@
-"""Package data: the committed ImageNet label table (see harness/labels.py)."""
+"""Package data: the committed ImageNet label table (see harness/datasets/labels.py)."""

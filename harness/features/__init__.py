@@ -10,7 +10,7 @@ Adding an extractor:
    ``self.batch_size``;
 2. one line ``"name": ".module:Class"`` in ``_EXTRACTORS`` below (weights no pinned wheel ships: an entry in
    ``harness/weights.py``);
-3. nothing else: ``tests/test_conformance_extractors.py`` checks its spec key (stable, changed by every field
+3. nothing else: ``tests/features/test_conformance_extractors.py`` checks its spec key (stable, changed by every field
    and the thread count), declared outputs, batch-size invariance and input refusals; it skips the loading
    checks while the weights are absent offline, so add a test with a tiny random network of its architecture.
 """
@@ -23,10 +23,10 @@ from types import ModuleType
 
 import numpy as np
 
-from ..errors import HarnessError, ProtocolError
-from ..packaged import verified_package_file
-from ..suggest import did_you_mean
-from .base import Extractor, ExtractorSpec
+from harness.errors import HarnessError, ProtocolError
+from harness.features.base import Extractor, ExtractorSpec
+from harness.packaged import verified_package_file
+from harness.suggest import did_you_mean
 
 # registry name -> "module:Class" (relative to this package)
 _EXTRACTORS: dict[str, str] = {
@@ -42,7 +42,8 @@ _EXTRACTORS: dict[str, str] = {
     "clip-vit-l-14-336-cmmd": ".clip_cmmd:ClipVitL14x336Cmmd",
 }
 
-__all__ = ["Extractor", "ExtractorSpec", "available_extractors", "extractor_lines", "get_extractor", "check_images",
+__all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",
+           "loaded_extractor",
            "packaged_weights", "verified_package_file"]
 
 
@@ -62,22 +63,9 @@ def get_extractor(name: str) -> Extractor:
 
 def packaged_weights(name: str) -> ModuleType | None:
     """The extractor's module when its weights ship inside a pinned wheel (module constants PACKAGE, WEIGHTS_FILE,
-    WEIGHTS_SHA256, PIN), else None (its weights are a ``harness.weights`` entry)."""
+    WEIGHTS_SHA256, PIN), else None (its weights are a ``harness.features.weights`` entry)."""
     module = sys.modules[type(get_extractor(name)).__module__]
     return module if hasattr(module, "PACKAGE") else None
-
-
-def extractor_lines() -> list[str]:
-    """One line per extractor for ``harness ls extractors``: its outputs and where its weights come from."""
-    from ..weights import entries_for_extractor
-
-    lines = []
-    for name in available_extractors():
-        ext, packaged = get_extractor(name), packaged_weights(name)
-        source = (f"weights packaged in {packaged.PIN}" if packaged else
-                  f"weights {', '.join(entries_for_extractor(name))} (harness weights list)")
-        lines.append(f"{name:<24} outputs {','.join(ext.outputs):<22} {source}")
-    return lines
 
 
 def check_images(images: np.ndarray, who: str) -> np.ndarray:
@@ -88,3 +76,16 @@ def check_images(images: np.ndarray, who: str) -> np.ndarray:
         raise HarnessError(f"extractor {who!r}: expected uint8 images of shape (N, H, W, 3), "
                            f"got {dtype} {shape}")
     return images
+
+
+# Loaded extractors, one per (name, device) per process: a worker loads each network once for all its tasks.
+_LOADED: dict[tuple[str, str], Extractor] = {}
+
+
+def loaded_extractor(name: str, device: str) -> Extractor:
+    """The extractor ``name`` with its weights loaded on ``device``, shared by every caller in this process."""
+    if (name, device) not in _LOADED:
+        ext = get_extractor(name)
+        ext.load(device)
+        _LOADED[(name, device)] = ext
+    return _LOADED[(name, device)]

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import HarnessError
-from ..hashing import digest
+from harness.errors import HarnessError
+from harness.hashing import digest
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def fixed_threads(threads: int) -> Iterator[None]:
     """Run the block with torch's intra-op thread count set to ``threads``; the caller's count is restored
     after, also on error. The lock keeps two threads of one process from interleaving the swap. The CPU
     thread pool (harness.parallel) keeps the caller's size meanwhile: PIL work is exact at any count."""
-    from .. import parallel
+    import harness.parallel as parallel
 
     with _THREADS_LOCK:
         saved, outer = torch.get_num_threads(), parallel._UNPINNED_TORCH_THREADS

@@ -1,7 +1,7 @@
 """CLIP image and text embeddings through open_clip, for CLIP Score.
 
 Each extractor is an (open_clip architecture, pretrained tag, weights entry). Weights come from a local file
-found by ``harness.weights`` (never downloaded here); OpenAI's files are TorchScript archives whose state dict
+found by ``harness.features.weights`` (never downloaded here); OpenAI's files are TorchScript archives whose state dict
 open_clip rebuilds with ``build_model_from_openai_state_dict`` (QuickGELU, fp32 on every device).
 
 Images: open_clip's own evaluation transform on PIL images (bicubic resize of the short side to the model's
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import HarnessError
-from ..parallel import thread_map
-from ..weights import file_sha256, get_entry, verified_file
-from . import check_images
-from .base import Extractor, ExtractorSpec, no_weight_init
+from harness.errors import HarnessError
+from harness.features import check_images
+from harness.features.base import Extractor, ExtractorSpec, no_weight_init
+from harness.features.weights import file_sha256, get_entry, verified_file
+from harness.parallel import thread_map
 
 CONTEXT_LENGTH = 77
 
@@ -38,7 +38,7 @@ CONTEXT_LENGTH = 77
 class ClipModel:
     arch: str  # open_clip architecture (selects the tokenizer)
     pretrained: str  # open_clip pretrained tag
-    weights: str  # harness.weights entry
+    weights: str  # harness.features.weights entry
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

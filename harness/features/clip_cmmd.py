@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import ExtractorSpec
-from .clip import ClipModel, OpenClipExtractor
+from harness.features.base import ExtractorSpec
+from harness.features.clip import ClipModel, OpenClipExtractor
 
 
 def cmmd_pixels(image: Image.Image, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

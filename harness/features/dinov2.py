@@ -1,7 +1,7 @@
 """DINOv2 ViT-L/14 class-token embeddings, for FD-DINOv2 (Stein et al. 2023; dgm-eval's default encoder).
 
 dgm-eval's conventions, reproduced on transformers' ``Dinov2Model`` (weights: a transformers folder of
-facebook/dinov2-large, found by ``harness.weights``; nothing is downloaded):
+facebook/dinov2-large, found by ``harness.features.weights``; nothing is downloaded):
 - image: PIL bicubic (antialiased) resize of the whole image to 224 x 224 — a squash, no crop — kept as
   uint8, then /255 and ImageNet mean/std;
 - position embeddings: the 37 x 37 grid trained at 518 px is resampled to the 16 x 16 grid of a 224 input the
@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import HarnessError
-from ..hashing import digest
-from ..parallel import thread_map
-from ..weights import folder_digests
-from . import check_images
-from .base import Extractor, ExtractorSpec
+from harness.errors import HarnessError
+from harness.features import check_images
+from harness.features.base import Extractor, ExtractorSpec
+from harness.features.weights import folder_digests
+from harness.hashing import digest
+from harness.parallel import thread_map
 
 WEIGHTS = "dinov2-vit-l-14"
 INPUT_SIZE = 224

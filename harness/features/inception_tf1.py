@@ -4,7 +4,7 @@ Preprocessing reproduces the TF1 graph exactly as torch-fidelity does: uint8 -> 
 bilinear resize to 299 (``interpolate_bilinear_2d_like_tensorflow1x``, no antialias, always applied),
 then (x - 128) / 128. Outputs: ``pool3`` (2048-d, FID/KID/P-R) and ``logits_unbiased`` (1008-way
 pool3·Wᵀ without the bias, IS). The weights file (torch-fidelity's format, 566 tensors) is found by
-``harness.weights`` (entry ``inception-tf1``: $HARNESS_WEIGHTS, then the torch hub cache) and checked against
+``harness.features.weights`` (entry ``inception-tf1``: $HARNESS_WEIGHTS, then the torch hub cache) and checked against
 the pinned sha256 before use; the sha256 is part of the spec, so other weights make other keys.
 
 The state dict is read with ``weights_only=True`` and loaded strictly after the network is built:
@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import HarnessError
-from ..weights import INCEPTION_TF1_FILE, INCEPTION_TF1_SHA256, verified_file
-from . import check_images
-from .base import Extractor, ExtractorSpec, no_weight_init
+from harness.errors import HarnessError
+from harness.features import check_images
+from harness.features.base import Extractor, ExtractorSpec, no_weight_init
+from harness.features.weights import INCEPTION_TF1_FILE, INCEPTION_TF1_SHA256, verified_file
 
 WEIGHTS_FILE = INCEPTION_TF1_FILE  # torch-fidelity's release file name
-WEIGHTS_ENTRY = "inception-tf1"  # harness.weights entry (``harness weights fetch inception-tf1``)
+WEIGHTS_ENTRY = "inception-tf1"  # harness.features.weights entry (``harness weights fetch inception-tf1``)
 OFFICIAL_SHA256_PREFIX = INCEPTION_TF1_SHA256[:8]  # torch.hub convention: the file name carries this prefix
 SIZE = 299
 _PLACEHOLDER: list[Path] = []

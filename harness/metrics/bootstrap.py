@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarnessError
-from ..hashing import digest
+from harness.errors import HarnessError
+from harness.hashing import digest
 
 CI_PERCENTILES = (2.5, 97.5)
 # Recorded in score-cache keys and row details: changing the method must not reuse intervals made by another.

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarnessError
-from .base import Metric, MetricResult, ShardFeatures
+from harness.errors import HarnessError
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .text_image import TextImageMetric
+from harness.metrics.text_image import TextImageMetric
 
 
 class ClipScore(TextImageMetric):

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarnessError
-from .base import MetricResult, RowsVsReferenceMetric, ShardFeatures
-from .mmd import as_f64, check_bootstrap_size, count_weighted_replicates
+from harness.errors import HarnessError
+from harness.metrics.base import MetricResult, RowsVsReferenceMetric, ShardFeatures
+from harness.metrics.mmd import as_f64, check_bootstrap_size, count_weighted_replicates
 
 SIGMA = 10.0
 SCALE = 1000.0
@@ -92,7 +92,7 @@ class CMMD(RowsVsReferenceMetric):
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
-        from ..features.reference import check_reference_features
+        from harness.references.artefacts import check_reference_features
 
         rows, term = self._reference_term(check_reference_features(self, reference))
         gen = as_f64(self.name, "generated", features)

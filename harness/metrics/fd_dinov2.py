@@ -8,7 +8,7 @@ compare them with Inception FID numbers.
 
 from __future__ import annotations
 
-from .fid import FID
+from harness.metrics.fid import FID
 
 DINOV2_FEATURE_DIM = 1024
 

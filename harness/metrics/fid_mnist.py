@@ -7,7 +7,7 @@ are on their own scale: never compare them with Inception FID numbers.
 
 from __future__ import annotations
 
-from .fid import FID
+from harness.metrics.fid import FID
 
 MNIST_FEATURE_DIM = 256
 

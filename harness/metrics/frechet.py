@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
 
 
 def _as_f64(name: str, value: np.ndarray, ndim: int) -> torch.Tensor:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import HarnessError
-from .base import Metric, MetricResult, ShardFeatures
+from harness.errors import HarnessError
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
 
 SPLITS = 10
 SPLIT_SEED = 2020

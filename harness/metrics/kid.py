@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarnessError
-from .base import MetricResult, RowsVsReferenceMetric, ShardFeatures
-from .mmd import as_f64, check_bootstrap_size, count_weighted_replicates
+from harness.errors import HarnessError
+from harness.metrics.base import MetricResult, RowsVsReferenceMetric, ShardFeatures
+from harness.metrics.mmd import as_f64, check_bootstrap_size, count_weighted_replicates
 
 SUBSETS = 100
 SUBSET_SIZE = 1000
@@ -74,7 +74,7 @@ class KID(RowsVsReferenceMetric):
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
-        from ..features.reference import check_reference_features
+        from harness.references.artefacts import check_reference_features
 
         ref = as_f64("kid", "reference", check_reference_features(self, reference).features)
         gen = as_f64("kid", "generated", features)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
 
 MAX_BOOTSTRAP_N = 8192  # the n x n float64 kernel matrix of the replicates: 512 MB at this n
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarnessError
-from .base import MetricResult, ShardFeatures
-from .clip_score import ClipScore
-from .pickscore import PickScore
-from .text_image import TextImageMetric
+from harness.errors import HarnessError
+from harness.metrics.base import MetricResult, ShardFeatures
+from harness.metrics.clip_score import ClipScore
+from harness.metrics.pickscore import PickScore
+from harness.metrics.text_image import TextImageMetric
+from harness.store import atomic_write
 
 
 def class_means(scores: np.ndarray, labels: list[int | None], who: str) -> dict[int, tuple[float, int]]:
@@ -71,8 +72,6 @@ def write_per_class_table(run_dir: Path, cell_id: str, metric: str, variant: str
     rows = [{"cell_id": cell_id, "metric": metric, "variant": variant, "label": int(label),
              "value": float(entry["value"]), "n": int(entry["n"])} for label, entry in per_class.items()]
     path = per_class_table_path(run_dir, cell_id, metric)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    pd.DataFrame(rows).sort_values("label").to_parquet(partial, index=False)
-    partial.replace(path)
+    frame = pd.DataFrame(rows).sort_values("label")
+    atomic_write(path, lambda f: frame.to_parquet(f, index=False))
     return path

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .text_image import TextImageMetric
+from harness.metrics.text_image import TextImageMetric
 
 
 class PickScore(TextImageMetric):

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import HarnessError
-from .base import MetricResult, RowsVsReferenceMetric, ShardFeatures
+from harness.errors import HarnessError
+from harness.metrics.base import MetricResult, RowsVsReferenceMetric, ShardFeatures
 
 K = 3
 BLOCK = 2048
@@ -85,7 +85,7 @@ class Precision(RowsVsReferenceMetric):
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
-        from ..features.reference import check_reference_features
+        from harness.references.artefacts import check_reference_features
 
         g, r = _t(features, "generated"), _t(check_reference_features(self, reference).features, "reference")
         if self.name == "precision":  # reference balls fixed: a count-weighted mean of one indicator

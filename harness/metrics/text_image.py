@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarnessError
-from .base import Metric, MetricResult, ShardFeatures
+from harness.errors import HarnessError
+from harness.features import loaded_extractor
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
 
 Z_95 = 1.959963984540054
 
@@ -71,8 +72,6 @@ class TextImageMetric(Metric):
 
     def sample_scores(self, shards: Iterable[ShardFeatures]) -> tuple[np.ndarray, dict[str, Any]]:
         """One score per sample, in sample order, and the details every text-image row records."""
-        from ..pipeline import loaded_extractor
-
         images, prompts = collect(shards, self.name)
         extractor = loaded_extractor(self.extractor, "cpu")
         texts, truncation = text_embeddings(extractor, prompts)

@@ -9,15 +9,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..composite import Bounds
-from ..store import atomic_write_bytes
-from .board import Board, build_boards
-from .compare import compare_runs, comparison_markdown, mmhm_differences, mmhm_markdown, selection_changes
-from .grid import plot_image_grid
-from .html import leaderboard_html
-from .plots import safe_name, write_plots
-from .results import Results, load_runs, read_results, results_from_frame, rows_to_frame, write_parquet
-from .tables import leaderboard_csv, leaderboard_latex, leaderboard_markdown
+from harness.reports.board import Board, build_boards
+from harness.reports.compare import (
+    compare_runs,
+    comparison_markdown,
+    mmhm_differences,
+    mmhm_markdown,
+    selection_changes,
+)
+from harness.reports.grid import plot_image_grid
+from harness.reports.html import leaderboard_html
+from harness.reports.mmhm import Bounds
+from harness.reports.plots import safe_name, write_plots
+from harness.reports.results import Results, load_runs, read_results, results_from_frame, rows_to_frame, write_parquet
+from harness.reports.tables import leaderboard_csv, leaderboard_latex, leaderboard_markdown
+from harness.store import atomic_write_bytes
 
 __all__ = ["Board", "Results", "build_boards", "compare_runs", "load_runs", "read_results", "results_from_frame",
            "rows_to_frame", "selection_changes", "write_comparison", "write_parquet", "write_report",

@@ -10,11 +10,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..composite import Bounds, MMHMTable, add_mmhm_ci, default_metrics, floor_bounds, mmhm, noise_flags, select
-from ..errors import HarnessError
-from ..metrics.bootstrap import covers
-from ..real_floor import floor_mask
-from .results import Results
+from harness.errors import HarnessError
+from harness.metrics import available_metrics, get_metric
+from harness.metrics.bootstrap import covers
+from harness.plan.real_floor import floor_mask
+from harness.reports.mmhm import (
+    Bounds,
+    MMHMTable,
+    add_mmhm_ci,
+    default_metrics,
+    floor_bounds,
+    mmhm,
+    noise_flags,
+    select,
+)
+from harness.reports.results import Results
 
 SETTINGS = ["cell_id", "model", "steps", "cfg", "nfe_mean", "sec_per_image", "n", "run", "seed_policy"]
 
@@ -27,9 +37,9 @@ class Board:
     metrics: list[str]  # metric columns, in display order
     higher_is_better: dict[str, bool]
     scores: MMHMTable | None
-    selection: pd.DataFrame | None  # composite.select plus rank/noise among the models' MMHM choices
+    selection: pd.DataFrame | None  # mmhm.select plus rank/noise among the models' MMHM choices
     notes: list[str] = field(default_factory=list)
-    # The real-data floor cells (harness/real_floor.py), shaped like ``table`` without MMHM: shown, never ranked.
+    # The real-data floor cells (harness/plan/real_floor.py), shaped like ``table`` without MMHM: shown, never ranked.
     floor: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
@@ -78,8 +88,6 @@ def _describe(scores: MMHMTable) -> str:
 def _small_n_notes(rows: pd.DataFrame) -> list[str]:
     """One note per Fréchet-type metric (by kind: any metric with a ``min_reliable_n``, i.e. fid, fid_tf1,
     fid_clean, fid_mnist, fd_dinov2) scored on fewer samples than its feature dimension."""
-    from ..metrics import available_metrics, get_metric
-
     notes = []
     for name in sorted(set(rows.metric) & set(available_metrics())):  # rows of an unknown metric: no kind
         limit = getattr(get_metric(name), "min_reliable_n", None)
@@ -109,7 +117,7 @@ def _drop_non_covering(rows: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 def _floor_note(floor: pd.DataFrame) -> str:
     names = ", ".join(sorted(set(floor.model)))
     return (f"Real-data floor ({names}): real images drawn per requested class with the same seeds and n, scored "
-            f"exactly like the models (harness/real_floor.py); shown for scale, never ranked.")
+            f"exactly like the models (harness/plan/real_floor.py); shown for scale, never ranked.")
 
 
 def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics: Sequence[str] | None = None,
@@ -130,7 +138,7 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
             raise HarnessError("--mmhm-best real and --bounds both fix MMHM's bounds; give one")
         if len(floor) != 1:
             raise HarnessError(f"--mmhm-best real: dataset {dataset!r} has {len(floor)} real-data floor cells; "
-                               f"expected one (a protocol's `real: [SOURCE]`, harness/real_floor.py)")
+                               f"expected one (a protocol's `real: [SOURCE]`, harness/plan/real_floor.py)")
     elif mmhm_best != "rows":
         raise HarnessError(f"--mmhm-best {mmhm_best!r}: expected 'rows' (bounds from the table's cells) or 'real'")
     if rows.empty:  # only the floor was scored on this dataset
@@ -161,7 +169,7 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
 
 
 def _selection(rows: pd.DataFrame, scores: MMHMTable) -> pd.DataFrame:
-    """composite.select, with each model's MMHM choice ranked against the other models' (noise-flagged)."""
+    """mmhm.select, with each model's MMHM choice ranked against the other models' (noise-flagged)."""
     sel = select(rows, scores)
     ci = scores.table[["mmhm_ci_low", "mmhm_ci_high"]]
     sel = sel.join(ci, on="cell_id")

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..composite import (
+from harness.errors import HarnessError
+from harness.plan.real_floor import floor_mask
+from harness.reports.board import build_boards
+from harness.reports.mmhm import (
     Bounds,
     bounds_from_rows,
     centred_replicates,
@@ -25,11 +28,8 @@ from ..composite import (
     mmhm_replicates,
     shifted_interval,
 )
-from ..errors import HarnessError
-from ..real_floor import floor_mask
-from .board import build_boards
-from .results import Results
-from .tables import fmt, fmt_cfg, fmt_ci
+from harness.reports.results import Results
+from harness.reports.tables import fmt, fmt_cfg, fmt_ci
 
 KEY = ["dataset", "model", "steps", "_cfg", "metric"]
 IDENTICAL_RTOL = 1e-6  # documented in docs/metrics.md; far above float noise, far below any CI width here

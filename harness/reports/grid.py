@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..errors import HarnessError
-from ..images import decode_file
-from ..store import image_name
-from .board import Board
-from .plots import pyplot, save_figure, stem_in
-from .tables import fmt_cfg
+from harness.errors import HarnessError
+from harness.images import decode_file
+from harness.reports.board import Board
+from harness.reports.plots import pyplot, save_figure, stem_in
+from harness.reports.tables import fmt_cfg
+from harness.store import image_name
 
 MAX_ROWS = 24
 MAX_COLUMNS = 8

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .board import Board
-from .tables import display_table, selection_table, shown_cells
+from harness.reports.board import Board
+from harness.reports.tables import display_table, selection_table, shown_cells
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }

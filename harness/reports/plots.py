@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..store import atomic_write_bytes
-from .board import Board
+from harness.reports.board import Board
+from harness.store import atomic_write_bytes
 
 FORMATS = ("png", "pdf")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import HarnessError
-from ..store import atomic_write_bytes
-from ..types import MetricRow
+from harness.errors import HarnessError
+from harness.store import atomic_write_bytes
+from harness.types import MetricRow
 
 COLUMNS = [f.name for f in fields(MetricRow)]
 

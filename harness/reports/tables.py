@@ -6,8 +6,8 @@ import math
 
 import pandas as pd
 
-from .board import Board
-from .results import provenance_columns
+from harness.reports.board import Board
+from harness.reports.results import provenance_columns
 
 ARROW = {True: "↑", False: "↓"}
 LATEX_ARROW = {True: r"$\uparrow$", False: r"$\downarrow$"}

@@ -1,0 +1,103 @@
+"""The extract stage: feature rows of one finished shard per extractor, cached by (spec key, shard content).
+
+Feature files are keyed by content, so a re-run computes nothing that already exists and any changed input
+produces a new key. ``feature_task`` runs shards and reference chunks in one executor pass.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import ShardError
+from harness.faults import fault_point
+from harness.features import get_extractor, loaded_extractor
+from harness.metrics.base import ShardFeatures
+from harness.references.cache import ReferenceChunkTask, reference_chunk
+from harness.references.stats import StreamingStats
+from harness.store import (
+    atomic_write_bytes,
+    manifest_path,
+    read_manifest,
+    verified_images,
+)
+from harness.types import Cell, ShardManifest
+
+
+@dataclass(frozen=True)
+class ExtractTask:
+    """Picklable descriptor: extract every listed extractor from one finished shard."""
+
+    cell_dir: str
+    start: int
+    stop: int
+    extractors: tuple[str, ...]
+    cache_dir: str
+    device: str = "cpu"
+
+
+def feature_path(cache_dir: Path, extractor_key: str, content_digest: str) -> Path:
+    return cache_dir / "features" / extractor_key / f"{content_digest}.npz"
+
+
+def missing_extractors(cache: Path, extractors: tuple[str, ...], content_digest: str) -> list[str]:
+    """The extractors whose features of this shard content are not cached yet."""
+    return [name for name in extractors
+            if not feature_path(cache, get_extractor(name).spec.key, content_digest).exists()]
+
+
+def extract_shard(task: ExtractTask) -> int:
+    """Decode the shard once (verifying every PNG against its manifest), feed each missing extractor.
+
+    Returns how many extractor outputs were computed (0 when everything was cached)."""
+    directory, cache = Path(task.cell_dir), Path(task.cache_dir)
+    manifest = read_manifest(manifest_path(directory, task.start, task.stop))
+    missing = missing_extractors(cache, task.extractors, manifest.content_digest)
+    if not missing:
+        return 0
+    images = verified_images(directory, manifest)
+    for name in missing:
+        ext = loaded_extractor(name, task.device)
+        outputs = ext.extract(images)
+        buf = io.BytesIO()
+        np.savez(buf, **outputs)
+        atomic_write_bytes(feature_path(cache, ext.spec.key, manifest.content_digest), buf.getvalue())
+        fault_point("after_feature")
+    return len(missing)
+
+
+def cell_manifests(directory: Path, cell: Cell, shard_size: int) -> list[ShardManifest]:
+    """All manifests of a cell, verified complete: sample counts must match the plan exactly."""
+    manifests = []
+    for start in range(0, cell.n, shard_size):
+        path = manifest_path(directory, start, min(start + shard_size, cell.n))
+        if not path.exists():
+            raise ShardError(f"{path}: shard not generated; run `harness run` to finish it")
+        manifests.append(read_manifest(path))
+    count = sum(len(m.samples) for m in manifests)
+    if count != cell.n:
+        raise ShardError(f"{directory}: {count} samples on disk but the plan asks for {cell.n}")
+    return manifests
+
+
+def _shard_features(cache: Path, extractor_key: str, output: str,
+                    manifests: list[ShardManifest]) -> Iterator[ShardFeatures]:
+    for m in manifests:
+        path = feature_path(cache, extractor_key, m.content_digest)
+        with np.load(path) as data:
+            feats = data[output]
+        if len(feats) != len(m.samples):
+            raise ShardError(f"{path}: {len(feats)} feature rows for a shard of {len(m.samples)} samples")
+        if not np.isfinite(feats).all():
+            raise ShardError(f"{path}: features contain NaN/Inf; refusing to score them")
+        yield ShardFeatures(features=feats, labels=tuple(s.label for s in m.samples),
+                            prompts=tuple(s.prompt for s in m.samples))
+
+
+def feature_task(task: ExtractTask | ReferenceChunkTask) -> int | StreamingStats:
+    """One entry point for the feature stage, so shards and reference chunks share one executor pass."""
+    return reference_chunk(task) if isinstance(task, ReferenceChunkTask) else extract_shard(task)

@@ -1,0 +1,128 @@
+"""The score stage: one cell × its metrics, with bootstrap intervals, from cached features and references.
+
+A score is keyed by everything that feeds it; the cell's rows come from the extract stage's cache.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import __version__
+from harness.errors import HarnessError, ShardError
+from harness.faults import fault_point
+from harness.features import get_extractor
+from harness.hashing import digest
+from harness.metrics import get_metric
+from harness.metrics.base import Metric, MetricResult
+from harness.metrics.bootstrap import CI_METHOD, bootstrap_indices, bootstrap_interval
+from harness.references.cache import reference_features, reference_stats
+from harness.reports.mmhm import replicate_path
+from harness.run.extract import _shard_features, cell_manifests
+from harness.store import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_cell,
+)
+from harness.types import MetricRow, ShardManifest
+
+
+def metric_reference(metric: Metric, cache: Path, dataset_id: str, n: int, device: str = "cpu"):
+    """What the metric compares against: None, ReferenceStats (mu/sigma) or ReferenceFeatures (rows)."""
+    if not metric.needs_reference:
+        return None
+    if metric.reference_kind == "features":
+        return reference_features(cache, dataset_id, metric.extractor, metric.output, n, device)
+    return reference_stats(cache, dataset_id, metric.extractor, metric.output, n, device)
+
+
+def _npy_bytes(values: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(values, dtype=np.float64))
+    return buf.getvalue()
+
+
+def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManifest], cache: Path, ext_key: str,
+               reference, indices: np.ndarray) -> tuple[MetricResult, np.ndarray | None]:
+    """Replicates of one metric on the cell's resampled samples and the interval they give
+    (``bootstrap_interval``: the metric's own valid CI if it has one, else the median-centred basic one)."""
+    shards = list(_shard_features(cache, ext_key, metric.output, manifests))
+    try:
+        values = metric.shard_replicates(shards, reference, indices)
+    except ShardError:
+        raise
+    except HarnessError as err:  # e.g. too large to resample in memory: keep the metric's own CI, say why
+        return replace(result, details={**result.details, "bootstrap_skipped": str(err)}), None
+    low, high, how = bootstrap_interval(metric.name, result.value, (result.ci_low, result.ci_high), values,
+                                         metric.value_range)
+    return replace(result, ci_low=low, ci_high=high, details={**result.details, "ci_method": how}), values
+
+
+def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[str, ...], cache: Path,
+               reference_n: int, capabilities_guidance: str, device: str = "cpu", bootstrap: int = 0,
+               run_dir: Path | None = None, stats_reference: Any = None) -> tuple[list[MetricRow], int]:
+    """Metric rows of one cell; returns (rows, how many were computed rather than read from cache).
+
+    ``stats_reference``: imported mu/sigma (the protocol's ``reference_stats``) used instead of the dataset's
+    statistics by every mu/sigma reference metric (the metric refuses it if its extractor differs).
+
+    With ``bootstrap`` = B > 0 every metric's CI is the percentile interval of B replicates on the same
+    resampled sample indices, and the replicates are written to ``<run_dir>/bootstrap/<cell>/<metric>.npy``."""
+    cell = read_cell(directory)
+    run_dir = Path(run_dir) if run_dir is not None else directory.parent.parent
+    manifests = cell_manifests(directory, cell, shard_size)
+    samples = [s for m in manifests for s in m.samples]
+    indices = bootstrap_indices(cell.cell_id, len(samples), bootstrap) if bootstrap and metric_names else None
+    rows, computed = [], 0
+    for name in metric_names:
+        metric = get_metric(name)
+        ext_key = get_extractor(metric.extractor).spec.key
+        imported = stats_reference is not None and metric.needs_reference and metric.reference_kind == "stats"
+        reference = stats_reference if imported else metric_reference(metric, cache, cell.dataset.id, reference_n,
+                                                                      device)
+        reference_id = reference.reference_id if reference is not None else ""
+        key = digest({"metric": name, "variant": metric.variant, "cell": cell.cell_id, "extractor": ext_key,
+                      "shards": [m.content_digest for m in manifests], "reference": reference_id,
+                      "version": __version__, "bootstrap": bootstrap, "ci": CI_METHOD}, length=24)
+        path = cache / "scores" / f"{key}.json"
+        replicates = None
+        if path.exists():
+            saved = json.loads(path.read_text())
+            result, created_at = MetricResult(**saved["result"]), saved["created_at"]
+            if saved.get("replicates"):
+                replicates = np.load(cache / "scores" / saved["replicates"], allow_pickle=False)
+        else:
+            result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests), reference)
+            if not np.isfinite(result.value):
+                raise ShardError(f"cell {cell.cell_id}: metric {name} came out {result.value}; not recorded")
+            if indices is not None:
+                result, replicates = _bootstrap(metric, result, manifests, cache, ext_key, reference, indices)
+            created_at = datetime.now(UTC).isoformat(timespec="seconds")
+            if replicates is not None:  # written before the json, which marks the entry complete
+                atomic_write_bytes(cache / "scores" / f"{key}.npy", _npy_bytes(replicates))
+            atomic_write_json(path, {"result": asdict(result), "created_at": created_at,
+                                     "replicates": f"{key}.npy" if replicates is not None else None})
+            fault_point("after_score")
+            computed += 1
+        if replicates is not None:
+            atomic_write_bytes(replicate_path(run_dir, cell.cell_id, name), _npy_bytes(replicates))
+        if "per_class" in result.details:  # per-class metrics: their tidy one-row-per-class table beside the row
+            from harness.metrics.per_class import write_per_class_table
+
+            write_per_class_table(run_dir, cell.cell_id, name, metric.variant, result.details["per_class"])
+        rows.append(MetricRow(
+            run=run, cell_id=cell.cell_id, model=cell.model.name, family=cell.model.family,
+            steps=cell.settings.steps, cfg=cell.settings.cfg, guidance=capabilities_guidance,
+            dataset=cell.dataset.id, n=cell.n, seed_policy=f"sha256(seed={cell.seed},dataset,index)",
+            metric=name, variant=metric.variant, value=float(result.value), ci_low=result.ci_low,
+            ci_high=result.ci_high, higher_is_better=metric.higher_is_better,
+            nfe_mean=float(np.mean([s.nfe for s in samples])),
+            sec_per_image=float(np.mean([s.seconds for s in samples])), extractor_id=ext_key,
+            reference_id=reference_id, harness_version=__version__, created_at=created_at))
+    return rows, computed
