@@ -43,6 +43,14 @@ class Metric(ABC):
     # The values the statistic can take (None: unbounded). A bootstrap interval is cut to it: the basic
     # bootstrap reflects the replicates about the value and can otherwise reach e.g. an FID below 0.
     value_range: ClassVar[tuple[float | None, float | None]] = (None, None)
+    # What every sample of a cell must carry, checked at plan time (harness/plan/protocol.py) so a metric that
+    # cannot be computed is refused before any image is made: "class_model" (the model is class-conditional: its
+    # sample's label is the class it was asked for), "labels" (the dataset gives every sample a class),
+    # "prompts" (the dataset gives every sample a prompt).
+    requires: ClassVar[frozenset[str]] = frozenset()
+    # True when the result's details carry "per_class" {label: {value, n}}: the score stage then writes the
+    # tidy per-class table beside the row (harness/metrics/per_class.py).
+    per_class: ClassVar[bool] = False
 
     @abstractmethod
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult: ...

@@ -33,6 +33,7 @@ class ClassAlignment(Metric):
     extractor = "mnist-cnn"
     output = "logits"
     needs_reference = False
+    requires = frozenset({"class_model"})  # the label of a sample is the class its model was asked for
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None = None) -> MetricResult:
         correct = total = 0

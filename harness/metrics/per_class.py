@@ -35,6 +35,9 @@ def class_means(scores: np.ndarray, labels: list[int | None], who: str) -> dict[
 
 
 class PerClassTextImageMetric(TextImageMetric):
+    requires = frozenset({"prompts", "labels"})  # a prompt to score against and a class to average within
+    per_class = True
+
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None = None) -> MetricResult:
         shards = list(shards)
         labels = [label for s in shards for label in s.labels]

@@ -66,6 +66,7 @@ def mean_result(scores: np.ndarray, details: dict[str, Any]) -> MetricResult:
 class TextImageMetric(Metric):
     needs_reference = False
     output = "image_embeds"
+    requires = frozenset({"prompts"})
 
     def per_sample(self, cosines: np.ndarray, extractor: Any) -> tuple[np.ndarray, dict[str, Any]]:
         raise NotImplementedError

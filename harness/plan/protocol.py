@@ -282,12 +282,24 @@ def _check_dataset(where: str, card: ModelCard, caps: Any, ref: DatasetRef) -> N
                             f"{ref.id!r} provides {provides}")
 
 
+def _unmet_need(need: str, card: ModelCard, caps: Any, ref: DatasetRef) -> str:
+    """What is missing for one of a metric's declared ``requires`` ("" when met)."""
+    provides = ", ".join(ref.provides) or "nothing"
+    if need == "class_model":
+        return "" if caps.conditioning == "class" else \
+            f"a class-conditional model; {card.name!r} is conditioned on {caps.conditioning}"
+    if need in ("labels", "prompts"):
+        return "" if need in ref.provides else f"{need} for every sample; dataset {ref.id!r} provides {provides}"
+    raise ProtocolError(f"a metric declares an unknown requirement {need!r}; known: class_model, labels, prompts")
+
+
 def _check_metrics(src: str, where: str, protocol: Protocol, metrics: list[Any], card: ModelCard, caps: Any,
                    dataset: Dataset | None, ref: DatasetRef) -> None:
     for metric in metrics:
-        if metric.name == "class_alignment" and caps.conditioning != "class":
-            raise ProtocolError(f"{where}metric 'class_alignment' needs a class-conditional model; "
-                                f"{card.name!r} is conditioned on {caps.conditioning}")
+        for need in sorted(metric.requires):
+            unmet = _unmet_need(need, card, caps, ref)
+            if unmet:
+                raise ProtocolError(f"{where}metric {metric.name!r} needs {unmet}")
     if not any(m.needs_reference for m in metrics) or protocol.reference_stats is not None:
         return  # imported statistics replace the dataset's images (checked once, in make_plan)
     if "images" not in ref.provides:

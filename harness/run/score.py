@@ -112,7 +112,7 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
             computed += 1
         if replicates is not None:
             atomic_write_bytes(replicate_path(run_dir, cell.cell_id, name), _npy_bytes(replicates))
-        if "per_class" in result.details:  # per-class metrics: their tidy one-row-per-class table beside the row
+        if metric.per_class:  # per-class metrics: their tidy one-row-per-class table beside the row
             from harness.metrics.per_class import write_per_class_table
 
             write_per_class_table(run_dir, cell.cell_id, name, metric.variant, result.details["per_class"])
