@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from harness.cli.checks import protocol_path
-from harness.models.adapters import get_adapter_class
 from harness.plan.cost import estimate_plan_gpu_hours, plan_size_warnings
 from harness.plan.protocol import load_protocol, make_plan
 
@@ -20,9 +19,8 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
     lines = []
     adaptive = 0
     for c in plan.cells:
-        adapter = get_adapter_class(c.model.family)(c.model)
-        caps = adapter.capabilities
-        nfe = adapter.expected_nfe(c.settings)
+        facts = plan.facts_of(c)  # computed once by make_plan
+        nfe = facts.nfe
         if nfe is None:
             adaptive += 1
         else:
@@ -32,7 +30,7 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
         knobs += f" resize={c.resize[0]}px/{c.resize[1]}" if c.resize else ""
         cell_id = f"~{c.cell_id}" if c.provisional else f" {c.cell_id}"
         lines.append(f" {cell_id}  {c.model.name:<18} {c.dataset.id:<13} steps={c.settings.steps:<4} "
-                     f"cfg={cfg:<5} guidance={caps.guidance:<8} sampler={c.settings.sampler:<6} n={c.n:<6} "
+                     f"cfg={cfg:<5} guidance={facts.guidance:<8} sampler={c.settings.sampler:<6} n={c.n:<6} "
                      f"shards={plan.shard_count(c):<4} nfe/sample={'adaptive' if nfe is None else nfe}{knobs}")
     lines += _refused_lines(plan)
     if print_table:

@@ -95,13 +95,18 @@ def expected_nfe(cell: Cell) -> int | None:
     return get_adapter_class(cell.model.family)(cell.model).expected_nfe(cell.settings)
 
 
+ASK_ADAPTER = object()  # estimate_cell_seconds without a planned NFE: ask the cell's adapter
+
+
 def estimate_cell_seconds(cell: Cell, calibration_dirs: Iterable[Path] = (),
-                          measured: tuple[dict, dict] | None = None) -> CostEstimate:
+                          measured: tuple[dict, dict] | None = None, nfe: Any = ASK_ADAPTER) -> CostEstimate:
     """Estimated seconds to generate ``cell`` (all ``cell.n`` samples) on the card's GPU.
 
     ``calibration_dirs``: run directories whose completed manifests may calibrate cards without a ``cost``
-    block (``measured``: their :func:`calibration`, when the caller already read it)."""
-    nfe = expected_nfe(cell)
+    block (``measured``: their :func:`calibration`, when the caller already read it). ``nfe``: the NFE the plan
+    computed (``Plan.facts_of(cell).nfe``); asked of the adapter only when not given."""
+    if nfe is ASK_ADAPTER:
+        nfe = expected_nfe(cell)
     if nfe == 0:  # real images (the floor): nothing to run
         return CostEstimate(cell.n, 0.0, 0, "no network evaluations (real images)")
     card = cell.model.cost
@@ -143,7 +148,7 @@ def estimate_plan_gpu_hours(plan: Any, calibration_dirs: Iterable[Path] = ()) ->
     measured = calibration(calibration_dirs)
     seconds, known, unknown = 0.0, 0, []
     for cell in plan.cells:
-        estimate = estimate_cell_seconds(cell, measured=measured)
+        estimate = estimate_cell_seconds(cell, measured=measured, nfe=plan.facts_of(cell).nfe)
         if estimate.known:
             seconds += estimate.seconds
             known += 1
@@ -179,8 +184,7 @@ def image_bytes_bound(plan: Any) -> int:
     """Upper bound of the PNG bytes a plan writes: raw 8-bit RGB at each cell's saved size (PNG only shrinks it)."""
     total = 0
     for cell in plan.cells:
-        native = get_adapter_class(cell.model.family).capabilities_for(cell.model).resolution
-        side = cell.resize[0] if cell.resize else native
+        side = cell.resize[0] if cell.resize else plan.facts_of(cell).resolution
         total += cell.n * side * side * 3
     return total
 

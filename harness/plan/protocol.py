@@ -7,7 +7,7 @@ compute is spent. Knobs a model cannot honour are refused here (plan time), neve
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +83,33 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class CellFacts:
+    """What planning computed for a cell, carried so no later layer asks the adapter again."""
+
+    nfe: int | None  # the adapter's declared NFE per sample (None: adaptive solver, known after sampling)
+    guidance: str  # the family's guidance mechanism (Capabilities.guidance), recorded in every result row
+    resolution: int  # the model's native square output size (before the cell's resize, if any)
+
+
+def cell_facts(cell: Cell) -> CellFacts:
+    """The facts of a cell from its adapter (no weights loaded): what make_plan records in ``Plan.facts``."""
+    adapter = get_adapter_class(cell.model.family)(cell.model)
+    caps = adapter.capabilities
+    return CellFacts(adapter.expected_nfe(cell.settings), caps.guidance, caps.resolution)
+
+
+@dataclass(frozen=True)
 class Plan:
     protocol: Protocol
     cells: tuple[Cell, ...]
     refused: tuple[Refusal, ...] = ()
     missing_real: tuple[tuple[str, str], ...] = ()  # (real source id, why its files are absent)
+    facts: dict[str, CellFacts] = field(default_factory=dict, compare=False)  # cell id → CellFacts
+
+    def facts_of(self, cell: Cell) -> CellFacts:
+        """The cell's planned facts (computed from its adapter for a Plan built without them)."""
+        known = self.facts.get(cell.cell_id)
+        return known if known is not None else cell_facts(cell)
 
     @property
     def missing_data(self) -> dict[str, str]:
@@ -327,6 +349,7 @@ def make_plan(protocol: Protocol) -> Plan:
         check_reference_metrics(src, protocol.reference_stats, metrics)
     datasets = [plan_dataset(name, where=f"{src}: datasets: ") for name in protocol.datasets]
     cells: list[Cell] = []
+    facts: dict[str, CellFacts] = {}
     refused: dict[tuple[str, SamplerSettings], Refusal] = {}
     for i, entry in enumerate(protocol.models):
         where = f"{src}: models[{i}]: "
@@ -347,7 +370,7 @@ def make_plan(protocol: Protocol) -> Plan:
                                                knobs=entry.knobs)
                     try:
                         check_settings(card, caps, settings)
-                        adapter.expected_nfe(settings)
+                        nfe = adapter.expected_nfe(settings)
                     except ProtocolError as e:
                         if entry.unsupported == "refuse":
                             raise ProtocolError(f"{src}: {e}") from None
@@ -356,6 +379,7 @@ def make_plan(protocol: Protocol) -> Plan:
                     cells.append(Cell(model=card, settings=settings, dataset=ref, seed=protocol.seed,
                                       n=protocol.n, sampling_version=SAMPLING_VERSION,
                                       resize=resize_for(caps.resolution, protocol.image_size)))
+                    facts[cells[-1].cell_id] = CellFacts(nfe, caps.guidance, caps.resolution)
     missing_real: dict[str, str] = {}
     for i, source in enumerate(protocol.real):
         where = f"{src}: key 'real[{i}]': "
@@ -368,6 +392,7 @@ def make_plan(protocol: Protocol) -> Plan:
             cells.append(Cell(model=card, settings=REAL_SETTINGS, dataset=ref, seed=protocol.seed, n=protocol.n,
                               sampling_version=SAMPLING_VERSION,
                               resize=resize_for(caps.resolution, protocol.image_size) if caps.resolution else None))
+            facts[cells[-1].cell_id] = CellFacts(0, caps.guidance, caps.resolution)
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         raise ProtocolError(f"{src}: the protocol lists the same cell twice (a model, steps or cfg repeated)")
@@ -375,4 +400,4 @@ def make_plan(protocol: Protocol) -> Plan:
         why = f"; every setting was refused, e.g. {next(iter(refused.values())).reason}" if refused else ""
         raise HarnessError(f"{src}: the protocol expands to no cells{why}")
     return Plan(protocol=protocol, cells=tuple(cells), refused=tuple(refused.values()),
-                missing_real=tuple(missing_real.items()))
+                missing_real=tuple(missing_real.items()), facts=facts)

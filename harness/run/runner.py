@@ -8,7 +8,6 @@ from harness.errors import HarnessError
 from harness.executors.base import Executor
 from harness.faults import fault_point
 from harness.metrics import get_metric
-from harness.models.adapters import get_adapter_class
 from harness.models.cards import require_pinned
 from harness.plan.protocol import Plan
 from harness.references.cache import (
@@ -104,7 +103,7 @@ def run_plan(plan: Plan, run_dir: Path, cache_dir: Path, executor: Executor, dev
 
     rows, computed = [], 0
     for cell in plan.cells:
-        guidance = get_adapter_class(cell.model.family).capabilities_for(cell.model).guidance
+        guidance = plan.facts_of(cell).guidance
         cell_rows, n_new = score_cell(p.name, Path(cell_dirs[cell.cell_id]), p.shard_size, p.metrics, cache_dir,
                                       p.reference_n, guidance, device, bootstrap=p.bootstrap, run_dir=run_dir,
                                       stats_reference=imported)

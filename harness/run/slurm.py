@@ -73,7 +73,7 @@ def shard_bundles(plan: Plan, shards: list[ShardTask], cell_dirs: dict[str, str]
         return []
     cells = {cell_dirs[c.cell_id]: c for c in plan.cells}
     measured = calibration([run_dir])
-    estimates = {d: estimate_cell_seconds(c, measured=measured) for d, c in cells.items()}
+    estimates = {d: estimate_cell_seconds(c, measured=measured, nfe=plan.facts_of(c).nfe) for d, c in cells.items()}
     costs = [estimates[t.cell_dir].samples_seconds(t.stop - t.start) for t in shards]
     budget = task_budget_s(profile)
     bundles = [ShardBundle(tuple(shards[i] for i in b))
