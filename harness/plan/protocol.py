@@ -14,12 +14,13 @@ from typing import Any
 import yaml
 
 from harness import SAMPLING_VERSION
-from harness.datasets import Dataset, plan_dataset
+from harness.datasets import plan_dataset
 from harness.errors import HarnessError, ProtocolError
 from harness.metrics import get_metric
 from harness.models.adapters import check_settings, get_adapter_class
 from harness.models.cards import load_card
 from harness.models.knobs import check_knob_values
+from harness.plan.checks import check_dataset, check_metrics
 from harness.plan.real_floor import REAL_SETTINGS, real_card
 from harness.plan.reference_spec import ReferenceStatsSpec, check_reference_metrics, parse_reference_stats
 from harness.plan.resize import ImageSize, parse_image_size, resize_for
@@ -37,7 +38,7 @@ from harness.plan.schema import (
     str_list,
 )
 from harness.suggest import did_you_mean
-from harness.types import Cell, DatasetRef, ModelCard, SamplerSettings, ShardTask
+from harness.types import Cell, ModelCard, SamplerSettings, ShardTask
 
 
 @dataclass(frozen=True)
@@ -289,50 +290,6 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         real=str_list(src, "real", get["real"], allow_empty=True))
 
 
-def _check_dataset(where: str, card: ModelCard, caps: Any, ref: DatasetRef) -> None:
-    """Refuse a model on a dataset that cannot condition it: what the model needs vs what the dataset provides."""
-    provides = ", ".join(ref.provides) or "nothing"
-    if caps.conditioning == "class":
-        if "labels" not in ref.provides:
-            raise ProtocolError(f"{where}model {card.name!r} is class-conditional (needs labels) but dataset "
-                                f"{ref.id!r} provides {provides}")
-        if ref.num_classes != caps.num_classes:
-            raise ProtocolError(f"{where}model {card.name!r} is conditioned on {caps.num_classes} classes but "
-                                f"dataset {ref.id!r} has {ref.num_classes}")
-    if caps.conditioning == "text" and "prompts" not in ref.provides:
-        raise ProtocolError(f"{where}model {card.name!r} is text-conditioned (needs prompts) but dataset "
-                            f"{ref.id!r} provides {provides}")
-
-
-def _unmet_need(need: str, card: ModelCard, caps: Any, ref: DatasetRef) -> str:
-    """What is missing for one of a metric's declared ``requires`` ("" when met)."""
-    provides = ", ".join(ref.provides) or "nothing"
-    if need == "class_model":
-        return "" if caps.conditioning == "class" else \
-            f"a class-conditional model; {card.name!r} is conditioned on {caps.conditioning}"
-    if need in ("labels", "prompts"):
-        return "" if need in ref.provides else f"{need} for every sample; dataset {ref.id!r} provides {provides}"
-    raise ProtocolError(f"a metric declares an unknown requirement {need!r}; known: class_model, labels, prompts")
-
-
-def _check_metrics(src: str, where: str, protocol: Protocol, metrics: list[Any], card: ModelCard, caps: Any,
-                   dataset: Dataset | None, ref: DatasetRef) -> None:
-    for metric in metrics:
-        for need in sorted(metric.requires):
-            unmet = _unmet_need(need, card, caps, ref)
-            if unmet:
-                raise ProtocolError(f"{where}metric {metric.name!r} needs {unmet}")
-    if not any(m.needs_reference for m in metrics) or protocol.reference_stats is not None:
-        return  # imported statistics replace the dataset's images (checked once, in make_plan)
-    if "images" not in ref.provides:
-        needing = ", ".join(m.name for m in metrics if m.needs_reference)
-        raise ProtocolError(f"{src}: key 'metrics': {needing} need reference images but dataset {ref.id!r} "
-                            f"provides {', '.join(ref.provides) or 'nothing'}")
-    if dataset is not None and protocol.reference_n > dataset.size:  # size is unknown without the files
-        raise ProtocolError(f"{src}: key 'reference_n' has value {protocol.reference_n}; dataset "
-                            f"{ref.id!r} has only {dataset.size} reference images")
-
-
 def make_plan(protocol: Protocol) -> Plan:
     """Expand to cells (models × datasets × steps × cfg), refusing anything a model cannot honour.
 
@@ -362,8 +319,8 @@ def make_plan(protocol: Protocol) -> Plan:
                      else f"{src}: key 'models[{i}].knobs")
         check_knob_values(entry.knobs, caps.knobs, knobs_key, f"model {card.name!r} ({card.family})")
         for dataset, ref in datasets:
-            _check_dataset(where, card, caps, ref)
-            _check_metrics(src, where, protocol, metrics, card, caps, dataset, ref)
+            check_dataset(where, card, caps, ref)
+            check_metrics(src, where, protocol, metrics, card, caps, dataset, ref)
             for steps in entry.steps or protocol.steps:
                 for cfg in _resolve_cfg(where, card, caps, entry.cfg or protocol.cfg):
                     settings = SamplerSettings(steps=steps, cfg=cfg, sampler=entry.sampler or protocol.sampler,
@@ -388,7 +345,7 @@ def make_plan(protocol: Protocol) -> Plan:
             if missing:
                 missing_real[source] = missing
             caps = get_adapter_class(card.family).capabilities_for(card)
-            _check_metrics(src, where, protocol, metrics, card, caps, dataset, ref)
+            check_metrics(src, where, protocol, metrics, card, caps, dataset, ref)
             cells.append(Cell(model=card, settings=REAL_SETTINGS, dataset=ref, seed=protocol.seed, n=protocol.n,
                               sampling_version=SAMPLING_VERSION,
                               resize=resize_for(caps.resolution, protocol.image_size) if caps.resolution else None))
