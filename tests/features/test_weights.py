@@ -120,12 +120,14 @@ def test_list_and_run_refused_before_compute(home, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "MISSING (harness weights fetch clip-vit-b-16-openai)" in out and "inception-fid-helper" in out
     results = tmp_path / "results"
-    code = main(["run", "smoke", "--set", "metrics=[fid, clip_score]", "--results", str(results),
+    # fd_dinov2: a metric the smoke protocol's dataset can feed (reference images; clip_score would now be refused
+    # earlier, for want of prompts), whose extractor's weights are absent here
+    code = main(["run", "smoke", "--set", "metrics=[fid, fd_dinov2]", "--results", str(results),
                  "--executor", "debug"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "metric 'clip_score' (extractor 'clip-vit-b-16-openai'): not computed: weights not found " \
-           "(harness weights fetch clip-vit-b-16-openai)" in err
+    assert "metric 'fd_dinov2' (extractor 'dinov2-vit-l-14'): not computed: weights not found " \
+           "(harness weights fetch dinov2-vit-l-14)" in err
     assert not results.exists()  # nothing generated
     assert main(["weights", "fetch", "no-such"]) == 2
     assert "unknown weights 'no-such'" in capsys.readouterr().err
