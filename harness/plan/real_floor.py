@@ -61,10 +61,6 @@ def real_card(source: str, target: DatasetRef, where: str = "") -> tuple[ModelCa
     return card, ref.missing
 
 
-def is_floor(family: Any) -> bool:
-    return family == REAL_FAMILY
-
-
 def floor_mask(frame: pd.DataFrame) -> pd.Series:
     """True on the rows of real-data floor cells (by family; older results without the column: none)."""
     if "family" not in frame:
