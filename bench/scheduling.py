@@ -2,7 +2,7 @@
 (steps 1..cells/2 × cfg {1, 2}), n=2, one shard per cell, metric class_alignment (MNIST CNN features):
 
 * harness, cost-sized: `harness run --executor slurm` with the card's ``cost`` block (--seconds-per-nfe):
-  shards bundled into array tasks of <= the profile's task budget, extraction as a (cell, extractor) array
+  shards bundled into array tasks of <= the profile's task budget, extraction as a shard array
   after the generation array, a collect job after both;
 * harness, cost unknown: the same layout with one shard per array task (a card without ``cost``);
 * one sbatch per cell: a generation job and an extraction job per cell, then the collect job.
@@ -26,19 +26,13 @@ from pathlib import Path
 
 os.environ.setdefault("HARNESS_PROGRESS", "0")
 
-from harness.executors.slurm import SlurmExecutor, describe  # noqa: E402
+from harness.executors.slurm import Bundle, SlurmExecutor, describe, run_bundle  # noqa: E402
 from harness.executors.slurm_profile import load_profile, task_budget_s  # noqa: E402
 from harness.plan.protocol import load_protocol, make_plan  # noqa: E402
-from harness.run.runner import prepare_run  # noqa: E402
-from harness.run.slurm import submit_plan  # noqa: E402
-from harness.run.slurm_tasks import (  # noqa: E402
-    CellExtractTask,
-    CollectTask,
-    ShardBundle,
-    collect_run,
-    extract_cell,
-    generate_bundle,
-)
+from harness.run.extract import ExtractTask, extract_shard  # noqa: E402
+from harness.run.generate import generate_shard  # noqa: E402
+from harness.run.runner import prepare_run, run_plan  # noqa: E402
+from harness.run.stages import CollectTask, collect_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CARD = REPO / "model_zoo" / "cards" / "fm-tiny.yaml"
@@ -62,10 +56,10 @@ def wait_for_results(root: Path, timeout_s: float = 3600) -> None:
 def harness_side(plan, profile, root: Path) -> dict:
     ex = SlurmExecutor(profile, root, poll_s=1.0)
     start = time.perf_counter()
-    sub = submit_plan(plan, root, root / "cache", profile, executor=ex)
+    run_plan(plan, root, root / "cache", ex)
     submitted = time.perf_counter() - start
     wait_for_results(root)
-    return {"sbatch": ex.sbatch_calls, "tasks": sub.generate_tasks + sub.extract_tasks + 1, "submit_s": submitted,
+    return {"sbatch": ex.sbatch_calls, "tasks": sum(map(len, ex.submitted.values())), "submit_s": submitted,
             "wall_s": time.perf_counter() - start}
 
 
@@ -78,9 +72,9 @@ def per_cell_side(plan, profile, root: Path) -> dict:
     arrays = []
     for cell in plan.cells:
         own = [t for t in shards if t.cell_dir == cell_dirs[cell.cell_id]]
-        gen = ex.submit(generate_bundle, [ShardBundle(tuple(own))], "generate")
-        ext = ex.submit(extract_cell, [CellExtractTask(own[0].cell_dir, tuple((t.start, t.stop) for t in own),
-                                                       "mnist-cnn", str(cache))], "extract",
+        gen = ex.submit(run_bundle, [Bundle(generate_shard, tuple(own))], "generate")
+        extract = tuple(ExtractTask(t.cell_dir, t.start, t.stop, ("mnist-cnn",), str(cache)) for t in own)
+        ext = ex.submit(run_bundle, [Bundle(extract_shard, extract)], "extract",
                         dependency=[gen[0].job_id.split("_")[0]])
         arrays.append(ext[0].job_id.split("_")[0])
     collect = ex.submit(collect_run, [CollectTask(plan, str(root), str(cache))], "collect", dependency=arrays,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.hashing import digest
@@ -155,6 +156,11 @@ class ShardTask:
     @property
     def name(self) -> str:
         return f"{self.start:07d}-{self.stop:07d}"
+
+    @property
+    def label(self) -> str:
+        """The work item's name in logs, jobs.jsonl and messages: <cell id>/<start>-<stop>."""
+        return f"{Path(self.cell_dir).name}/{self.name}"
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extend", action="store_true",
                    help="add this protocol's cells to a run directory that holds another protocol's run, keeping "
                         "its cells and results (without it such a directory is refused)")
-    p.add_argument("--executor", default="local", choices=EXECUTORS)
+    p.add_argument("--executor", default="local",
+                   help=f"where the stages run: {', '.join(EXECUTORS)}, or one a plugin registers (harness/plugins.py)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="processes for --executor local, >= 1 (default: one per visible GPU, pinned to it; else 2)")
     p.add_argument("--cache", type=Path, default=None,

@@ -8,12 +8,11 @@ from pathlib import Path
 from harness.cli.checks import check_device, protocol_path, read_json_file
 from harness.cli.weights import require_for_metrics
 from harness.errors import HarnessError
-from harness.executors.base import make_executor
+from harness.executors import make_executor
 from harness.executors.slurm_profile import load_profile
 from harness.plan.cost import check_plan_size
 from harness.plan.protocol import load_protocol, make_plan
 from harness.run.runner import run_plan
-from harness.run.slurm import submit_plan
 from harness.run.status import run_status
 from harness.store import default_cache_dir, ensure_writable
 
@@ -33,22 +32,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     cache = args.cache or default_cache_dir()
     ensure_writable(run_dir)
     ensure_writable(cache, "cache directory", "--cache DIR (or $HARNESS_CACHE)")
-    if args.executor == "slurm":
-        return _run_on_slurm(args, plan, run_dir)
-    executor = make_executor(args.executor, args.workers, args.device)
+    options = {}
+    if args.executor == "slurm":  # job folders and scripts name absolute paths: jobs run elsewhere
+        run_dir, cache = run_dir.resolve(), cache.resolve()
+        options = {"run_dir": run_dir, "wait": args.wait,
+                   "profile": load_profile(args.profile) if args.profile else None}
+    executor = make_executor(args.executor, args.workers, args.device, **options)
     try:
         run_plan(plan, run_dir, cache, executor, args.device, extend=args.extend)
     finally:
         executor.close()
-    return 0
-
-
-def _run_on_slurm(args: argparse.Namespace, plan, run_dir: Path) -> int:
-    if not args.profile:
-        raise HarnessError("--executor slurm needs --profile FILE (see slurm/profiles/, e.g. --profile ci)")
-    profile = load_profile(args.profile)
-    submit_plan(plan, run_dir.resolve(), (args.cache or default_cache_dir()).resolve(), profile, args.device, args.wait,
-                extend=args.extend)
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from harness.errors import HarnessError, ProtocolError
+from harness.plugins import load_plugins
 from harness.suggest import did_you_mean
 from harness.types import PROVISIONAL_DIGEST, DatasetRef
 
@@ -29,7 +30,8 @@ def register_dataset(name: str):
     content ``digest`` (never of names), ``size``, ``reference_images`` (uint8 (B, H, W, 3); reference_n > size
     refused by name) and, if the images carry classes, ``image_labels``; locate files with ``dataset_root``
     (raising ``DataMissingError`` keeps planning possible without them); import its module in the package's
-    ``__init__``. ``tests/datasets/test_conformance_datasets.py`` then runs it through the dataset conformance suite:
+    ``__init__`` (outside the package: a plugin module, harness/plugins.py).
+    ``tests/datasets/test_conformance_datasets.py`` then runs it through the dataset conformance suite:
     on its files when present, else on tiny files for its layout (a new layout adds a builder there)."""
 
     def wrap(cls: type[Dataset]) -> type[Dataset]:
@@ -111,6 +113,8 @@ class Dataset(ABC):
 
 
 def dataset_class(name: str, where: str = "") -> type[Dataset]:
+    if name not in _DATASETS:
+        load_plugins()
     if name not in _DATASETS:
         raise ProtocolError(f"{where}unknown dataset {name!r}{did_you_mean(name, _DATASETS)}; "
                             f"available: {', '.join(sorted(_DATASETS))}")

@@ -1,8 +1,10 @@
-"""The executor interface, and the in-process (debug) and local worker-process executors.
+"""The executor interface (stages of tasks), and the in-process (debug) and local worker-process executors.
 
-``debug`` runs in this process (breakpoints work); ``local`` runs a bounded process pool. Both call the
-very same task functions, so anything that passes under one passes under the other. The Slurm
-executor (harness/executors/slurm.py) plugs in behind the same ``map`` signature.
+A run hands every executor the same list of :class:`Stage` objects, built once from the plan
+(harness/run/stages.py). ``debug`` runs them in this process (breakpoints work), ``local`` in a bounded
+process pool, both through ``map``; the Slurm executor (harness/executors/slurm.py) packs each stage's
+tasks into job arrays chained by dependencies. All call the very same task functions, so anything that
+passes under one passes under the others.
 """
 
 from __future__ import annotations
@@ -14,24 +16,66 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tqdm import tqdm
 
 from harness.errors import HarnessError
-from harness.executors import EXECUTORS
+from harness.executors import ExecutorOptions, register_executor
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run: tasks that may run in any order, once the stages named in ``after`` ended.
+
+    ``weights[i]`` (optional) is task i's estimated cost in ``weight_unit`` ("seconds" or "images"), and
+    tasks of different ``groups`` never share a packed job: executors that pack tasks (Slurm) use both; the
+    others ignore them. ``inline``: map-based executors call ``fn`` in this process (the collect stage:
+    scoring and the report read files every earlier stage wrote). ``summary(results)``, when given, is a
+    line printed after the stage ran here (executors that return before the work ends skip it)."""
+
+    name: str
+    fn: Callable[[Any], Any]
+    tasks: tuple[Any, ...]
+    after: tuple[str, ...] = ()
+    weights: tuple[float | None, ...] | None = None
+    weight_unit: str = "seconds"
+    groups: tuple[str, ...] | None = None
+    inline: bool = False
+    summary: Callable[[list[Any]], str] | None = None
+    done: int = 0  # work items of this stage already complete (not in ``tasks``), for progress messages
+    noun: str = "tasks"  # what one task is, in messages ("shards")
+
+
 class Executor(ABC):
     name: str = ""
+    returns_at_submission: bool = False  # True: run_stages hands the work to a scheduler and returns at once
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions) -> Executor:
+        """The executor ``harness run --executor NAME`` builds from the command line's options."""
+        return cls()
 
     @abstractmethod
     def map(self, fn: Callable[[T], R], tasks: Sequence[T], desc: str) -> list[R]:
         """Run ``fn`` on every task; results in task order. The first failure stops the run."""
+
+    def run_stages(self, stages: Sequence[Stage]) -> dict[str, list[Any]]:
+        """Run the stages in order (their ``after`` lists only name earlier stages); stage name → results."""
+        results: dict[str, list[Any]] = {}
+        for stage in stages:
+            if not stage.tasks:
+                continue
+            tasks = list(stage.tasks)
+            results[stage.name] = [stage.fn(t) for t in tasks] if stage.inline else self.map(stage.fn, tasks,
+                                                                                            stage.name)
+            if stage.summary is not None:
+                print(stage.summary(results[stage.name]), flush=True)
+        return results
 
     def close(self) -> None:  # noqa: B027 - optional hook: only pooled executors hold resources
         """Release workers; a no-op for in-process executors."""
@@ -42,6 +86,7 @@ def _progress(total: int, desc: str) -> tqdm:
                 disable=total == 0 or os.environ.get("HARNESS_PROGRESS", "1") == "0")
 
 
+@register_executor("debug")
 class DebugExecutor(Executor):
     name = "debug"
 
@@ -55,19 +100,12 @@ class DebugExecutor(Executor):
 
 
 def describe(task: Any) -> str:
-    """A stable, human-readable name of a work item for logs, jobs.jsonl and error messages."""
+    """A stable, human-readable name of a work item for logs, jobs.jsonl and error messages: the task's own
+    ``label`` (every stage task has one), a bundle's first part, else the task's type."""
     parts = getattr(task, "parts", None)
     if parts:
         return describe(parts[0]) + (f" (+{len(parts) - 1} more)" if len(parts) > 1 else "")
-    if hasattr(task, "cell_dir") and hasattr(task, "start"):
-        return f"{Path(task.cell_dir).name}/{task.start:07d}-{task.stop:07d}"
-    if hasattr(task, "cell_dir") and hasattr(task, "extractor"):
-        return f"extract/{Path(task.cell_dir).name}/{task.extractor}"
-    if hasattr(task, "dataset") and hasattr(task, "start"):
-        return f"reference/{task.dataset}/{task.extractor}/{task.start}-{task.stop}"
-    if hasattr(task, "dataset") and hasattr(task, "kind"):
-        return f"reference/{task.dataset}/{task.extractor}/{task.output}/{task.n}/{task.kind}"
-    return type(task).__name__
+    return str(getattr(task, "label", type(task).__name__))
 
 
 def work_items(task: Any) -> list[str]:
@@ -133,6 +171,7 @@ class WorkerCrashError(HarnessError):
     """A task killed its worker process (segfault, SIGKILL, os._exit) on its re-run too."""
 
 
+@register_executor("local")
 class LocalExecutor(Executor):
     """A process pool of at most ``workers`` processes; each keeps its loaded models between tasks.
 
@@ -151,6 +190,11 @@ class LocalExecutor(Executor):
         self.crashes: list[str] = []  # "task: exit" of every worker death seen, for the run's log
         self._pool: ProcessPoolExecutor | None = None
         self._started: Any = None
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions) -> LocalExecutor:
+        # "--device cuda:N" names one GPU itself: pinning workers to others would hide it from them.
+        return cls(options.workers, gpus=[] if options.device.startswith("cuda:") else None)
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -245,15 +289,3 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-
-
-def make_executor(name: str, workers: int | None = None, device: str = "cpu") -> Executor:
-    if name == "debug":
-        return DebugExecutor()
-    if name == "local":
-        # "--device cuda:N" names one GPU itself: pinning workers to others would hide it from them.
-        return LocalExecutor(workers, gpus=[] if device.startswith("cuda:") else None)
-    if name == "slurm":
-        raise HarnessError("the Slurm executor needs a profile and a run directory: use "
-                           "`harness run --executor slurm --profile NAME` (harness.run.slurm.submit_plan)")
-    raise HarnessError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

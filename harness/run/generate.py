@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,15 +47,19 @@ def requests_for(cell: Cell, indices: list[int]) -> list[SampleRequest]:
 
 # Adapters stay loaded for the life of a worker process: shards of one model reuse them.
 _ADAPTERS: dict[tuple[str, str], Adapter] = {}
+# One load at a time per process: two threads building the same random-init model at once would interleave
+# their draws from torch's global RNG and get different weights (an executor may run tasks on threads).
+_ADAPTERS_LOCK = threading.Lock()
 
 
 def loaded_adapter(cell: Cell, device: str) -> Adapter:
     key = (cell.model.weights_digest + repr(sorted(cell.model.params.items())), device)
-    if key not in _ADAPTERS:
-        adapter = get_adapter_class(cell.model.family)(cell.model)
-        adapter.load(device)
-        _ADAPTERS[key] = adapter
-    return _ADAPTERS[key]
+    with _ADAPTERS_LOCK:
+        if key not in _ADAPTERS:
+            adapter = get_adapter_class(cell.model.family)(cell.model)
+            adapter.load(device)
+            _ADAPTERS[key] = adapter
+        return _ADAPTERS[key]
 
 
 def batch_spans(start: int, stop: int, n: int, batch_size: int) -> list[tuple[int, int]]:

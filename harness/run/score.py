@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,35 @@ from harness.store import (
 from harness.types import MetricRow, ShardManifest
 
 
-def metric_reference(metric: Metric, cache: Path, dataset_id: str, n: int, device: str = "cpu"):
+@dataclass(frozen=True)
+class ScoreContext:
+    """What scoring a cell needs from the protocol and the run, gathered once per run."""
+
+    run: str  # the protocol's name, recorded in every row
+    metrics: tuple[str, ...]
+    shard_size: int
+    reference_n: int
+    cache: Path
+    run_dir: Path
+    device: str = "cpu"
+    bootstrap: int = 0  # B > 0: every CI from B replicates on the same resampled sample indices
+    stats_reference: Any = None  # the protocol's imported mu/sigma (reference_stats), used by every stats metric
+    compute_references: bool = True  # False: refuse a reference whose chunks were not extracted (collect)
+
+    @classmethod
+    def of(cls, protocol: Any, run_dir: Path, cache: Path, device: str = "cpu", stats_reference: Any = None,
+           compute_references: bool = True) -> ScoreContext:
+        return cls(protocol.name, tuple(protocol.metrics), protocol.shard_size, protocol.reference_n, Path(cache),
+                   Path(run_dir), device, protocol.bootstrap, stats_reference, compute_references)
+
+
+def metric_reference(metric: Metric, cache: Path, dataset_id: str, n: int, device: str = "cpu",
+                     compute: bool = True):
     """What the metric compares against: None, ReferenceStats (mu/sigma) or ReferenceFeatures (rows)."""
     if not metric.needs_reference:
         return None
-    if metric.reference_kind == "features":
-        return reference_features(cache, dataset_id, metric.extractor, metric.output, n, device)
-    return reference_stats(cache, dataset_id, metric.extractor, metric.output, n, device)
+    make = reference_features if metric.reference_kind == "features" else reference_stats
+    return make(cache, dataset_id, metric.extractor, metric.output, n, device, compute=compute)
 
 
 def _npy_bytes(values: np.ndarray) -> bytes:
@@ -64,19 +86,17 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
     return replace(result, ci_low=low, ci_high=high, details={**result.details, "ci_method": how}), values
 
 
-def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[str, ...], cache: Path,
-               reference_n: int, capabilities_guidance: str, device: str = "cpu", bootstrap: int = 0,
-               run_dir: Path | None = None, stats_reference: Any = None) -> tuple[list[MetricRow], int]:
+def score_cell(ctx: ScoreContext, directory: Path, guidance: str) -> tuple[list[MetricRow], int]:
     """Metric rows of one cell; returns (rows, how many were computed rather than read from cache).
 
-    ``stats_reference``: imported mu/sigma (the protocol's ``reference_stats``) used instead of the dataset's
-    statistics by every mu/sigma reference metric (the metric refuses it if its extractor differs).
-
-    With ``bootstrap`` = B > 0 every metric's CI is the percentile interval of B replicates on the same
-    resampled sample indices, and the replicates are written to ``<run_dir>/bootstrap/<cell>/<metric>.npy``."""
+    ``ctx.stats_reference``: imported mu/sigma used instead of the dataset's statistics by every mu/sigma
+    reference metric (the metric refuses it if its extractor differs). With ``ctx.bootstrap`` = B > 0 the
+    replicates are written to ``<run_dir>/bootstrap/<cell>/<metric>.npy`` too. ``guidance``: the plan's
+    guidance mechanism of the cell, recorded in its rows."""
+    run, metric_names, cache, bootstrap = ctx.run, ctx.metrics, ctx.cache, ctx.bootstrap
+    stats_reference, run_dir = ctx.stats_reference, ctx.run_dir
     cell = read_cell(directory)
-    run_dir = Path(run_dir) if run_dir is not None else directory.parent.parent
-    manifests = cell_manifests(directory, cell, shard_size)
+    manifests = cell_manifests(directory, cell, ctx.shard_size)
     samples = [s for m in manifests for s in m.samples]
     indices = bootstrap_indices(cell.cell_id, len(samples), bootstrap) if bootstrap and metric_names else None
     rows, computed = [], 0
@@ -84,8 +104,8 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
         metric = get_metric(name)
         ext_key = get_extractor(metric.extractor).spec.key
         imported = stats_reference is not None and metric.needs_reference and metric.reference_kind == "stats"
-        reference = stats_reference if imported else metric_reference(metric, cache, cell.dataset.id, reference_n,
-                                                                      device)
+        reference = stats_reference if imported else metric_reference(metric, cache, cell.dataset.id, ctx.reference_n,
+                                                                      ctx.device, ctx.compute_references)
         reference_id = reference.reference_id if reference is not None else ""
         key = digest({"metric": name, "variant": metric.variant, "cell": cell.cell_id, "extractor": ext_key,
                       "shards": [m.content_digest for m in manifests], "reference": reference_id,
@@ -118,7 +138,7 @@ def score_cell(run: str, directory: Path, shard_size: int, metric_names: tuple[s
             write_per_class_table(run_dir, cell.cell_id, name, metric.variant, result.details["per_class"])
         rows.append(MetricRow(
             run=run, cell_id=cell.cell_id, model=cell.model.name, family=cell.model.family,
-            steps=cell.settings.steps, cfg=cell.settings.cfg, guidance=capabilities_guidance,
+            steps=cell.settings.steps, cfg=cell.settings.cfg, guidance=guidance,
             dataset=cell.dataset.id, n=cell.n, seed_policy=f"sha256(seed={cell.seed},dataset,index)",
             metric=name, variant=metric.variant, value=float(result.value), ci_low=result.ci_low,
             ci_high=result.ci_high, higher_is_better=metric.higher_is_better,

@@ -12,18 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from harness.executors.base import LocalExecutor, WorkerCrashError, exit_description, make_executor, visible_gpus
+from harness.executors import make_executor
+from harness.executors.base import LocalExecutor, WorkerCrashError, exit_description, visible_gpus
 
 
 @dataclass(frozen=True)
 class Job:
-    """A task descriptor shaped like a shard (cell_dir, start, stop), so errors name it like one."""
+    """A task descriptor labelled like a shard (cell/start-stop), so errors name it like one."""
 
     cell_dir: str
     start: int
     stop: int
     mode: str = "ok"  # ok | kill_once | segv_once | kill_always | exit_always | raise
     sleep_s: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.cell_dir).name}/{self.start:07d}-{self.stop:07d}"
 
 
 def attempts(job: Job) -> list[str]:

@@ -105,13 +105,14 @@ def test_smoke_as_arrays_equals_the_debug_executor_byte_for_byte(slurm_cluster, 
     assert images(run) == images(reference) and len(images(run)) == 24
     pd.testing.assert_frame_equal(values(run), values(reference))
     assert set(values(run).metric) == {"fid", "class_alignment"}
-    # extraction ran as arrays: every (cell, extractor) + the FID reference; the collect job only scored
-    cells = sorted(p.name for p in (run / "cells").iterdir())
-    extracted = sorted(r["item"] for r in jobs(run, "extract"))
-    assert extracted[:8] == sorted(f"extract/{c}/{e}" for c in cells for e in ("inception-fid-helper", "mnist-cnn"))
-    assert len(extracted) == 9 and extracted[8].startswith("reference/mnist-5k/inception-fid-helper/")
+    # extraction ran as arrays: every shard after generation, the FID reference's chunks with no dependency;
+    # the collect job only scored (it extracts nothing: a missing feature fails it)
+    assert sorted(r["item"] for r in jobs(run, "extract")) == sorted(f"extract/{r['item']}" for r in submitted)
+    chunks = [r["item"] for r in jobs(run, "reference")]
+    assert chunks and all(c.startswith("reference/mnist-5k/inception-fid-helper/") for c in chunks)
     collect = jobs(run, "collect")[0]["job_id"]
-    assert "extract: nothing to do" in (run / "slurm" / collect / f"{collect}_0_log.out").read_text()
+    log = (run / "slurm" / collect / f"{collect}_0_log.out").read_text()
+    assert "score: 8 metric values computed, 0 read from cache" in log and "report: " in log
     assert "8/8 shards complete; results.parquet present" in ok(harness("status", str(run), cache=cache))
     again = ok(harness("run", SMOKE, "--executor", "slurm", "--profile", "ci", "--results", str(run), cache=cache))
     assert "nothing to do" in again and len(jobs(run)) == 8  # nothing resubmitted
@@ -130,8 +131,8 @@ def test_cost_sized_bundles_run_as_fewer_tasks_and_equal_the_debug_executor(slur
     submitted = jobs(run)
     assert len({r["item"] for r in submitted}) == 8 == len(submitted)  # every shard exactly once
     assert [r["task"] for r in submitted] == [0] * 5 + [1] * 2 + [2]
-    extracted = jobs(run, "extract")  # the 4 cells' mnist-cnn features: 24 images, one extraction task
-    assert len(extracted) == 4 and {r["task"] for r in extracted} == {0}
+    extracted = jobs(run, "extract")  # the 8 shards' mnist-cnn features: 24 images, one extraction task
+    assert len(extracted) == 8 and {r["task"] for r in extracted} == {0}
     assert_identical(run, debug_fast)
 
 

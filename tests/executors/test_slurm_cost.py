@@ -10,13 +10,13 @@ import pytest
 
 from harness.errors import HarnessError, ProtocolError
 from harness.executors.base import DebugExecutor
+from harness.executors.slurm import bundle_indices, pack_stage
 from harness.executors.slurm_profile import load_profile, parse_profile, task_budget_s
 from harness.models.cards import card_from_dict
 from harness.plan.cost import estimate_cell_seconds, estimate_plan_gpu_hours, expected_nfe
 from harness.plan.protocol import load_protocol, make_plan
 from harness.run.runner import prepare_run, run_plan
-from harness.run.slurm import shard_bundles
-from harness.run.slurm_tasks import bundle_indices
+from harness.run.stages import generate_stage
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "protocols" / "smoke.yaml"
@@ -173,28 +173,34 @@ def test_shard_bundles_size_tasks_by_cost_and_keep_unknown_ones_single(calibrate
     run = tmp_path / "run"
     cell_dirs = prepare_run(plan, run, tmp_path / "cache")
     shards = plan.shards(cell_dirs)
-    bundles = shard_bundles(plan, shards, cell_dirs, profile, run)
-    assert [s for b in bundles for s in b.shards] == shards
+    stage = generate_stage(plan, cell_dirs, "cpu", run)
+    bundles = pack_stage(stage, range(len(stage.tasks)), profile)
+    assert list(stage.tasks) == shards and [s for b in bundles for s in b.parts] == shards
     costs = [estimate_cell_seconds(c).samples_seconds(s.stop - s.start)
              for s in shards for c in plan.cells if cell_dirs[c.cell_id] == s.cell_dir]
-    assert costs == [10, 5, 20, 10, 20, 10, 40, 20]
-    assert [len(b.shards) for b in bundles] == [4, 2, 2]  # 45 s | 30 s | 60 s: filled up to, never over, 60 s
+    assert costs == [10, 5, 20, 10, 20, 10, 40, 20] == list(stage.weights)
+    assert [len(b.parts) for b in bundles] == [4, 2, 2]  # 45 s | 30 s | 60 s: filled up to, never over, 60 s
     unknown = plan_for(REPO / "model_zoo" / "cards" / "fm-tiny.yaml")
     dirs = prepare_run(unknown, tmp_path / "run2", tmp_path / "cache")
-    assert [len(b.shards) for b in shard_bundles(unknown, unknown.shards(dirs), dirs, profile, tmp_path / "run2")] \
+    stage = generate_stage(unknown, dirs, "cpu", tmp_path / "run2")
+    assert [len(b.parts) for b in pack_stage(stage, range(len(stage.tasks)), profile)] \
         == [1] * 8  # unknown cost: one shard per task, as before
 
 
-def test_extraction_bundles_group_cells_of_one_extractor_up_to_the_image_budget():
-    from harness.run.slurm_tasks import CellExtractTask, extraction_bundles
+def test_extraction_bundles_group_shards_of_one_extractor_set_up_to_the_image_budget(tmp_path):
+    from harness.executors.base import Stage
+    from harness.run.extract import ExtractTask, extract_shard
 
-    def cell(name: str, extractor: str, n: int) -> CellExtractTask:
-        return CellExtractTask(f"/r/cells/{name}", tuple((s, min(s + 4, n)) for s in range(0, n, 4)), extractor, "/c")
-
-    tasks = [cell(c, e, n) for c, n in (("a", 6), ("b", 6), ("c", 30), ("d", 2)) for e in ("inception", "cnn")]
-    bundles = extraction_bundles(tasks, images_per_task=12)
-    assert [[(p.cell_dir[-1], p.extractor) for p in b.parts] for b in bundles] == [
-        [("a", "cnn"), ("b", "cnn")], [("c", "cnn")], [("d", "cnn")],
-        [("a", "inception"), ("b", "inception")], [("c", "inception")], [("d", "inception")]]
-    assert sorted(map(repr, (p for b in bundles for p in b.parts))) == sorted(map(repr, tasks))  # each once
-    assert len(extraction_bundles(tasks, images_per_task=10**6)) == 2  # one task per extractor
+    tasks = [ExtractTask(f"/r/cells/{c}", s, min(s + 4, n), extractors, "/c")
+             for extractors in (("cnn",), ("cnn", "inception")) for c, n in (("a", 6), ("b", 6), ("c", 14))
+             for s in range(0, n, 4)]
+    stage = Stage("extract", extract_shard, tuple(tasks), weights=tuple(float(t.stop - t.start) for t in tasks),
+                  weight_unit="images", groups=tuple(",".join(t.extractors) for t in tasks))
+    profile = parse_profile({"extract_images_per_task": 12}, tmp_path / "p.yaml")
+    bundles = pack_stage(stage, range(len(tasks)), profile)
+    sizes = [[t.stop - t.start for t in b.parts] for b in bundles]
+    assert sizes == [[4, 2, 4, 2], [4, 4, 4], [2], [4, 2, 4, 2], [4, 4, 4], [2]]  # never over 12 images
+    assert all(len({t.extractors for t in b.parts}) == 1 for b in bundles)  # one extractor set per task
+    assert [t for b in bundles for t in b.parts] == tasks  # each once, in order
+    profile = parse_profile({"extract_images_per_task": 10**6}, tmp_path / "p.yaml")
+    assert len(pack_stage(stage, range(len(tasks)), profile)) == 2  # one task per extractor set

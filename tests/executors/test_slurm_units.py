@@ -117,7 +117,8 @@ def test_task_descriptors_are_tiny_and_requeueable():
     delayed = RequeueableTask().checkpoint(generate_shard, task)
     assert delayed.args == (generate_shard, task)
     assert describe(task) == "abc/0000004-0000008"
-    assert describe(ExtractTask("/runs/r/cells/abc", 4, 8, ("x",), "/c")) == "abc/0000004-0000008"
+    extract = ExtractTask("/runs/r/cells/abc", 4, 8, ("x",), "/c")
+    assert describe(extract) == "extract/abc/0000004-0000008" and extract.needs == describe(task)
 
 
 def test_jobs_log_keeps_the_latest_submission_per_item_and_skips_torn_lines(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.executors.base import make_executor
+from harness.executors import make_executor
 from harness.metrics import get_metric
 from harness.metrics.bootstrap import bootstrap_indices
 from harness.metrics.class_alignment import wilson_interval
