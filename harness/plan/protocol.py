@@ -35,6 +35,7 @@ from harness.plan.schema import (
     cfg_list,
     int_list,
     int_value,
+    seed_list,
     str_list,
 )
 from harness.suggest import did_you_mean
@@ -72,6 +73,12 @@ class Protocol:
     reference_stats: ReferenceStatsSpec | None = None
     image_size: ImageSize | None = None
     real: tuple[str, ...] = ()  # datasets whose real images are scored as the floor (harness/plan/real_floor.py)
+    seeds: tuple[int, ...] = ()  # seed replicates (``seeds:``): every cell once per seed; () = (seed,)
+
+    @property
+    def replicate_seeds(self) -> tuple[int, ...]:
+        """The seeds every cell is generated with: the ``seeds:`` replicates, else the one ``seed``."""
+        return self.seeds or (self.seed,)
 
 
 @dataclass(frozen=True)
@@ -176,7 +183,11 @@ def load_protocol(path: str | Path, overrides: list[str] | None = None) -> Proto
         raise ProtocolError(f"{path}: malformed YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ProtocolError(f"{path}: a protocol must be a YAML mapping of keys, got {type(raw).__name__}")
-    raw.update(parse_overrides(overrides or []))
+    changes = parse_overrides(overrides or [])
+    for one, other in (("seed", "seeds"), ("seeds", "seed")):  # `--set seeds=[0,1]` replaces the file's seed
+        if one in changes and other not in changes:
+            raw.pop(other, None)
+    raw.update(changes)
     return protocol_from_dict(raw, source=str(path))
 
 
@@ -273,8 +284,9 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         raise ProtocolError(f"{src}: key 'models' has value {models!r}; expected {TOP_KEYS['models'][0]}")
     if not isinstance(get["sampler"], str):
         raise ProtocolError(f"{src}: key 'sampler' has value {get['sampler']!r}; expected a sampler name")
+    seeds = seed_list(src, raw)
     return Protocol(
-        name=name, description=str(get["description"] or ""), seed=int_value(src, "seed", get["seed"], 0),
+        name=name, description=str(get["description"] or ""), seed=seeds[0], seeds=seeds if len(seeds) > 1 else (),
         models=tuple(_model_entry(src, i, m) for i, m in enumerate(models)),
         datasets=str_list(src, "datasets", get["datasets"]),
         steps=int_list(src, "steps", get["steps"]), cfg=cfg_list(src, "cfg", get["cfg"]),
@@ -333,10 +345,11 @@ def make_plan(protocol: Protocol) -> Plan:
                             raise ProtocolError(f"{src}: {e}") from None
                         refused.setdefault((card.name, settings), Refusal(card.name, settings, str(e)))
                         continue
-                    cells.append(Cell(model=card, settings=settings, dataset=ref, seed=protocol.seed,
-                                      n=protocol.n, sampling_version=SAMPLING_VERSION,
-                                      resize=resize_for(caps.resolution, protocol.image_size)))
-                    facts[cells[-1].cell_id] = CellFacts(nfe, caps.guidance, caps.resolution)
+                    for seed in protocol.replicate_seeds:
+                        cells.append(Cell(model=card, settings=settings, dataset=ref, seed=seed,
+                                          n=protocol.n, sampling_version=SAMPLING_VERSION,
+                                          resize=resize_for(caps.resolution, protocol.image_size)))
+                        facts[cells[-1].cell_id] = CellFacts(nfe, caps.guidance, caps.resolution)
     missing_real: dict[str, str] = {}
     for i, source in enumerate(protocol.real):
         where = f"{src}: key 'real[{i}]': "
@@ -346,10 +359,12 @@ def make_plan(protocol: Protocol) -> Plan:
                 missing_real[source] = missing
             caps = get_adapter_class(card.family).capabilities_for(card)
             check_metrics(src, where, protocol, metrics, card, caps, dataset, ref)
-            cells.append(Cell(model=card, settings=REAL_SETTINGS, dataset=ref, seed=protocol.seed, n=protocol.n,
-                              sampling_version=SAMPLING_VERSION,
-                              resize=resize_for(caps.resolution, protocol.image_size) if caps.resolution else None))
-            facts[cells[-1].cell_id] = CellFacts(0, caps.guidance, caps.resolution)
+            for seed in protocol.replicate_seeds:
+                cells.append(Cell(model=card, settings=REAL_SETTINGS, dataset=ref, seed=seed, n=protocol.n,
+                                  sampling_version=SAMPLING_VERSION,
+                                  resize=resize_for(caps.resolution, protocol.image_size) if caps.resolution
+                                  else None))
+                facts[cells[-1].cell_id] = CellFacts(0, caps.guidance, caps.resolution)
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         raise ProtocolError(f"{src}: the protocol lists the same cell twice (a model, steps or cfg repeated)")

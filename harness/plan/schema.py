@@ -13,6 +13,8 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "name": ("a name of letters, digits, '-' or '_'", REQUIRED),
     "description": ("free text", ""),
     "seed": ("an integer >= 0", 0),
+    "seeds": ("a non-empty list of distinct integers >= 0: seed replicates, every cell once per seed (instead of "
+              "'seed'; reports add the between-seed spread)", None),
     "models": ("a non-empty list of model cards (name, or {card, steps, cfg, sampler, knobs} or {card, recipe})",
                REQUIRED),
     "datasets": ("a non-empty list of dataset ids", REQUIRED),
@@ -56,6 +58,23 @@ def int_list(src: str, key: str, value: Any) -> tuple[int, ...]:
     if not isinstance(value, list) or not value:
         raise ProtocolError(f"{src}: key {key!r} has value {value!r}; expected {TOP_KEYS['steps'][0]}")
     return tuple(int_value(src, f"{key}[{i}]", v, 1) for i, v in enumerate(value))
+
+
+def seed_list(src: str, raw: dict[str, Any]) -> tuple[int, ...]:
+    """``seeds: [0, 1, 2]`` (replicates) or ``seed: S`` (one), never both: the seeds every cell is generated with."""
+    if raw.get("seeds") is None:
+        return (int_value(src, "seed", raw.get("seed", 0), 0),)
+    if "seed" in raw:
+        raise ProtocolError(f"{src}: keys 'seed' ({raw['seed']!r}) and 'seeds' ({raw['seeds']!r}) both given; "
+                            f"give 'seed: S' for one seed or 'seeds: [S1, S2, ...]' for replicates")
+    value = raw["seeds"]
+    if not isinstance(value, list) or not value:
+        raise ProtocolError(f"{src}: key 'seeds' has value {value!r}; expected {TOP_KEYS['seeds'][0]}")
+    seeds = tuple(int_value(src, f"seeds[{i}]", v, 0) for i, v in enumerate(value))
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ProtocolError(f"{src}: key 'seeds' repeats {repeated[0]!r} ({value!r}); replicates need distinct seeds")
+    return seeds
 
 
 def cfg_list(src: str, key: str, value: Any) -> tuple[CfgValue, ...]:

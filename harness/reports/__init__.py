@@ -22,6 +22,7 @@ from harness.reports.html import leaderboard_html
 from harness.reports.mmhm import Bounds
 from harness.reports.plots import safe_name, write_plots
 from harness.reports.results import Results, load_runs, read_results, results_from_frame, rows_to_frame, write_parquet
+from harness.reports.seeds import seed_spread, seeds_markdown
 from harness.reports.tables import leaderboard_csv, leaderboard_latex, leaderboard_markdown
 from harness.store import atomic_write_bytes
 
@@ -37,13 +38,18 @@ def _write_text(path: Path, text: str) -> Path:
 
 def write_results_report(results: Results, out: Path, mmhm_metrics: Sequence[str] | None = None,
                          bounds: Bounds | None = None, mmhm_best: str = "rows") -> list[Path]:
-    """leaderboard.{md,csv,tex}, mmhm_bounds_<dataset>.json, plots/*.{png,pdf} and index.html under ``out``
+    """leaderboard.{md,csv,tex}, mmhm_bounds_<dataset>.json, plots/*.{png,pdf}, index.html and, for seed
+    replicates, seeds.csv (plus a "Seed replicates" section in leaderboard.md) under ``out``
     (``mmhm_best``: "rows", or "real" for the real-data floor as MMHM's best bound, see board.build_board)."""
     out = Path(out)
     boards = build_boards(results, mmhm_metrics, bounds, mmhm_best)
-    written = [_write_text(out / "leaderboard.md", leaderboard_markdown(boards, results.description)),
+    spread = seed_spread(results.frame)  # seed replicates: the between-seed spread of each setting
+    markdown = leaderboard_markdown(boards, results.description)
+    written = [_write_text(out / "leaderboard.md", markdown + ("\n" + seeds_markdown(spread) if len(spread) else "")),
                _write_text(out / "leaderboard.csv", leaderboard_csv(boards)),
                _write_text(out / "leaderboard.tex", leaderboard_latex(boards))]
+    if len(spread):
+        written.append(_write_text(out / "seeds.csv", spread.to_csv(index=False)))
     for b in boards:
         if b.scores is not None and not b.scores.bounds.frozen_from:
             path = out / safe_name(f"mmhm_bounds_{b.dataset}.json")
