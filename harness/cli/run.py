@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli.checks import check_device, protocol_path, read_json_file
-from harness.cli.weights import require_for_metrics
+from harness.api.runs import checked_plan, run, run_directories
+from harness.cli.checks import check_device, read_json_file
 from harness.errors import HarnessError
-from harness.executors.base import make_executor
 from harness.executors.slurm_profile import load_profile
-from harness.plan.cost import check_plan_size
-from harness.plan.protocol import load_protocol, make_plan
-from harness.run.runner import run_plan
 from harness.run.slurm import submit_plan
 from harness.run.status import run_status
-from harness.store import default_cache_dir, ensure_writable
+from harness.store import default_cache_dir
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -25,22 +21,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor != "slurm" and (args.profile or args.wait):
         raise HarnessError("--profile and --wait apply to --executor slurm only")
     check_device(args.device, local=args.executor != "slurm")
-    plan = make_plan(load_protocol(protocol_path(args.protocol), args.overrides))
-    plan.require_data()  # provisional cell ids (a dataset's files absent): refused before anything else
-    require_for_metrics(plan.protocol.metrics)  # missing weights: refused before any compute
-    check_plan_size(plan, args.allow_large)  # a typo'd n must not list millions of shards first
-    run_dir = args.results or Path("results") / plan.protocol.name
-    cache = args.cache or default_cache_dir()
-    ensure_writable(run_dir)
-    ensure_writable(cache, "cache directory", "--cache DIR (or $HARNESS_CACHE)")
-    if args.executor == "slurm":
-        return _run_on_slurm(args, plan, run_dir)
-    executor = make_executor(args.executor, args.workers, args.device)
-    try:
-        run_plan(plan, run_dir, cache, executor, args.device, extend=args.extend)
-    finally:
-        executor.close()
-    return 0
+    if args.executor != "slurm":  # the Python API's run: the same checks, then run_plan on the executor
+        run(args.protocol, args.results, args.executor, args.cache, workers=args.workers, device=args.device,
+            overrides=args.overrides, extend=args.extend, allow_large=args.allow_large)
+        return 0
+    plan = checked_plan(args.protocol, args.overrides, args.allow_large)
+    run_dir, _ = run_directories(plan, args.results, args.cache)
+    return _run_on_slurm(args, plan, run_dir)
 
 
 def _run_on_slurm(args: argparse.Namespace, plan, run_dir: Path) -> int:
