@@ -17,6 +17,7 @@ on how the same pixels were handed in:
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -180,7 +181,7 @@ def _one_image(item: Any, where: str) -> tuple[np.ndarray, str]:
 def image_source(images: Any, what: str = "images") -> ImageSource:
     """The ``images`` argument of ``harness.score``: a folder / .npz path, an array, a tensor or an iterable of
     PIL images (or single-image arrays), all of one size. ``what`` names the argument in messages."""
-    if isinstance(images, (str, Path)):
+    if isinstance(images, (str, os.PathLike)):
         return ImageSource(Path(images))
     if isinstance(images, np.ndarray) or _is_tensor(images):
         array, how = _batch_to_uint8(images, what)

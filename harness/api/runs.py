@@ -79,8 +79,7 @@ def load_results(run: str | Path) -> pd.DataFrame:
     """The tidy results of a run directory (or a results.parquet file), schema checked; a missing, damaged or
     foreign table is refused naming the file."""
     path = Path(run)
-    return read_results(path.parent if path.suffix == ".parquet" and path.is_file() else path,
-                        path.name if path.suffix == ".parquet" else "results.parquet")
+    return read_results(path.parent, path.name) if path.suffix == ".parquet" else read_results(path)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,7 +135,7 @@ def resolve_references(metrics: list[Metric], reference: Any, reference_format: 
     if reference is None:
         raise HarnessError(f"metrics {', '.join(m.name for m in needing)} need --reference "
                            f"(a folder, an image .npz, a dataset id or a statistics .npz)")
-    if not isinstance(reference, (str, Path)):  # images in memory (the Python API)
+    if not isinstance(reference, (str, os.PathLike)):  # images in memory (the Python API)
         source = image_source(reference, "reference")
         _whole(reference_n, len(source), "the reference images")
         return _cached_folder_references(needing, source, cache, device), source.label

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ from harness.errors import HarnessError
 from harness.reports import rows_to_frame, write_parquet
 from tests.support.report_rows import row
 
+REPO = Path(__file__).resolve().parents[2]
 FAST = {"metrics": ["class_alignment"], "n": 4, "steps": [1], "shard_size": 4, "batch_size": 4}
 
 
@@ -113,3 +116,13 @@ def test_a_number_column_holding_text_is_refused_naming_file_and_column(tmp_path
         read_results(path)
     with pytest.raises(HarnessError, match=r"columns value \(\w+\) must hold numbers"):
         harness.load_results(path)
+
+
+def test_import_harness_stays_cheap():
+    """The API is re-exported lazily: ``import harness`` (and naming ``harness.run``) loads no numpy, torch or
+    pandas; the first call imports them."""
+    code = ("import sys, harness; assert callable(harness.run) and 'score' in harness.__all__; "
+            "print(sorted(m for m in ('numpy', 'torch', 'pandas', 'harness.api.runs') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
