@@ -48,6 +48,7 @@ class ImageSource:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.label = str(self.path)  # names the images in messages and in the rows' ``model`` column
+        self.pixel_digest: str | None = None
         self.decoded: Counter[str] = Counter()
         self.array_decoded: Counter[str] = Counter()
         if self.path.is_dir():
@@ -77,7 +78,7 @@ class ImageSource:
         """uint8 (N, H, W, 3) images held in memory; ``decoded`` counts how each was converted."""
         source = cls.__new__(cls)
         source.path, source.label, source.files, source.array = Path(label), label, [], array
-        source.decoded, source.array_decoded = Counter(), decoded
+        source.decoded, source.array_decoded, source.pixel_digest = Counter(), decoded, None
         return source
 
     def __len__(self) -> int:
@@ -104,7 +105,16 @@ class ImageSource:
 
     def batches(self) -> Iterator[np.ndarray]:
         """uint8 (B, H, W, 3) batches in order; a batch never mixes image sizes. ``decoded`` counts the
-        conversion of each image (harness/images.py) over this pass."""
+        conversion of each image (harness/images.py) over this pass; after a whole pass ``pixel_digest`` is a
+        digest of the decoded images in order, the same for a folder and an array of the same pixels."""
+        pixels = hashlib.sha256()
+        for batch in self._batches():
+            for image in batch:
+                pixels.update(str(image.shape).encode() + np.ascontiguousarray(image).tobytes())
+            yield batch
+        self.pixel_digest = pixels.hexdigest()[:24]
+
+    def _batches(self) -> Iterator[np.ndarray]:
         self.decoded = Counter()
         if self.array is not None:
             self.decoded = Counter(self.array_decoded)

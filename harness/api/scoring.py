@@ -219,7 +219,7 @@ def score_images(images: Path | ImageSource, metric_names: list[str], reference:
                                                      device)
     feats = extract_all(source, sorted({m.extractor for m in metrics}), device)
     decoded = dict(sorted(source.decoded.items()))
-    cell_id = digest({"score": source.digest})
+    cell_id = digest({"score": source.pixel_digest})  # bootstrap resamples keyed by pixels, not file names
     n = len(source)
     indices = bootstrap_indices(cell_id, n, bootstrap) if bootstrap else None
     created_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -41,7 +41,8 @@ def folder(digits, tmp_path_factory) -> Path:
 def cli_rows(folder, tmp_path_factory, shared_cache) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("cli") / "rows.parquet"
     done = subprocess.run([sys.executable, "-m", "harness.cli", "score", str(folder), "--metrics", ",".join(METRICS),
-                           "--reference", "mnist", "--reference-n", str(REFERENCE_N), "--out", str(out),
+                           "--reference", "mnist", "--reference-n", str(REFERENCE_N), "--bootstrap", "20",
+                           "--out", str(out),
                            "--cache", str(shared_cache)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return pd.read_parquet(out)
@@ -49,7 +50,8 @@ def cli_rows(folder, tmp_path_factory, shared_cache) -> pd.DataFrame:
 
 def _same_numbers(api: pd.DataFrame, cli: pd.DataFrame) -> None:
     assert list(api.columns) == list(cli.columns)  # the results.parquet columns plus details
-    keep = ["metric", "variant", "n", "dataset", "value", "ci_low", "ci_high", "extractor_id", "reference_id"]
+    keep = ["cell_id", "metric", "variant", "n", "dataset", "value", "ci_low", "ci_high", "extractor_id",
+            "reference_id"]
     pd.testing.assert_frame_equal(api[keep].reset_index(drop=True), cli[keep].reset_index(drop=True))
 
 
@@ -66,9 +68,9 @@ def test_every_input_kind_scores_as_the_cli(kind, digits, folder, cli_rows, shar
         "PIL list": [Image.fromarray(d[..., 0], "L") for d in digits],
         "array list": iter(list(digits)),  # any iterable, consumed once
     }[kind]
-    rows = harness.score(images, "mnist", metrics=METRICS, reference_n=REFERENCE_N, cache=shared_cache)
-    _same_numbers(rows, cli_rows)
-    assert cli_rows.value.notna().all() and (cli_rows.value > 0).all()
+    rows = harness.score(images, "mnist", metrics=METRICS, reference_n=REFERENCE_N, bootstrap=20, cache=shared_cache)
+    _same_numbers(rows, cli_rows)  # the bootstrap intervals too: resamples are keyed by the decoded pixels
+    assert cli_rows.value.notna().all() and (cli_rows.value > 0).all() and cli_rows.ci_low.notna().all()
 
 
 def test_a_reference_in_memory_equals_the_same_reference_folder(digits, folder, shared_cache):
