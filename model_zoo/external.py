@@ -58,7 +58,18 @@ def parse_params(card: ModelCard) -> dict[str, Any]:
         raise ProtocolError(f"{where}.command={cmd!r}; expected a non-empty list of strings (argv)")
     if not any("{requests}" in a for a in cmd) or not any("{out}" in a for a in cmd):
         raise ProtocolError(f"{where}.command must pass {{requests}} and {{out}} to the runner; got {cmd!r}")
-    caps = p.get("capabilities")
+    check_declared_capabilities(p.get("capabilities"), where)
+    nfe = p.get("nfe", "reported")
+    if nfe != "reported":
+        check_nfe_rule(nfe, where, "'reported' or ")
+    timeout = p.get("timeout_s", 3600)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ProtocolError(f"{where}.timeout_s={timeout!r}; expected a positive number of seconds")
+    return {**p, "nfe": nfe, "timeout_s": timeout}
+
+
+def check_declared_capabilities(caps: Any, where: str) -> None:
+    """A card's ``capabilities`` mapping (the Capabilities fields, declared since nothing can be introspected)."""
     if not isinstance(caps, dict):
         raise ProtocolError(f"{where}.capabilities: expected a mapping of Capabilities fields, got {caps!r}")
     for key, value in caps.items():
@@ -69,15 +80,35 @@ def parse_params(card: ModelCard) -> dict[str, Any]:
     missing = [k for k in REQUIRED_CAPS if k not in caps]
     if missing:
         raise ProtocolError(f"{where}.capabilities: missing {missing}")
-    nfe = p.get("nfe", "reported")
-    if nfe != "reported" and not (isinstance(nfe, dict) and set(nfe) <= {"per_step", "cfg_doubles", "extra"}
-                                  and isinstance(nfe.get("per_step", 1), int)
-                                  and isinstance(nfe.get("extra", 0), int)):
-        raise ProtocolError(f"{where}.nfe={nfe!r}; expected 'reported' or {{per_step, cfg_doubles, extra}}")
-    timeout = p.get("timeout_s", 3600)
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ProtocolError(f"{where}.timeout_s={timeout!r}; expected a positive number of seconds")
-    return {**p, "nfe": nfe, "timeout_s": timeout}
+
+
+def declared_capabilities(card: ModelCard, caps: dict[str, Any]) -> Capabilities:
+    """Capabilities from a checked ``capabilities`` mapping of ``card``'s params."""
+    caps = dict(caps)
+    for key in ("samplers", "knobs"):
+        if key in caps:
+            caps[key] = tuple(caps[key])
+    # a knob is a name, or {name, kind, minimum, maximum, choices} (values then checked at plan time)
+    caps["knobs"] = tuple(knob_from_declaration(k, f"{card.source or card.name}: params.capabilities.knobs: ")
+                          for k in caps.get("knobs", ()))
+    try:
+        return Capabilities(**caps)
+    except TypeError as e:
+        raise ProtocolError(f"{card.source or card.name}: params.capabilities: {e}") from None
+
+
+def check_nfe_rule(nfe: Any, where: str, also: str = "") -> None:
+    """A fixed NFE rule ``{per_step, cfg_doubles, extra}`` (``also``: the other forms a family allows)."""
+    if not (isinstance(nfe, dict) and set(nfe) <= {"per_step", "cfg_doubles", "extra"}
+            and isinstance(nfe.get("per_step", 1), int) and isinstance(nfe.get("extra", 0), int)
+            and isinstance(nfe.get("cfg_doubles", False), bool)):
+        raise ProtocolError(f"{where}.nfe={nfe!r}; expected {also}{{per_step, cfg_doubles, extra}}")
+
+
+def nfe_of_rule(rule: dict[str, Any], settings: SamplerSettings) -> int:
+    """steps × per_step, doubled when ``cfg_doubles`` and cfg is neither None nor 1, plus ``extra``."""
+    doubled = rule.get("cfg_doubles", False) and settings.cfg is not None and settings.cfg != 1.0
+    return settings.steps * rule.get("per_step", 1) * (2 if doubled else 1) + rule.get("extra", 0)
 
 
 @register("external")
@@ -91,17 +122,7 @@ class ExternalAdapter(Adapter):
 
     @classmethod
     def capabilities_for(cls, card: ModelCard) -> Capabilities:
-        caps = dict(parse_params(card)["capabilities"])
-        for key in ("samplers", "knobs"):
-            if key in caps:
-                caps[key] = tuple(caps[key])
-        # a knob is a name, or {name, kind, minimum, maximum, choices} (values then checked at plan time)
-        caps["knobs"] = tuple(knob_from_declaration(k, f"{card.source or card.name}: params.capabilities.knobs: ")
-                              for k in caps.get("knobs", ()))
-        try:
-            return Capabilities(**caps)
-        except TypeError as e:
-            raise ProtocolError(f"{card.source or card.name}: params.capabilities: {e}") from None
+        return declared_capabilities(card, parse_params(card)["capabilities"])
 
     def load(self, device: str = "cpu") -> None:
         argv = []
@@ -119,8 +140,7 @@ class ExternalAdapter(Adapter):
         rule = self.params["nfe"]
         if rule == "reported":
             return None
-        doubled = rule.get("cfg_doubles", False) and settings.cfg is not None and settings.cfg != 1.0
-        return settings.steps * rule.get("per_step", 1) * (2 if doubled else 1) + rule.get("extra", 0)
+        return nfe_of_rule(rule, settings)
 
     def _sample_batch(self, requests: list[SampleRequest]) -> list[SampleOutput]:
         if self.argv is None:

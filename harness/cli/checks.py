@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from harness.api.checks import PROTOCOLS_DIR, check_device, protocol_path  # noqa: F401 - shared with the API
 from harness.errors import HarnessError
 
 
@@ -83,35 +84,3 @@ def quiet_broken_pipe() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the signal
-
-
-def check_device(device: str, local: bool = True) -> None:
-    """``--device``: a torch device string; a CUDA one must be visible here unless the work runs elsewhere
-    (``local=False``: Slurm jobs see the compute nodes' GPUs, not the login node's)."""
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise HarnessError(f"--device {device!r}: not a device; expected cpu, cuda or cuda:N") from None
-    if parsed.type not in ("cpu", "cuda"):
-        raise HarnessError(f"--device {device!r}: device type {parsed.type!r} is not supported; expected cpu, cuda "
-                           "or cuda:N")
-    if parsed.type != "cuda" or not local:
-        return
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if visible == 0:
-        raise HarnessError(f"--device {device}: no CUDA GPU is visible on this machine; use --device cpu")
-    if parsed.index is not None and parsed.index >= visible:
-        raise HarnessError(f"--device {device}: only {visible} GPU(s) visible (cuda:0 to cuda:{visible - 1})")
-
-
-PROTOCOLS_DIR = Path(__file__).resolve().parents[2] / "protocols"
-
-
-def protocol_path(arg: str) -> Path:
-    """A protocol file, or the name of one in protocols/."""
-    path = Path(arg)
-    if not path.exists() and (PROTOCOLS_DIR / f"{arg}.yaml").exists():
-        return PROTOCOLS_DIR / f"{arg}.yaml"
-    return path

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from harness.cli.checks import check_device, protocol_path, read_json_file
-from harness.cli.weights import require_for_metrics
+from harness.api.runs import run
+from harness.cli.checks import check_device, read_json_file
 from harness.errors import HarnessError
-from harness.executors import make_executor
-from harness.executors.slurm_profile import load_profile
-from harness.plan.cost import check_plan_size
-from harness.plan.protocol import load_protocol, make_plan
-from harness.run.runner import run_plan
 from harness.run.status import run_status
-from harness.store import default_cache_dir, ensure_writable
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -23,25 +16,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                            f"{args.executor})")
     if args.executor != "slurm" and (args.profile or args.wait):
         raise HarnessError("--profile and --wait apply to --executor slurm only")
+    if args.executor == "slurm" and not args.profile:
+        raise HarnessError("--executor slurm needs --profile FILE (see slurm/profiles/, e.g. --profile ci)")
     check_device(args.device, local=args.executor != "slurm")
-    plan = make_plan(load_protocol(protocol_path(args.protocol), args.overrides))
-    plan.require_data()  # provisional cell ids (a dataset's files absent): refused before anything else
-    require_for_metrics(plan.protocol.metrics)  # missing weights: refused before any compute
-    check_plan_size(plan, args.allow_large)  # a typo'd n must not list millions of shards first
-    run_dir = args.results or Path("results") / plan.protocol.name
-    cache = args.cache or default_cache_dir()
-    ensure_writable(run_dir)
-    ensure_writable(cache, "cache directory", "--cache DIR (or $HARNESS_CACHE)")
-    options = {}
-    if args.executor == "slurm":  # job folders and scripts name absolute paths: jobs run elsewhere
-        run_dir, cache = run_dir.resolve(), cache.resolve()
-        options = {"run_dir": run_dir, "wait": args.wait,
-                   "profile": load_profile(args.profile) if args.profile else None}
-    executor = make_executor(args.executor, args.workers, args.device, **options)
-    try:
-        run_plan(plan, run_dir, cache, executor, args.device, extend=args.extend)
-    finally:
-        executor.close()
+    run(args.protocol, args.results, args.executor, args.cache, workers=args.workers, device=args.device,
+        overrides=args.overrides, extend=args.extend, allow_large=args.allow_large, profile=args.profile,
+        wait=args.wait)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``harness weights list | fetch | verify``, and the run-time refusal of metrics whose weights are absent.
+"""``harness weights list | fetch | verify`` (the run-time refusal of metrics whose weights are absent is
+``require_for_metrics`` in harness/api/checks.py, shared by ``harness run`` and ``harness.run``).
 
 The files themselves are resolved in harness/features/weights.py (extractors) and harness/models/card_weights.py
 (model cards); this module puts the two side by side for the command line.
@@ -9,26 +10,15 @@ from __future__ import annotations
 from harness.errors import HarnessError
 from harness.features.weights import (
     ENTRIES,
-    entries_for_extractor,
     fetch,
     locate,
     packaged_module,
     packaged_names,
-    require,
     verify,
     verify_packaged,
     weights_home,
 )
-from harness.metrics import get_metric
 from harness.models.card_weights import fetch_card, is_card, verify_card
-
-
-def require_for_metrics(metric_names: list[str] | tuple[str, ...]) -> None:
-    """Refuse, before any compute, a run whose metrics need weights this machine lacks."""
-    for metric in metric_names:
-        extractor = get_metric(metric).extractor
-        for name in entries_for_extractor(extractor):
-            require(name, needed_by=f"metric {metric!r} (extractor {extractor!r})")
 
 
 def _packaged_lines() -> list[str]:

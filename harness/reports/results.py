@@ -27,8 +27,13 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_results(run_dir: Path) -> pd.DataFrame:
-    path = Path(run_dir) / "results.parquet"
+NUMERIC_COLUMNS = ("steps", "cfg", "n", "value", "ci_low", "ci_high", "nfe_mean")
+
+
+def read_results(run_dir: Path, name: str = "results.parquet") -> pd.DataFrame:
+    """The tidy table ``run_dir/name``; a missing, unreadable or foreign one (columns absent, or a number
+    column holding text) is refused naming the file."""
+    path = Path(run_dir) / name
     if not path.exists():
         raise HarnessError(f"{path}: no results yet; run `harness run PROTOCOL --results {run_dir}` first")
     try:
@@ -39,6 +44,10 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     absent = [c for c in COLUMNS if c not in frame.columns]
     if absent:
         raise HarnessError(f"{path}: not a results table of this harness (missing columns {absent})")
+    wrong = [f"{c} ({frame[c].dtype})" for c in NUMERIC_COLUMNS if not pd.api.types.is_numeric_dtype(frame[c])]
+    if wrong:
+        raise HarnessError(f"{path}: not a results table of this harness (columns {', '.join(wrong)} must hold "
+                           f"numbers)")
     return frame
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import harness.cli.score as score
+import harness.api.scoring as score  # the engine behind `harness score`
 from harness.cli.score import score_images
 from harness.errors import HarnessError
 from harness.features import get_extractor

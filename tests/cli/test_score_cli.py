@@ -127,7 +127,7 @@ def test_reference_import_formats_and_refusals(tmp_path, tf1_weights, monkeypatc
 
 
 def test_a_reference_folder_is_extracted_once_per_content(tmp_path, digits, monkeypatch, capsys):
-    import harness.cli.score as score_mod
+    import harness.api.scoring as score_mod
 
     calls: list[str] = []
     real_extract_all = score_mod.extract_all

@@ -22,12 +22,18 @@ LAYERS: list[set[str]] = [
     {"plan"},
     {"reports"},
     {"run"},
+    {"api"},  # the Python API (harness.score / run / load_results); the CLI is a thin layer over it
     {"cli"},
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 
 # Plugin discovery: the one module allowed to import outside harness into the model zoo.
 ZOO_IMPORTERS = {"harness.models.adapters"}
+
+# The package root re-exports the Python API (``harness.score``, ``harness.run(...)``): harness/__init__.py imports
+# it inside functions, at first use, and makes the harness/run package (whose __init__ imports nothing) callable.
+# No import-time edge, so these are left out of the graph; test_the_root_reexports_only_the_api holds them to that.
+ROOT_EXPORTS = {"harness.api", "harness.api.runs", "harness.run"}
 
 
 def module_name(path: Path) -> str:
@@ -53,6 +59,13 @@ def imported_names(path: Path) -> set[str]:
     return names
 
 
+def resolve(imported: str, known: dict[str, Path]) -> str:
+    """The harness module an imported name is, or is in (its longest known prefix; "" when none)."""
+    while imported and imported not in known:
+        imported = imported.rpartition(".")[0]
+    return imported
+
+
 def graph() -> dict[str, set[str]]:
     """harness module -> the harness modules it imports (a name resolves to its longest known prefix)."""
     known = modules()
@@ -60,11 +73,10 @@ def graph() -> dict[str, set[str]]:
     for name, path in known.items():
         targets = set()
         for imported in imported_names(path):
-            while imported and imported not in known:
-                imported = imported.rpartition(".")[0]
+            imported = resolve(imported, known)
             if imported and imported != name:
                 targets.add(imported)
-        edges[name] = targets
+        edges[name] = targets - ROOT_EXPORTS if name == "harness" else targets
     return edges
 
 
@@ -129,3 +141,17 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
     assert cycle({"a": {"b"}, "b": set()}) is None
     assert package("harness.errors") == "core" and package("harness.cli.main") == "cli"
     assert RANK[package("harness.store")] < RANK[package("harness.cli.main")]
+
+
+def test_the_root_reexports_only_the_api():
+    """harness/__init__.py imports nothing above the core but the API it re-exports (inside functions) and the
+    run package it makes callable, whose own __init__ imports nothing: ``import harness`` stays cheap."""
+    root = HARNESS / "__init__.py"
+    known = modules()
+    upward = {resolve(n, known) for n in imported_names(root)} - {"", "harness"}
+    upward = {n for n in upward if package(n) != "core"}
+    assert upward and upward <= ROOT_EXPORTS, upward
+    top_level = {a.name for node in ast.parse(root.read_text()).body if isinstance(node, ast.Import)
+                 for a in node.names}
+    assert top_level & ROOT_EXPORTS == {"harness.run"}  # the API itself only inside functions
+    assert imported_names(HARNESS / "run" / "__init__.py") == set()
