@@ -76,7 +76,7 @@ class CostRecord:
 
 def _quantile(ms: list[float], q: float) -> dict[str, Any]:
     est = quantile_interval(ms, q)
-    return {"value": est.value, "low": est.low, "high": est.high, "coverage": est.coverage, "ranks": est.ranks}
+    return {"value": est.value, "low": est.low, "high": est.high, "coverage": est.coverage, "ranks": list(est.ranks)}
 
 
 def probe_requests(cell: Cell, count: int, capabilities: Any) -> list[SampleRequest]:
