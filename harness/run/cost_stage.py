@@ -59,16 +59,18 @@ class CostRecord:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def summary(self) -> str:
-        p50, p95, tp = self.p50, self.p95, self.throughput
-        p95_ci = f"[{p95['low']:.3f}, {p95['high']:.3f}]" if p95["low"] is not None else "(no 95% CI at this k)"
+        def ci(stat: dict[str, Any], spec: str) -> str:
+            if stat["low"] is None:
+                return f"{stat['value']:{spec}} (no 95% interval from this many calls)"
+            return f"{stat['value']:{spec}} [{stat['low']:{spec}}, {stat['high']:{spec}}]"
+
         parts = ", ".join(f"{k} {v:.4g}" for k, v in self.gflops_components.items())
         env = ", ".join(f"{k}={v}" for k, v in self.env.items() if v != "")
         return "\n".join([
             f"{self.model} measured on {self.device} ({self.dtype}); NFE {self.nfe}",
-            f"  latency (batch 1, {self.warmup} warm-up + k={self.k} timed calls): p50 {p50['value']:.3f} ms "
-            f"[{p50['low']:.3f}, {p50['high']:.3f}], p95 {p95['value']:.3f} ms {p95_ci}",
-            f"  throughput (batch {self.batch}, {self.throughput_calls} calls): {tp['value']:.4g} img/s "
-            f"[{tp['low']:.4g}, {tp['high']:.4g}]",
+            f"  latency (batch 1, {self.warmup} warm-up + k={self.k} timed calls): p50 {ci(self.p50, '.3f')} ms, "
+            f"p95 {ci(self.p95, '.3f')} ms",
+            f"  throughput (batch {self.batch}, {self.throughput_calls} calls): {ci(self.throughput, '.4g')} img/s",
             f"  peak memory: {self.peak_mem_mb:.1f} MiB ({self.peak_mem_kind})",
             f"  FLOPs per image: {self.gflops_per_image:.6g} GFLOPs" + (f" ({parts})" if parts else ""),
             f"  env: {env}"])
