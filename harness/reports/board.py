@@ -69,6 +69,9 @@ def _mmhm_or_note(rows: pd.DataFrame, metrics: Sequence[str] | None, bounds: Bou
         # No paper metric at all (e.g. the offline MNIST world): combine every quality metric present, and say
         # so. Cost rows are an axis, not a quality: only named with --mmhm-metrics do they enter MMHM.
         chosen = tuple(sorted(quality_metrics(set(rows.metric))))
+        if not chosen:
+            notes.append("MMHM not computed: these rows hold cost metrics only (no quality metric to combine).")
+            return None
         notes.append(f"None of the paper's MMHM metrics (fid, is, clip_score, pickscore) is present, so MMHM "
                      f"combines every quality metric present ({', '.join(chosen)}); choose others with --mmhm-metrics.")
     absent = [m for m in chosen if m not in set(rows.metric)]

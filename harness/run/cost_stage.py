@@ -123,8 +123,8 @@ def count_flops(adapter: Adapter, requests: list[SampleRequest]) -> tuple[int, d
     parts: dict[str, int] = {}
     depth: dict[str, int] = {}
     start: dict[str, int] = {}
-    handles = []
-    for name, module in components_of(adapter).items():
+    handles, seen = [], set()
+    for name, component in components_of(adapter).items():
         def pre(_m, _a, name=name):  # only the outermost call of a component counts (no double counting)
             depth[name] = depth.get(name, 0) + 1
             if depth[name] == 1:
@@ -135,7 +135,11 @@ def count_flops(adapter: Adapter, requests: list[SampleRequest]) -> tuple[int, d
             if depth[name] == 0:
                 parts[name] = parts.get(name, 0) + counter.get_total_flops() - start[name]
 
-        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        # every submodule, not just the component: a VAE's decode() bypasses its own forward but calls its decoder
+        for module in component.modules():
+            if id(module) not in seen:  # a module shared by two components counts for the first only
+                seen.add(id(module))
+                handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     try:
         with counter:
             outputs = adapter.sample(requests)

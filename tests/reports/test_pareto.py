@@ -114,3 +114,12 @@ def test_budgets_on_a_measured_axis_are_few_and_include_the_dearest():
     got = budgets(values, exact=False)
     assert len(got) <= 6 and got[-1] == 40.0 and got[0] == 1.0
     assert budgets(pd.Series([1, 2, 4, 8, 16, 32, 64]), exact=True) == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_cost_rows_alone_make_a_board_without_mmhm(tmp_path):
+    rows = [r for r in rows_of() if r.metric in COST_METRICS]
+    (board,) = boards_of(rows)
+    assert board.scores is None and board.metrics == [] and board.cost_metrics
+    assert any("cost metrics only" in n for n in board.notes)
+    write_results_report(results_from_frame(tmp_path, rows_to_frame(rows)), tmp_path)
+    assert "latency_ms_b1 ↓" in (tmp_path / "leaderboard.md").read_text()

@@ -192,3 +192,38 @@ def test_bad_timing_plans_are_refused_by_name(bad):
     name = next(iter(bad))
     with pytest.raises(HarnessError, match=f"{name}="):
         measure_cell(_cell(card="fm-tiny"), None, **{"batch": 2, "k": 2, **bad})
+
+
+class _Vae(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoder = torch.nn.Linear(8, 32)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:  # like diffusers' AutoencoderKL.decode: not forward()
+        return self.decoder(z)
+
+
+class _TwoPartAdapter:
+    """Duck-typed adapter exposing components: a text encoder, a denoiser and a VAE reached through decode()."""
+
+    def __init__(self) -> None:
+        self.text, self.denoiser, self.vae = torch.nn.Linear(4, 8), torch.nn.Linear(8, 8), _Vae()
+
+    def cost_components(self):
+        return {"text_encoder": self.text, "denoiser": self.denoiser, "vae": self.vae}
+
+    def sample(self, requests):
+        z = self.text(torch.zeros(1, 4))
+        for _ in range(3):
+            z = self.denoiser(z)
+        extra = torch.zeros(1, 5) @ torch.zeros(5, 7)  # outside every component
+        self.vae.decode(z + extra.sum())
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(nfe=3)]
+
+
+def test_flops_are_split_per_component_including_a_vae_decode():
+    total, parts, nfe = count_flops(_TwoPartAdapter(), [])
+    assert parts == {"text_encoder": 2 * 4 * 8, "denoiser": 3 * 2 * 8 * 8, "vae": 2 * 8 * 32, "other": 2 * 5 * 7}
+    assert total == sum(parts.values()) and nfe == 3
