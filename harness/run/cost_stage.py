@@ -1,7 +1,8 @@
 """The cost stage: one cell's latency, throughput, peak memory and FLOPs, measured under controlled conditions
 (its own calls, not the generation batches), cached as JSON and turned into tidy metric rows.
 
-Entry points (the runner and the executors call these): :func:`measure_cell` (a cell + a device → a
+Entry points (the runner and the executors call these): :func:`cost_task` (a picklable :class:`CostTask` naming
+a planned cell directory → its rows; what an executor runs), :func:`measure_cell` (a cell + a device → a
 :class:`CostRecord`, cached by cell id, device, dtype, batch, timing plan, threads and harness version) and
 :func:`cost_rows` (a record → ``MetricRow``s). ``harness cost CARD`` measures a card on its own. Methods and
 intervals: harness/run/cost_timing.py and docs/metrics.md ("Cost rows").
@@ -21,10 +22,11 @@ from harness import __version__
 from harness.errors import HarnessError
 from harness.hashing import digest
 from harness.models.adapters import Adapter, get_adapter_class
+from harness.plan.real_floor import REAL_FAMILY
 from harness.reports.cost_columns import COST_METRICS, cost_variant
 from harness.run.cost_timing import PeakRss, environment, quantile_interval, timed_calls
 from harness.run.generate import sample_seed
-from harness.store import atomic_write_json
+from harness.store import atomic_write_json, read_cell
 from harness.types import Cell, MetricRow, SampleRequest
 
 DEFAULT_WARMUP = 3
@@ -259,3 +261,30 @@ def cost_rows(record: CostRecord, cell: Cell, run: str, guidance: str, nfe_mean:
         sec_per_image=float(record.p50["value"] / 1e3 if sec_per_image is None else sec_per_image),
         extractor_id="", reference_id="", harness_version=record.harness_version, created_at=record.created_at)
         for metric, (stat, variant) in values.items()]
+
+
+@dataclass(frozen=True)
+class CostTask:
+    """Picklable descriptor of one cell's cost stage (an executor runs :func:`cost_task` on it). Run it on the
+    device kind the cell generates on, one task at a time per device: concurrent work skews the timings."""
+
+    cell_dir: str  # a planned cell directory (cell.json); no images are needed
+    cache_dir: str
+    run: str
+    device: str = "cpu"
+    batch: int = 16  # the protocol's batch_size
+    warmup: int = DEFAULT_WARMUP
+    k: int = DEFAULT_K
+    throughput_calls: int = DEFAULT_THROUGHPUT_CALLS
+
+
+def cost_task(task: CostTask) -> list[MetricRow]:
+    """The cost rows of one planned cell (measured, or read from the cache); [] for a real-data floor cell,
+    which runs no network."""
+    cell = read_cell(Path(task.cell_dir))
+    if cell.model.family == REAL_FAMILY:
+        return []
+    record = measure_cell(cell, Path(task.cache_dir), task.device, batch=task.batch, warmup=task.warmup, k=task.k,
+                          throughput_calls=task.throughput_calls)
+    guidance = get_adapter_class(cell.model.family).capabilities_for(cell.model).guidance
+    return cost_rows(record, cell, task.run, guidance)

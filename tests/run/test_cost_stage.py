@@ -5,6 +5,7 @@ cache, and tidy rows. No timing assertions: a fake clock stands in for time wher
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from harness.reports.results import COLUMNS, rows_to_frame
 from harness.run.cost_stage import cost_rows, count_flops, measure_cell, probe_requests
 from harness.run.cost_timing import min_calls, quantile_interval
 from harness.types import Cell, DatasetRef, SamplerSettings
+
+REPO_SMOKE = str(Path(__file__).resolve().parents[2] / "protocols" / "smoke.yaml")
 
 
 def _cell(card: str = "fm-mnist", steps: int = 2, cfg: float | None = 1.5, sampler: str = "euler") -> Cell:
@@ -227,3 +230,24 @@ def test_flops_are_split_per_component_including_a_vae_decode():
     total, parts, nfe = count_flops(_TwoPartAdapter(), [])
     assert parts == {"text_encoder": 2 * 4 * 8, "denoiser": 3 * 2 * 8 * 8, "vae": 2 * 8 * 32, "other": 2 * 5 * 7}
     assert total == sum(parts.values()) and nfe == 3
+
+
+def test_cost_task_measures_a_planned_cell_and_its_rows_report(tmp_path):
+    import pickle
+
+    from harness.plan.protocol import load_protocol, make_plan
+    from harness.reports import results_from_frame, write_results_report
+    from harness.run.cost_stage import CostTask, cost_task
+    from harness.store import write_cell
+
+    plan = make_plan(load_protocol(REPO_SMOKE, ["models=[fm-tiny]", "steps=[1]", "cfg=[1, 2]"]))
+    tasks = [CostTask(str(write_cell(tmp_path / "run", c)), str(tmp_path / "cache"), "run", batch=2, warmup=0, k=6,
+                      throughput_calls=6) for c in plan.cells]
+    tasks = pickle.loads(pickle.dumps(tasks))  # what an executor ships to a worker
+    rows = [r for t in tasks for r in cost_task(t)]
+    assert len(rows) == len(plan.cells) * len(COST_METRICS)
+    by_cell = {r.cell_id: r for r in rows if r.metric == "gflops_per_image"}
+    one, two = (by_cell[c.cell_id].value for c in sorted(plan.cells, key=lambda c: c.settings.cfg))
+    assert two > one  # cfg 2 doubles the denoiser batch
+    written = write_results_report(results_from_frame(tmp_path / "run", rows_to_frame(rows)), tmp_path / "out")
+    assert tmp_path / "out" / "equal_budget.md" in written
