@@ -192,8 +192,9 @@ def measure_cell(cell: Cell, cache_dir: Path | None, device: str = "cpu", batch:
                  warmup: int = DEFAULT_WARMUP, k: int = DEFAULT_K, throughput_calls: int = DEFAULT_THROUGHPUT_CALLS,
                  adapter: Adapter | None = None, clock: Any = None) -> CostRecord:
     """Measure ``cell`` on ``device`` (or read the cached record). Order: one batch-1 FLOP-counting call;
-    ``warmup`` untimed + ``k`` timed batch-1 calls; one untimed + ``throughput_calls`` timed calls at ``batch``
-    with the peak memory watched. ``adapter``: an already loaded one (else loaded here); ``clock``: tests only."""
+    ``warmup`` untimed + ``k`` timed batch-1 calls; one untimed + ``throughput_calls`` timed calls at ``batch``;
+    one more call at ``batch`` with the peak memory watched. ``adapter``: an already loaded one (else loaded
+    here); ``clock``: tests only."""
     _check_plan(warmup, k, batch, throughput_calls)
     key = cost_key(cell, device, batch, warmup, k, throughput_calls)
     path = cost_path(cache_dir, key) if cache_dir is not None else None
@@ -209,10 +210,12 @@ def measure_cell(cell: Cell, cache_dir: Path | None, device: str = "cpu", batch:
     flops, parts, nfe = count_flops(adapter, one)
     timing = {} if clock is None else {"clock": clock}
     ms = [s * 1e3 for s in timed_calls(lambda: adapter.sample(one), warmup, k, sync, **timing)]
+    calls = timed_calls(lambda: adapter.sample(many), 1, throughput_calls, sync, **timing)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
-    with PeakRss() as rss:
-        calls = timed_calls(lambda: adapter.sample(many), 1, throughput_calls, sync, **timing)
+    with PeakRss() as rss:  # its own call: the RSS-sampling thread never runs during the timed calls
+        adapter.sample(many)
+        sync()
     if device.startswith("cuda"):
         peak, kind = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, "cuda_max_allocated"
     else:

@@ -67,8 +67,9 @@ def test_warmup_calls_are_not_in_the_timed_set():
     clock.instrument(adapter)
     cell = Cell(adapter.card, SamplerSettings(1, 1.0), DatasetRef("cost-probe", "probe", 10), 0, 4, SAMPLING_VERSION)
     record = measure_cell(cell, None, batch=2, warmup=3, k=5, throughput_calls=6, adapter=adapter, clock=clock)
-    # call 0 counts FLOPs, calls 1-3 warm up, 4-8 are timed, 9 warms up the batch, 10-15 are timed at batch 2
-    assert clock.calls == 1 + 3 + 5 + 1 + 6
+    # call 0 counts FLOPs, calls 1-3 warm up, 4-8 are timed, 9 warms up the batch, 10-15 are timed at batch 2,
+    # 16 watches the peak memory (untimed)
+    assert clock.calls == 1 + 3 + 5 + 1 + 6 + 1
     assert record.latency_ms == tuple((1000.0 + i) * 1e3 for i in range(4, 9))
     assert record.k == 5 and record.warmup == 3
     median_call = sorted(1000.0 + i for i in range(10, 16))[2]  # ⌈0.5 · 6⌉ = 3rd order statistic
