@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.reports.board import Board
 from harness.reports.cost_columns import COST_AXES, DEVICE_SEP, base_metric, cost_devices
-from harness.reports.plots import draw_floor, pareto_front, pyplot, save_figure, stem_in
+from harness.reports.plots import draw_floor, log_x_if_wide, pareto_front, pyplot, save_figure, stem_in
 from harness.reports.tables import fmt, fmt_cfg, fmt_ci
 from harness.store import atomic_write_bytes
 
@@ -82,16 +82,16 @@ def plot_quality_vs_measured_cost(board: Board, quality: str, column: str, out: 
         cfg = "" if pd.isna(r.cfg) else f", cfg {r.cfg:g}"
         ax.annotate(f"{r.steps} st{cfg}", (r[column], r[quality]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
-    if t[column].gt(0).all() and t[column].max() > 4 * t[column].min():
-        ax.set_xscale("log")
+    log_x_if_wide(ax, t[column])
     ax.set_xlabel(_label(board, column))
     ax.set_ylabel(f"{quality} ({'higher' if higher else 'lower'} is better)")
-    ax.set_title(f"{quality} vs {base_metric(column)} — {board.dataset}", fontsize=10)
+    where = device_of_column(board, column)
+    ax.set_title(f"{quality} vs {base_metric(column)} — {board.dataset}" + (f", measured on {where}" if where else ""),
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    device = device_of_column(board, column)
-    name = f"pareto_{quality}_vs_{base_metric(column)}_{board.dataset}" + (f"_{device}" if DEVICE_SEP in column else "")
+    name = f"pareto_{quality}_vs_{base_metric(column)}_{board.dataset}" + (f"_{where}" if DEVICE_SEP in column else "")
     return save_figure(fig, stem_in(out, name))
 
 
