@@ -123,3 +123,14 @@ def test_cost_rows_alone_make_a_board_without_mmhm(tmp_path):
     assert any("cost metrics only" in n for n in board.notes)
     write_results_report(results_from_frame(tmp_path, rows_to_frame(rows)), tmp_path)
     assert "latency_ms_b1 ↓" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_run_comparison_mmhm_ignores_cost_rows_unless_named(tmp_path):
+    from harness.reports.compare import mmhm_differences
+
+    a = results_from_frame(tmp_path / "a", rows_to_frame(rows_of()))
+    b = results_from_frame(tmp_path / "b", rows_to_frame(rows_of()))
+    _, notes = mmhm_differences(a, b)
+    assert notes[0].startswith("ds: MMHM over class_alignment, fid_mnist with")
+    _, asked = mmhm_differences(a, b, ["fid_mnist", "latency_ms_b1"])
+    assert asked[0].startswith("ds: MMHM over fid_mnist, latency_ms_b1 with")
