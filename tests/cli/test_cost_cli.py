@@ -100,3 +100,16 @@ def test_card_cost_device_and_batch_are_validated(block, message):
     with pytest.raises(ProtocolError, match=re.escape(message)):
         parse_card_cost(block, "card.yaml")
     assert parse_card_cost({"seconds_per_nfe": 0.1, "gpu": "h100"}, "old.yaml")["gpu"] == "h100"  # old cards valid
+
+
+def test_write_card_cost_replaces_an_inline_block_and_keeps_the_keys_after_it(tmp_path):
+    from harness.models.cards import write_card_cost
+
+    card = _card_copy(tmp_path)
+    text = card.read_text().replace("description:", "cost: {seconds_per_nfe: 1, gpu: h100}  # old\ndescription:")
+    card.write_text(text)
+    written = write_card_cost(card, {"seconds_per_nfe": 0.25, "device": "cpu", "batch": 4})
+    assert written.cost == {"seconds_per_nfe": 0.25, "device": "cpu", "batch": 4}
+    after = card.read_text()
+    assert "h100" not in after and after.count("cost:") == 1 and "description: >-" in after
+    assert load_card(str(card)).params == load_card(str(REPO / "model_zoo" / "cards" / "fm-tiny.yaml")).params
