@@ -4,6 +4,7 @@ with ``--write`` record it in the card's ``cost:`` block, which `harness plan`'s
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # the verb's heavy imports (torch via the cost stage) happen 
 PROBE_DATASET = "cost-probe"  # cost does not depend on the data: a named stand-in, so the cell id is stable
 
 
-def add_cost_parser(sub: argparse._SubParsersAction, positive_int) -> None:
+def add_cost_parser(sub: argparse._SubParsersAction, positive_int: Callable[[str], int]) -> None:
     p = sub.add_parser("cost", help="measure a model card's latency, throughput, peak memory and FLOPs; --write "
                                     "records it in the card's cost: block (read by `harness plan`)")
     p.add_argument("card", help="model card name (see `harness ls cards`) or path")

@@ -11,6 +11,7 @@ intervals: harness/run/cost_timing.py and docs/metrics.md ("Cost rows").
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,7 +155,7 @@ def count_flops(adapter: Adapter, requests: list[SampleRequest]) -> tuple[int, d
     return total, parts, int(outputs[0].nfe)
 
 
-def _sync(device: str):
+def _sync(device: str) -> Callable[[], None]:
     if device.startswith("cuda"):
         return lambda: torch.cuda.synchronize(torch.device(device))
     return lambda: None
