@@ -252,3 +252,20 @@ def test_cost_task_measures_a_planned_cell_and_its_rows_report(tmp_path):
     assert two > one  # cfg 2 doubles the denoiser batch
     written = write_results_report(results_from_frame(tmp_path / "run", rows_to_frame(rows)), tmp_path / "out")
     assert tmp_path / "out" / "equal_budget.md" in written
+
+
+def test_flops_per_component_of_a_tiny_diffusers_pipeline():
+    adapter = get_adapter_class("sd").tiny()  # diffusers StableDiffusionPipeline with tiny random components
+
+    def parts_at(steps: int) -> tuple[int, dict[str, int]]:
+        cell = Cell(adapter.card, SamplerSettings(steps, 7.5), DatasetRef("cost-probe", "probe", None), 0, 1,
+                    SAMPLING_VERSION)
+        total, parts, _ = count_flops(adapter, probe_requests(cell, 1, adapter.capabilities))
+        return total, parts
+
+    total1, one = parts_at(1)
+    total2, two = parts_at(2)
+    assert set(one) == {"text_encoder", "unet", "vae"} and sum(one.values()) == total1 and total2 == sum(two.values())
+    assert min(one.values()) > 0  # the VAE decode (not its forward) is counted under "vae"
+    assert two["unet"] == 2 * one["unet"]  # one more denoiser step
+    assert two["text_encoder"] == one["text_encoder"] and two["vae"] == one["vae"]  # once per image
