@@ -1,4 +1,5 @@
-"""The parser and dispatch of ``harness plan | validate | run | status | report | score | ls | dataset | weights``.
+"""The parser and dispatch of ``harness plan | validate | run | status | report | score | cost | ls | dataset |
+weights``.
 
 Errors the user can fix print as one line (``error: ...``) and exit 2, before any compute is spent.
 """
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("score.parquet"), help="tidy rows (default score.parquet)")
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--device", default="cpu")
+    from harness.cli.cost import add_cost_parser  # imports nothing heavy at parse time
+
+    add_cost_parser(sub, positive_int)
     p = sub.add_parser("ls", help="list adapters, cards, datasets, metrics, extractors or protocols")
     p.add_argument("what", nargs="?", default="all",
                    choices=["all", "adapters", "cards", "datasets", "metrics", "extractors", "protocols"])
@@ -121,6 +125,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from harness.cli.report import cmd_report
 
         return cmd_report(args)
+    if args.command == "cost":
+        from harness.cli.cost import cmd_cost
+
+        return cmd_cost(args)
     if args.command == "score":
         from harness.cli.score import cmd_score
 

@@ -50,6 +50,8 @@ def cmd_plan(args: argparse.Namespace, print_table: bool) -> int:
           f"{total_nfe} total NFE{unknown}; metrics: {', '.join(p.metrics) or 'none'}{refused}{provisional}")
     cost = _gpu_hours(plan, getattr(args, "calibrate", []))
     print(f"generation estimate: {cost}")
+    if cost.assumption:
+        print(f"generation estimate assumes: {cost.assumption}")
     for warning in plan_size_warnings(plan, Path("results") / p.name, cost.gpu_hours):
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -8,8 +8,9 @@ Card file keys: name, family, dtype, params (family options), description, and o
 The weights digest (file sha256, or repo@commit) enters every cell id, so a changed checkpoint never
 reuses old images. ``recipes`` names setting sets (e.g. the upstream ``official`` recipe and the
 paper's ``matched`` settings) that a protocol can select with ``{card: NAME, recipe: official}``.
-Optional ``cost: {seconds_per_nfe: 0.05, gpu: h100, resolution: 256}`` (measured speed; not identity)
-sizes Slurm array tasks (harness.plan.cost); cards without it are calibrated from completed shards.
+Optional ``cost: {seconds_per_nfe: 0.05, gpu: h100, resolution: 256}`` (measured speed; not identity; also
+``device`` and ``batch``, as ``harness cost CARD --write`` fills them) sizes Slurm array tasks and `harness plan`'s
+GPU-hour estimate (harness.plan.cost); cards without it are calibrated from completed shards.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def card_from_dict(raw: Any, source: str = "<dict>") -> ModelCard:
     return _card(raw, source, params, weights, weights_digest)
 
 
-COST_KEYS = {"seconds_per_nfe", "gpu", "resolution", "note"}
+COST_KEYS = {"seconds_per_nfe", "gpu", "device", "batch", "resolution", "note"}
 
 
 def _positive(value: Any, integer: bool = False) -> bool:
@@ -117,6 +118,12 @@ def parse_card_cost(raw: Any, source: str) -> dict[str, Any]:
     if "gpu" in raw and not (isinstance(raw["gpu"], str) and raw["gpu"].strip()):
         raise ProtocolError(f"{source}: cost.gpu: {raw['gpu']!r} is not valid; expected the GPU it was measured "
                             f"on, e.g. h100")
+    if "device" in raw and not (isinstance(raw["device"], str) and raw["device"].strip()):
+        raise ProtocolError(f"{source}: cost.device: {raw['device']!r} is not valid; expected the device it was "
+                            f"measured on, e.g. cpu or NVIDIA H100 80GB HBM3")
+    if "batch" in raw and not _positive(raw["batch"], integer=True):
+        raise ProtocolError(f"{source}: cost.batch: {raw['batch']!r} is not valid; expected a positive integer "
+                            f"(images per generator call when it was measured)")
     if "resolution" in raw and not _positive(raw["resolution"], integer=True):
         raise ProtocolError(f"{source}: cost.resolution: {raw['resolution']!r} is not valid; expected a positive "
                             f"integer (pixels per side)")
@@ -243,3 +250,27 @@ def merge_params(card: ModelCard, defaults: dict[str, Any], int_keys: tuple[str,
 def require_float32(card: ModelCard) -> None:
     if card.dtype != "float32":
         raise ProtocolError(f"{card.source or card.name}: dtype={card.dtype!r}; {card.family} supports float32 only")
+
+
+def write_card_cost(path: Path, block: dict[str, Any]) -> ModelCard:
+    """Replace (or add) the top-level ``cost:`` block of the card file at ``path``, keeping every other line and
+    comment as it is; the result must load back with exactly ``block`` or nothing is written."""
+    from harness.store import atomic_write_bytes
+
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    kept, skipping = [], False
+    for line in lines:
+        if re.match(r"cost\s*:", line):
+            skipping = True
+            continue
+        if skipping and (not line.strip() or line[0] in " \t"):
+            continue  # the old block's indented lines
+        skipping = False
+        kept.append(line)
+    text = "\n".join(kept).rstrip("\n") + "\n" + yaml.safe_dump({"cost": block}, sort_keys=False, width=1000)
+    card = card_from_dict(yaml.safe_load(text), source=str(path))
+    if card.cost != parse_card_cost(block, str(path)):
+        raise HarnessError(f"{path}: the rewritten card does not read back the measured cost block; not written")
+    atomic_write_bytes(path, text.encode())
+    return card

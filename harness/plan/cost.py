@@ -134,6 +134,12 @@ class PlanCost:
     gpu_hours: float  # over the cells whose cost is known
     known_cells: int
     unknown_cells: tuple[str, ...]  # "model steps=S cfg=C" of each cell without an estimate
+    assumes: tuple[str, ...] = ()  # "<device> (model, ...)": the device each known estimate was measured on
+
+    @property
+    def assumption(self) -> str:
+        """The line `harness plan` prints under the estimate: which device(s) it assumes."""
+        return "; ".join(self.assumes)
 
     def __str__(self) -> str:
         text = f"~{self.gpu_hours:.3g} GPU-hours"
@@ -147,14 +153,30 @@ def estimate_plan_gpu_hours(plan: Any, calibration_dirs: Iterable[Path] = ()) ->
     """Estimated GPU-hours of generating every cell of ``plan`` (a harness.plan.protocol.Plan)."""
     measured = calibration(calibration_dirs)
     seconds, known, unknown = 0.0, 0, []
+    devices: dict[str, set[str]] = {}
     for cell in plan.cells:
         estimate = estimate_cell_seconds(cell, measured=measured, nfe=plan.facts_of(cell).nfe)
         if estimate.known:
             seconds += estimate.seconds
             known += 1
+            if estimate.nfe_per_image:  # the floor's real images run on no device
+                devices.setdefault(assumed_device(cell, estimate), set()).add(cell.model.name)
         else:
             unknown.append(f"{cell.model.name} steps={cell.settings.steps} cfg={cell.settings.cfg}")
-    return PlanCost(seconds / 3600, known, tuple(unknown))
+    assumes = tuple(f"{device} ({', '.join(sorted(models))})" for device, models in sorted(devices.items()))
+    return PlanCost(seconds / 3600, known, tuple(unknown), assumes)
+
+
+def assumed_device(cell: Cell, estimate: CostEstimate) -> str:
+    """The device an estimate holds for: the card cost block's ``device``/``gpu``, or the machine that wrote the
+    calibrating shards."""
+    card = cell.model.cost
+    if estimate.source.startswith("card") and card is not None:
+        where = card.get("device") or card.get("gpu")
+        batch = f", batch {card['batch']}" if "batch" in card else ""
+        return (f"{where}{batch}, card cost block" if where else "an unnamed device (card cost block without "
+                "`device:` or `gpu:`)")
+    return "the machine that generated the calibrating shards"
 
 
 # Size guards for a whole sweep (docs in README "Sweep size limits"). `harness plan` warns above the WARN_*

@@ -20,6 +20,7 @@ from harness.reports.compare import (
 from harness.reports.grid import plot_image_grid
 from harness.reports.html import leaderboard_html
 from harness.reports.mmhm import Bounds
+from harness.reports.pareto import write_cost_views
 from harness.reports.plots import safe_name, write_plots
 from harness.reports.results import Results, load_runs, read_results, results_from_frame, rows_to_frame, write_parquet
 from harness.reports.seeds import seed_spread, seeds_markdown
@@ -58,7 +59,10 @@ def write_results_report(results: Results, out: Path, mmhm_metrics: Sequence[str
     plots = {b.dataset: write_plots(b, out / "plots") for b in boards}
     grids = {b.dataset: plot_image_grid(b, results.cell_dir_of, out / "plots") for b in boards}
     written += [p for paths in (*plots.values(), *grids.values()) for p in paths]
-    page = leaderboard_html(boards, out, plots, grids, results.description, extra_links=written[:3])
+    cost_plots, cost_tables = write_cost_views(boards, out)  # only when cost rows exist (harness/run/cost_stage.py)
+    written += [p for paths in cost_plots.values() for p in paths] + cost_tables
+    plots = {d: paths + cost_plots.get(d, []) for d, paths in plots.items()}
+    page = leaderboard_html(boards, out, plots, grids, results.description, extra_links=written[:3] + cost_tables)
     written.append(_write_text(out / "index.html", page))
     return written
 

@@ -14,6 +14,13 @@ from harness.errors import HarnessError
 from harness.metrics import available_metrics, get_metric
 from harness.metrics.bootstrap import covers
 from harness.plan.real_floor import floor_mask
+from harness.reports.cost_columns import (
+    cost_device_note,
+    cost_order,
+    is_cost_metric,
+    quality_metrics,
+    split_cost_devices,
+)
 from harness.reports.mmhm import (
     Bounds,
     MMHMTable,
@@ -41,10 +48,13 @@ class Board:
     notes: list[str] = field(default_factory=list)
     # The real-data floor cells (harness/plan/real_floor.py), shaped like ``table`` without MMHM: shown, never ranked.
     floor: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Cost columns (harness/reports/cost_columns.py): shown after the quality metrics, never in MMHM unless named.
+    cost_metrics: list[str] = field(default_factory=list)
 
 
 def _wide(rows: pd.DataFrame) -> pd.DataFrame:
-    cells = rows.drop_duplicates("cell_id")[SETTINGS].set_index("cell_id")
+    cost = rows.metric.map(is_cost_metric)  # a cell's settings (NFE, s/img) come from its quality rows first
+    cells = pd.concat([rows[~cost], rows[cost]]).drop_duplicates("cell_id")[SETTINGS].set_index("cell_id")
     for col in ("value", "ci_low", "ci_high"):
         wide = rows.pivot_table(index="cell_id", columns="metric", values=col, aggfunc="first", dropna=False)
         suffix = "" if col == "value" else f"_{col}"
@@ -56,10 +66,14 @@ def _mmhm_or_note(rows: pd.DataFrame, metrics: Sequence[str] | None, bounds: Bou
                   notes: list[str], floor: pd.DataFrame | None = None) -> MMHMTable | None:
     chosen = tuple(metrics) if metrics else default_metrics(rows.metric)
     if not chosen:
-        # No paper metric at all (e.g. the offline MNIST world): combine every metric present, and say so.
-        chosen = tuple(sorted(set(rows.metric)))
+        # No paper metric at all (e.g. the offline MNIST world): combine every quality metric present, and say
+        # so. Cost rows are an axis, not a quality: only named with --mmhm-metrics do they enter MMHM.
+        chosen = tuple(sorted(quality_metrics(set(rows.metric))))
+        if not chosen:
+            notes.append("MMHM not computed: these rows hold cost metrics only (no quality metric to combine).")
+            return None
         notes.append(f"None of the paper's MMHM metrics (fid, is, clip_score, pickscore) is present, so MMHM "
-                     f"combines every metric present ({', '.join(chosen)}); choose others with --mmhm-metrics.")
+                     f"combines every quality metric present ({', '.join(chosen)}); choose others with --mmhm-metrics.")
     absent = [m for m in chosen if m not in set(rows.metric)]
     if absent:
         notes.append(f"MMHM not computed: metrics {absent} are absent from this dataset's rows.")
@@ -126,7 +140,11 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
     worst cell's); refused when this dataset has no floor, or several, or frozen ``bounds`` are also given."""
     notes: list[str] = []
     rows = _drop_non_covering(rows, notes)
-    metrics = sorted(set(rows.metric))
+    rows = split_cost_devices(rows, notes)
+    metrics = sorted(quality_metrics(set(rows.metric)))
+    cost_metrics = cost_order(set(rows.metric) - set(metrics))
+    if cost_metrics:
+        notes.append(cost_device_note(rows))
     hib = rows.groupby("metric").higher_is_better.first().astype(bool).to_dict()
     is_floor = floor_mask(rows)
     floor_rows, rows = rows[is_floor], rows[~is_floor]
@@ -143,7 +161,7 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
         raise HarnessError(f"--mmhm-best {mmhm_best!r}: expected 'rows' (bounds from the table's cells) or 'real'")
     if rows.empty:  # only the floor was scored on this dataset
         return Board(dataset, floor_rows, floor.iloc[0:0].reset_index(), metrics, hib, None, None, notes,
-                     floor.reset_index())
+                     floor.reset_index(), cost_metrics)
     table = _wide(rows)
     scores = _mmhm_or_note(rows, mmhm_metrics, bounds, notes, floor if mmhm_best == "real" else None)
     selection = None
@@ -165,7 +183,7 @@ def build_board(results: Results, dataset: str, rows: pd.DataFrame, mmhm_metrics
         table = table.sort_values(["model", "steps", "cfg"])
     notes += _small_n_notes(pd.concat([rows, floor_rows]))
     return Board(dataset, rows, table.reset_index(), metrics, hib, scores, selection, notes,
-                 floor.reset_index() if not floor.empty else pd.DataFrame())
+                 floor.reset_index() if not floor.empty else pd.DataFrame(), cost_metrics)
 
 
 def _selection(rows: pd.DataFrame, scores: MMHMTable) -> pd.DataFrame:

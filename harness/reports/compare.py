@@ -18,6 +18,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.plan.real_floor import floor_mask
 from harness.reports.board import build_boards
+from harness.reports.cost_columns import quality_metrics
 from harness.reports.mmhm import (
     Bounds,
     bounds_from_rows,
@@ -104,9 +105,9 @@ def _verdict(value: float, value_other: float, lo: float, hi: float, higher_is_b
 
 def _mmhm_metrics(a: pd.DataFrame, b: pd.DataFrame, chosen: Sequence[str] | None) -> tuple[str, ...]:
     """As the leaderboard chooses: the given metrics, else the paper's four present in both runs, else every
-    metric present in both."""
+    quality metric present in both (cost rows only when named)."""
     common = set(a.metric) & set(b.metric)
-    return tuple(chosen) if chosen else (default_metrics(common) or tuple(sorted(common)))
+    return tuple(chosen) if chosen else (default_metrics(common) or tuple(sorted(quality_metrics(common))))
 
 
 def mmhm_differences(run: Results, other: Results, mmhm_metrics: Sequence[str] | None = None,

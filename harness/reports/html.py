@@ -59,8 +59,8 @@ def _sort_keys(board: Board, shown: pd.DataFrame) -> dict[str, list]:
     t = shown_cells(board)
     keys: dict[str, list] = {"model": list(t.model), "steps": list(t.steps), "cfg": list(t.cfg),
                              "NFE": list(t.nfe_mean), "s/img": list(t.sec_per_image), "n": list(t.n)}
-    for m in board.metrics:
-        keys[next(c for c in shown.columns if c.split(" ")[0] == m)] = list(t[m])
+    for m in [*board.metrics, *board.cost_metrics]:
+        keys[next(c for c in shown.columns if c.rsplit(" ", 1)[0] == m)] = list(t[m])
     if board.scores is not None:
         keys["rank"], keys["MMHM ↑"] = list(t["rank"]), list(t.mmhm)
     return keys

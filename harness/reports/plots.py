@@ -65,6 +65,16 @@ def pareto_front(cost: Sequence[float], quality: Sequence[float], higher_is_bett
     return keep
 
 
+def log_x_if_wide(ax, x: pd.Series) -> None:
+    """A log x axis with plain-number labels when the positive values span more than a factor 4."""
+    if x.gt(0).all() and x.max() > 4 * x.min():
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # plain numbers; log-style labels cost layout time
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def draw_floor(ax, board: Board, metric: str) -> None:
     """The real-data floor of ``metric`` as a dashed horizontal line (its CI as a band): scale for every panel."""
     if board.floor.empty or metric not in board.floor:
@@ -142,12 +152,7 @@ def plot_quality_vs_cost(board: Board, metric: str, cost: str, out: Path) -> lis
         cfg = "" if pd.isna(r.cfg) else f", cfg {r.cfg:g}"
         ax.annotate(f"{r.steps} st{cfg}", (r[column], r[metric]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
-    if t[column].gt(0).all() and t[column].max() > 4 * t[column].min():
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())  # plain numbers; log-style labels cost layout time
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    log_x_if_wide(ax, t[column])
     ax.set_xlabel(label)
     ax.set_ylabel(f"{metric} ({_direction(higher)})")
     ax.set_title(f"{metric} vs {label} — {board.dataset}", fontsize=10)

@@ -72,13 +72,20 @@ def display_table(board: Board) -> pd.DataFrame:
                         "s/img": t.sec_per_image.map(fmt), "n": t.n})
     for i, (name, values) in enumerate(provenance_columns(t).items()):  # merged runs: tell repeated rows apart
         out.insert(1 + i, name, values)
-    for m in board.metrics:
+
+    def column(m: str) -> None:
         out[f"{m} {ARROW[board.higher_is_better[m]]}"] = [
             fmt_ci(v, lo, hi) for v, lo, hi in zip(t[m], t[f"{m}_ci_low"], t[f"{m}_ci_high"], strict=True)]
+
+    for m in board.metrics:
+        column(m)
     if board.scores is not None:
         out["MMHM ↑"] = [fmt_ci(v, lo, hi) for v, lo, hi in zip(t.mmhm, t.mmhm_ci_low, t.mmhm_ci_high, strict=True)]
         out.insert(0, "rank", [FLOOR_RANK if floor else ("–" if pd.isna(r) else f"{int(r)}") + (" ≈" if f else "")
                                for r, f, floor in zip(t["rank"], t["noise"], t["floor"], strict=True)])
+    for m in board.cost_metrics:  # cost columns after the quality ones (where measured: the board's notes)
+        column(m)
+    if board.scores is not None:
         out["selected as"] = [chosen.get(c, "") for c in t.cell_id]
     return out
 

@@ -81,7 +81,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-VERBS = ["plan", "validate", "run", "status", "report", "ls", "score", "dataset", "weights"]
+VERBS = ["plan", "validate", "run", "status", "report", "ls", "score", "dataset", "weights", "cost"]
 
 
 def test_every_verb_has_help_from_a_fresh_interpreter(tmp_path):
@@ -125,6 +125,8 @@ def test_every_verb_runs_once_from_a_fresh_interpreter(tmp_path):
                    "--out", str(tmp_path / "score.parquet")], "fid_mnist"),
         "dataset": (["dataset", "mnist-5k"], '"dataset": "mnist-5k"'),
         "weights": (["weights", "list"], "mnist-cnn"),
+        "cost": (["cost", "fm-tiny", "--steps", "1", "--k", "2", "--warmup", "0", "--batch", "2"],
+                 "fm-tiny measured on cpu"),
     }
     assert sorted(calls) == sorted(VERBS)
     for verb, (args, expected) in calls.items():
