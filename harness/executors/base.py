@@ -35,7 +35,9 @@ class Stage:
     ``weights[i]`` (optional) is task i's estimated cost in ``weight_unit`` ("seconds" or "images"), and
     tasks of different ``groups`` never share a packed job: executors that pack tasks (Slurm) use both; the
     others ignore them. ``inline``: map-based executors call ``fn`` in this process (the collect stage:
-    scoring and the report read files every earlier stage wrote). ``summary(results)``, when given, is a
+    scoring and the report read files every earlier stage wrote); ``serial``: its tasks never overlap (the cost
+    stage's timings), so map-based executors run them here one by one and Slurm packs them into one job.
+    ``summary(results)``, when given, is a
     line printed after the stage ran here (executors that return before the work ends skip it)."""
 
     name: str
@@ -47,6 +49,7 @@ class Stage:
     groups: tuple[str, ...] | None = None
     inline: bool = False
     summary: Callable[[list[Any]], str] | None = None
+    serial: bool = False  # its tasks must not run at the same time (timings): one after another, in one process
     done: int = 0  # work items of this stage already complete (not in ``tasks``), for progress messages
     noun: str = "tasks"  # what one task is, in messages ("shards")
 
@@ -71,8 +74,8 @@ class Executor(ABC):
             if not stage.tasks:
                 continue
             tasks = list(stage.tasks)
-            results[stage.name] = [stage.fn(t) for t in tasks] if stage.inline else self.map(stage.fn, tasks,
-                                                                                            stage.name)
+            alone = stage.inline or stage.serial  # serial: in this process, one task after another
+            results[stage.name] = [stage.fn(t) for t in tasks] if alone else self.map(stage.fn, tasks, stage.name)
             if stage.summary is not None:
                 print(stage.summary(results[stage.name]), flush=True)
         return results

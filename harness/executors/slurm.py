@@ -204,6 +204,8 @@ def pack_stage(stage: Stage, todo: Sequence[int], profile: SlurmProfile) -> list
     """The array tasks of a stage's tasks ``todo``: one per task when the stage gives no weights, else
     :class:`Bundle` s of consecutive tasks of one group up to the budget (``weight_unit`` "seconds": the
     profile's task budget; "images": ``extract_images_per_task``)."""
+    if stage.serial:  # one job, one task after another: timings see no other task of the stage
+        return [Bundle(stage.fn, tuple(stage.tasks[i] for i in todo))]
     if stage.weights is None:
         return [stage.tasks[i] for i in todo]
     budget = task_budget_s(profile) if stage.weight_unit == "seconds" else profile.extract_images_per_task
@@ -356,8 +358,11 @@ class SlurmExecutor(Executor):
             if todo and _cost_line(stage, todo, self.profile):
                 print(_cost_line(stage, todo, self.profile), flush=True)
             dependency = sorted({a for name in stage.after for a in arrays.get(name, [])})
-            time_min = getattr(self.profile, f"{stage.name}_time_min", None)
-            jobs = (self.submit(run_bundle if stage.weights is not None else stage.fn, packed, stage.name,
+            # the profile's limit for this stage (reference chunks are extraction work), else time_min
+            time_min = getattr(self.profile, f"{'extract' if stage.name == 'reference' else stage.name}_time_min",
+                               None)
+            bundled = stage.weights is not None or stage.serial
+            jobs = (self.submit(run_bundle if bundled else stage.fn, packed, stage.name,
                                 dependency=dependency, time_min=time_min) if packed else [])
             fresh[stage.name] = {describe(stage.tasks[i]) for i in todo}
             self.submitted[stage.name] = [j.job_id for j in jobs]

@@ -33,6 +33,7 @@ from harness.plan.schema import (
     UNSUPPORTED,
     CfgValue,
     cfg_list,
+    cost_options,
     int_list,
     int_value,
     seed_list,
@@ -74,6 +75,7 @@ class Protocol:
     image_size: ImageSize | None = None
     real: tuple[str, ...] = ()  # datasets whose real images are scored as the floor (harness/plan/real_floor.py)
     seeds: tuple[int, ...] = ()  # seed replicates (``seeds:``): every cell once per seed; () = (seed,)
+    cost: tuple[tuple[str, int], ...] | None = None  # the cost stage's options (None: no cost stage)
 
     @property
     def replicate_seeds(self) -> tuple[int, ...]:
@@ -299,7 +301,8 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         bootstrap=int_value(src, "bootstrap", get["bootstrap"], 0),
         reference_stats=parse_reference_stats(src, get["reference_stats"]),
         image_size=parse_image_size(src, get["image_size"]),
-        real=str_list(src, "real", get["real"], allow_empty=True))
+        real=str_list(src, "real", get["real"], allow_empty=True),
+        cost=cost_options(src, get["cost"]))
 
 
 def make_plan(protocol: Protocol) -> Plan:

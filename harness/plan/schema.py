@@ -31,6 +31,8 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "reference_stats": ("{file, format, n}: FID against an imported mu/sigma file (harness/plan/reference_spec.py)",
                         None),
     "image_size": ("null (native) or {size, filter}: resize before saving (harness/plan/resize.py)", None),
+    "cost": ("null, true, or {k, warmup, batch, throughput_calls}: measure each cell's latency, throughput, peak "
+             "memory and FLOPs in a cost stage (harness/run/cost_stage.py); true = the defaults", None),
     "real": ("a list of dataset ids whose real images are scored like a model on every dataset: the real-data "
              "floor, e.g. [mnist-train] (harness/plan/real_floor.py)", []),
 }
@@ -75,6 +77,24 @@ def seed_list(src: str, raw: dict[str, Any]) -> tuple[int, ...]:
     if repeated:
         raise ProtocolError(f"{src}: key 'seeds' repeats {repeated[0]!r} ({value!r}); replicates need distinct seeds")
     return seeds
+
+
+COST_KEYS = {"k": 1, "warmup": 0, "batch": 1, "throughput_calls": 1}  # option → its lowest value
+
+
+def cost_options(src: str, value: Any) -> tuple[tuple[str, int], ...] | None:
+    """The protocol's ``cost`` key: None (no cost stage), or the timing plan's options that were given."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ()
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{src}: key 'cost' has value {value!r}; expected {TOP_KEYS['cost'][0]}")
+    unknown = sorted(set(value) - set(COST_KEYS))
+    if unknown:
+        raise ProtocolError(f"{src}: key 'cost' has unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
+                            f"{', '.join(COST_KEYS)}")
+    return tuple((k, int_value(src, f"cost.{k}", value[k], COST_KEYS[k])) for k in COST_KEYS if k in value)
 
 
 def cfg_list(src: str, key: str, value: Any) -> tuple[CfgValue, ...]:

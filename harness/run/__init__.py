@@ -1,1 +1,1 @@
-"""The stages of a run (generate, extract, score) and the runs that chain them on an executor."""
+"""The stages of a run (generate, reference, extract, cost, collect: stages.py) and the run that chains them."""

@@ -280,6 +280,16 @@ class CostTask:
     warmup: int = DEFAULT_WARMUP
     k: int = DEFAULT_K
     throughput_calls: int = DEFAULT_THROUGHPUT_CALLS
+    out: str = ""  # a run's cost/<cell id>.json: the rows for its collect step (written by run_cost_task)
+
+    @property
+    def label(self) -> str:
+        return f"cost/{Path(self.cell_dir).name}"
+
+    def plan(self) -> dict[str, Any]:
+        """What the rows depend on besides the cell: a saved file with another plan is measured again."""
+        return {"device": self.device, "batch": self.batch, "warmup": self.warmup, "k": self.k,
+                "throughput_calls": self.throughput_calls}
 
 
 def cost_task(task: CostTask) -> list[MetricRow]:
@@ -292,3 +302,22 @@ def cost_task(task: CostTask) -> list[MetricRow]:
                           throughput_calls=task.throughput_calls)
     guidance = get_adapter_class(cell.model.family).capabilities_for(cell.model).guidance
     return cost_rows(record, cell, task.run, guidance)
+
+
+def saved_cost_rows(task: CostTask) -> list[MetricRow] | None:
+    """The rows a run's cost stage saved for this task's cell under the same timing plan, else None."""
+    path = Path(task.out)
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        return [MetricRow(**r) for r in saved["rows"]] if saved["plan"] == task.plan() else None
+    except (ValueError, TypeError, KeyError):
+        return None  # damaged: measured (or read from the cache) again
+
+
+def run_cost_task(task: CostTask) -> str:
+    """The executors' entry point: the cell's cost rows (measured or cached), saved where collect reads them."""
+    rows = cost_task(task)
+    atomic_write_json(Path(task.out), {"plan": task.plan(), "rows": [asdict(r) for r in rows]})
+    return task.out

@@ -1,8 +1,10 @@
 """The stages of a run, built once from the plan and handed to whichever executor runs them.
 
     generate  (ShardTask: one shard of one cell)                      ─┐
-    reference (ReferenceChunkTask: reference feature rows of 128 images) ├─► collect (CollectTask: score, report)
-    extract   (ExtractTask: one shard's features), after generate     ─┘
+    reference (ReferenceChunkTask: reference feature rows of 128 images) │
+    extract   (ExtractTask: one shard's features), after generate      ├─► collect (CollectTask: score, report)
+    cost      (CostTask: one cell's latency/memory/FLOPs; the protocol's ─┘
+               ``cost`` key), after generate, one task at a time
 
 Only what is missing is listed: complete shards, cached features and saved reference chunks cost a file
 check. Every task is idempotent, so a requeued or resubmitted task redoes only what is missing. The collect
@@ -21,6 +23,7 @@ from harness.faults import fault_point
 from harness.metrics import get_metric
 from harness.plan.cost import calibration, estimate_cell_seconds, model_key
 from harness.plan.protocol import Plan
+from harness.plan.real_floor import REAL_FAMILY
 from harness.references.cache import (
     REFERENCE_CHUNK,
     ReferenceChunkTask,
@@ -30,6 +33,7 @@ from harness.references.cache import (
     reference_path,
 )
 from harness.reports import rows_to_frame, write_parquet, write_report
+from harness.run.cost_stage import CostTask, run_cost_task, saved_cost_rows
 from harness.run.extract import ExtractTask, extract_shard, missing_extractors
 from harness.run.generate import ShardResult, generate_shard, shard_is_complete, wasted_rows
 from harness.run.record import with_kept_rows
@@ -116,9 +120,31 @@ def reference_stage(plan: Plan, cache: Path, device: str, imported: bool) -> Sta
                  noun=f"chunks of {REFERENCE_CHUNK} images")
 
 
+def cost_tasks(plan: Plan, cell_dirs: dict[str, str], cache: Path, device: str, run_dir: Path) -> list[CostTask]:
+    """One cost task per model cell when the protocol asks for the cost stage (the real-data floor runs no network)."""
+    p = plan.protocol
+    if p.cost is None:
+        return []
+    options = {"batch": p.batch_size, **dict(p.cost)}
+    return [CostTask(cell_dirs[c.cell_id], str(cache), p.name, device, out=str(run_dir / "cost" / f"{c.cell_id}.json"),
+                     **options) for c in plan.cells if c.model.family != REAL_FAMILY]
+
+
+def cost_stage(plan: Plan, cell_dirs: dict[str, str], cache: Path, device: str, run_dir: Path) -> Stage:
+    """The cells whose cost rows this run has not saved yet, measured one at a time (``serial``: concurrent
+    work would skew the timings), after generation."""
+    tasks = cost_tasks(plan, cell_dirs, cache, device, run_dir)
+    todo = tuple(t for t in tasks if saved_cost_rows(t) is None)
+    if tasks:
+        say(f"cost: {len(todo)} of {len(tasks)} cells to measure on {device}" if todo
+            else f"cost: nothing to do, all {len(tasks)} cells measured")
+    return Stage("cost", run_cost_task, todo, after=("generate",), serial=True, done=len(tasks) - len(todo),
+                 noun="cells")
+
+
 def build_stages(plan: Plan, run_dir: Path, cache: Path, cell_dirs: dict[str, str], device: str = "cpu"
                  ) -> list[Stage]:
-    """generate, reference, extract, collect — what is missing of each, in the order an executor runs them."""
+    """generate, reference, extract, cost, collect — what is missing of each, in the order an executor runs them."""
     p = plan.protocol
     extractors = tuple(sorted({get_metric(m).extractor for m in p.metrics}))
     generate = generate_stage(plan, cell_dirs, device, run_dir)
@@ -129,9 +155,25 @@ def build_stages(plan: Plan, run_dir: Path, cache: Path, cell_dirs: dict[str, st
             f"({', '.join(extractors)}); {len(reference.tasks)} reference chunks of {REFERENCE_CHUNK} images")
     elif extractors:
         say(f"extract: nothing to do, features of all {extract.done} shards and the references are cached")
+    cost = cost_stage(plan, cell_dirs, cache, device, run_dir)
     collect = Stage("collect", collect_run, (CollectTask(plan, str(run_dir), str(cache), device),),
-                    after=("generate", "reference", "extract"), inline=True)
-    return [generate, reference, extract, collect]
+                    after=("generate", "reference", "extract", "cost"), inline=True)
+    return [generate, reference, extract, cost, collect]
+
+
+def collected_cost_rows(plan: Plan, cell_dirs: dict[str, str], cache: Path, device: str, run_dir: Path) -> list:
+    """The cost rows the cost stage saved for every model cell (none without the protocol's ``cost`` key)."""
+    rows, missing = [], []
+    for task in cost_tasks(plan, cell_dirs, cache, device, run_dir):
+        saved = saved_cost_rows(task)
+        if saved is None:
+            missing.append(task.label)
+        else:
+            rows += saved
+    if missing:
+        raise HarnessError(f"{run_dir}: {len(missing)} cells have no cost rows after the cost jobs ended (first: "
+                           f"{missing[0]}); run the same `harness run` again to measure them")
+    return rows
 
 
 def collect_run(task: CollectTask) -> str:
@@ -163,6 +205,7 @@ def collect_run(task: CollectTask) -> str:
         rows += cell_rows
         computed += n_new
     say(f"score: {computed} metric values computed, {len(rows) - computed} read from cache")
+    rows += collected_cost_rows(plan, cell_dirs, cache, task.device, run_dir)
     frame = rows_to_frame(rows)
     if frame.value.isna().any():
         raise HarnessError("a metric produced NaN; nothing was written")

@@ -204,3 +204,11 @@ def test_extraction_bundles_group_shards_of_one_extractor_set_up_to_the_image_bu
     assert [t for b in bundles for t in b.parts] == tasks  # each once, in order
     profile = parse_profile({"extract_images_per_task": 10**6}, tmp_path / "p.yaml")
     assert len(pack_stage(stage, range(len(tasks)), profile)) == 2  # one task per extractor set
+
+
+def test_a_serial_stage_is_one_array_task_running_its_tasks_in_order(tmp_path):
+    from harness.executors.base import Stage
+
+    stage = Stage("cost", str, tuple(range(5)), serial=True)
+    packed = pack_stage(stage, [0, 2, 4], parse_profile({}, tmp_path / "p.yaml"))
+    assert len(packed) == 1 and packed[0].parts == (0, 2, 4) and packed[0]() == ["0", "2", "4"]
