@@ -11,14 +11,11 @@ The registry is ``_EXECUTORS`` below (the names ``harness run --executor`` accep
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
-from harness.plugins import load_plugins
-from harness.suggest import did_you_mean
+from harness.registry import LazyRegistry
 
 # name -> "module:Class" (relative to this package), imported on first use; or the class once registered
 _EXECUTORS: dict[str, Any] = {
@@ -40,30 +37,21 @@ class ExecutorOptions:
     wait: bool = False  # executors that return at submission: block until the work ended
 
 
+_REGISTRY = LazyRegistry("executor", __name__, _EXECUTORS)
+
+
 def register_executor(name: str):
     """Class decorator: ``@register_executor("name")`` makes an ``Executor`` subclass ``--executor name``."""
-    def wrap(cls):
-        _EXECUTORS[name] = cls
-        return cls
-    return wrap
+    return _REGISTRY.register(name)
 
 
 def available_executors() -> list[str]:
-    return list(_EXECUTORS)
+    return _REGISTRY.names()
 
 
 def executor_class(name: str) -> type:
     """The ``Executor`` subclass registered as ``name`` (harness/executors/base.py)."""
-    if name not in _EXECUTORS:
-        load_plugins()
-    if name not in _EXECUTORS:
-        raise HarnessError(f"unknown executor {name!r}{did_you_mean(name, _EXECUTORS)}; choose one of "
-                           f"{', '.join(_EXECUTORS)}")
-    entry = _EXECUTORS[name]
-    if isinstance(entry, str):
-        module_name, cls_name = entry.split(":")
-        entry = getattr(importlib.import_module(module_name, __name__), cls_name)
-    return entry
+    return _REGISTRY.get_class(name)
 
 
 def make_executor(name: str, workers: int | None = None, device: str = "cpu", **options: Any) -> Any:

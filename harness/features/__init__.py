@@ -18,7 +18,6 @@ Adding an extractor:
 
 from __future__ import annotations
 
-import importlib
 import sys
 import threading
 from types import ModuleType
@@ -29,8 +28,7 @@ import numpy as np
 from harness.errors import HarnessError, ProtocolError
 from harness.features.base import Extractor, ExtractorSpec
 from harness.packaged import verified_package_file
-from harness.plugins import load_plugins
-from harness.suggest import did_you_mean
+from harness.registry import LazyRegistry
 
 # registry name -> "module:Class" (relative to this package), or the class a plugin registered
 _EXTRACTORS: dict[str, Any] = {
@@ -50,30 +48,21 @@ __all__ = ["Extractor", "ExtractorSpec", "available_extractors", "get_extractor"
            "loaded_extractor", "packaged_weights", "register_extractor", "verified_package_file"]
 
 
+_REGISTRY = LazyRegistry("extractor", __name__, _EXTRACTORS, ProtocolError)
+
+
 def register_extractor(name: str):
     """Class decorator: ``@register_extractor("name")`` makes an ``Extractor`` subclass a metric's extractor."""
-    def wrap(cls: type[Extractor]) -> type[Extractor]:
-        _EXTRACTORS[name] = cls
-        return cls
-    return wrap
+    return _REGISTRY.register(name)
 
 
 def available_extractors() -> list[str]:
-    return sorted(_EXTRACTORS)
+    return _REGISTRY.names()
 
 
 def get_extractor(name: str) -> Extractor:
     """A fresh, unloaded extractor (``spec`` is available without loading weights)."""
-    if name not in _EXTRACTORS:
-        load_plugins()
-    if name not in _EXTRACTORS:
-        raise ProtocolError(f"unknown extractor {name!r}{did_you_mean(name, _EXTRACTORS)}; "
-                            f"available: {', '.join(available_extractors())}")
-    cls = _EXTRACTORS[name]
-    if isinstance(cls, str):
-        module_name, cls_name = cls.split(":")
-        cls = getattr(importlib.import_module(module_name, __name__), cls_name)
-    return cls()
+    return _REGISTRY.get_class(name)()
 
 
 def packaged_weights(name: str) -> ModuleType | None:

@@ -14,13 +14,11 @@ Adding a metric:
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from harness.errors import ProtocolError
 from harness.metrics.base import Metric, MetricResult, ShardFeatures
-from harness.plugins import load_plugins
-from harness.suggest import did_you_mean
+from harness.registry import LazyRegistry
 
 # registry name -> "module:Class" (relative to this package), or the class a plugin registered
 _METRICS: dict[str, Any] = {
@@ -48,29 +46,20 @@ __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_
            "register_metric"]
 
 
+_REGISTRY = LazyRegistry("metric", __name__, _METRICS, ProtocolError)
+
+
 def register_metric(name: str):
     """Class decorator: ``@register_metric("name")`` makes a ``Metric`` subclass a protocol's ``metrics:`` entry."""
-    def wrap(cls: type[Metric]) -> type[Metric]:
-        _METRICS[name] = cls
-        return cls
-    return wrap
+    return _REGISTRY.register(name)
 
 
 def available_metrics() -> list[str]:
-    return sorted(_METRICS)
+    return _REGISTRY.names()
 
 
 def get_metric(name: str) -> Metric:
-    if name not in _METRICS:
-        load_plugins()
-    if name not in _METRICS:
-        raise ProtocolError(f"unknown metric {name!r}{did_you_mean(name, _METRICS)}; "
-                            f"available: {', '.join(available_metrics())}")
-    entry = _METRICS[name]
-    if isinstance(entry, str):
-        module_name, cls_name = entry.split(":")
-        entry = getattr(importlib.import_module(module_name, __name__), cls_name)
-    return entry()
+    return _REGISTRY.get_class(name)()
 
 
 def metric_lines() -> list[str]:
