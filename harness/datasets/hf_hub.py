@@ -275,8 +275,9 @@ class HubDataset(Dataset):
     def manifest_record(self) -> dict[str, Any]:
         """What ``harness dataset hf:...`` prints: where, which revision and columns, how many rows, the digest."""
         spec, scan = self.spec, self._scan
+        split = getattr(self.data, "split", None) or spec.split
         record = {"dataset": self.id, "source": spec.source, "kind": self.kind, "revision": spec.revision,
-                  "config": spec.config, "split": str(getattr(self.data, "split", None) or spec.split),
+                  "config": spec.config, "split": None if split is None else str(split),
                   "columns": {"image": spec.image, "label": spec.label, "prompt": spec.prompt},
                   "streaming": self.streaming, "rows": scan.size, "digest": self.digest,
                   "preprocess": self.preprocess.name if spec.image else None}
@@ -304,7 +305,13 @@ class HubDataset(Dataset):
             except (OSError, ValueError, TypeError) as err:
                 raise HarnessError(f"{where}: cannot decode image: {err}") from err
 
-        return thread_map(one, list(enumerate(records, start=first)))
+        images = thread_map(one, list(enumerate(records, start=first)))
+        for row, image in enumerate(images, start=first):  # only "native" keeps sizes, which must then agree
+            if image.shape != images[0].shape:
+                raise HarnessError(f"{self.where}row {row}: image is {image.shape[1]}x{image.shape[0]}, row {first} "
+                                   f"{images[0].shape[1]}x{images[0].shape[0]}; preprocess=native needs one size "
+                                   f"(or use squash-bicubic-256 / adm-center-crop-256)")
+        return images
 
     @cached_property
     def _raw_images(self) -> Any:
@@ -317,7 +324,10 @@ class HubDataset(Dataset):
             return super().load_reference(indices)
         self._check_images(max(indices, default=0) + 1)
         records = self._raw_images[[int(i) for i in indices]][self.spec.image]
-        return np.stack([self._decode([r], int(i))[0] for r, i in zip(records, indices, strict=True)])
+        images = [self._decode([r], int(i))[0] for r, i in zip(records, indices, strict=True)]
+        if len({image.shape for image in images}) > 1:
+            raise HarnessError(f"{self.where}rows {list(indices)} differ in size; preprocess=native needs one size")
+        return np.stack(images)
 
     def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
         self._check_images(n)

@@ -272,3 +272,13 @@ def small_n() -> int:
 
 class TestHubDatasetConformance(DatasetConformance):
     pass
+
+
+def test_native_preprocess_keeps_size_and_refuses_mixed_sizes(tmp_path: Path) -> None:
+    """preprocess=native: images at their own size (28x28 digits stay 28x28); a batch of two sizes is refused."""
+    _repository(tmp_path / "src")
+    ds = get_dataset(_spec(tmp_path / "src", "image=jpeg&label=cls&preprocess=native"))
+    assert np.array_equal(next(iter(ds.reference_images(1)))[0], _pixels(0))
+    assert ds.digest != get_dataset(_spec(tmp_path / "src", "image=jpeg&label=cls")).digest
+    with pytest.raises(HarnessError, match=r"row 1: image is 32x28, row 0 32x24; preprocess=native needs one size"):
+        next(iter(ds.reference_images(2)))
