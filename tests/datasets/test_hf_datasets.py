@@ -282,3 +282,14 @@ def test_native_preprocess_keeps_size_and_refuses_mixed_sizes(tmp_path: Path) ->
     assert ds.digest != get_dataset(_spec(tmp_path / "src", "image=jpeg&label=cls")).digest
     with pytest.raises(HarnessError, match=r"row 1: image is 32x28, row 0 32x24; preprocess=native needs one size"):
         next(iter(ds.reference_images(2)))
+
+
+def test_datasets_library_is_pinned_for_a_fresh_clone() -> None:
+    """`make venv` installs requirements.txt under requirements.lock: both pin the version this code is tested on."""
+    from importlib.metadata import version
+
+    repo = Path(__file__).resolve().parents[2]
+    pins = [next((line.split("==")[1].split()[0] for line in (repo / name).read_text().splitlines()
+                  if line.startswith("datasets==")), None) for name in ("requirements.txt", "requirements.lock")]
+    assert pins == [version("datasets")] * 2, pins
+    assert "datasets" in (repo / "pyproject.toml").read_text()
