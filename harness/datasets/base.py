@@ -117,7 +117,8 @@ def dataset_class(name: str, where: str = "") -> type[Dataset]:
         return hub_dataset_class(name, f"{where}dataset {name!r}: ")
     if name not in _DATASETS:
         raise ProtocolError(f"{where}unknown dataset {name!r}{did_you_mean(name, _DATASETS)}; "
-                            f"available: {', '.join(sorted(_DATASETS))}")
+                            f"available: {', '.join(sorted(_DATASETS))}; or a 🤗 datasets spec "
+                            f"hf:SOURCE[@REVISION][?key=value&...] (README: Datasets through 🤗 datasets)")
     return _DATASETS[name]
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,13 +31,14 @@ import numpy as np
 from PIL import Image
 
 from harness.datasets.base import DataMissingError, Dataset
-from harness.datasets.hf_spec import HubSpec, parse_spec
+from harness.datasets.hf_spec import HubSpec, check_columns, label_map, parse_spec
 from harness.datasets.labels import imagenet_labels
 from harness.datasets.preprocess import get_preprocess
 from harness.errors import HarnessError, ProtocolError
 from harness.hashing import canonical_json, digest, sha256_file
 from harness.images import to_rgb_image
 from harness.parallel import thread_map
+from harness.store import atomic_write_json, default_cache_dir
 
 SCAN_BATCH = 512
 
@@ -49,10 +51,39 @@ class Scan:
     labels: np.ndarray | None
     prompts: tuple[str, ...] | None
     rows_sha256: str
-    memoizable: bool  # False when an image is a path outside the library's cache (its file may change alone)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "labels": None if self.labels is None else self.labels.tolist(),
+                "prompts": self.prompts, "rows_sha256": self.rows_sha256}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Scan:
+        labels = data["labels"]
+        return cls(int(data["size"]), None if labels is None else np.asarray(labels, dtype=np.int64),
+                   None if data["prompts"] is None else tuple(data["prompts"]), str(data["rows_sha256"]))
 
 
-_SCANS: dict[tuple[Any, ...], Scan] = {}
+# Scans reused in the process, and on disk under the harness cache (each worker process would otherwise hash
+# every image once), keyed by the library's arrow cache files (path, size, mtime). Those files are written once
+# per version of the data: a new hub revision, or a local folder with other files (``_local_cache_dir``), gets
+# new ones; images kept as paths (an imagefolder) lie inside that local folder, so they are covered too.
+_SCANS: dict[str, Scan] = {}
+
+
+def _scan_memo(key: str, compute: Callable[[], Scan]) -> Scan:
+    if key in _SCANS:
+        return _SCANS[key]
+    path = default_cache_dir() / "hf-scans" / f"{key}.json"
+    try:
+        scan = Scan.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        scan = compute()
+        try:
+            atomic_write_json(path, scan.to_json())
+        except OSError:  # a read-only cache only costs the rescan
+            pass
+    _SCANS[key] = scan
+    return scan
 _FILE_SHA: dict[tuple[str, int, int], str] = {}
 
 
@@ -122,70 +153,25 @@ def _pick_split(loaded: Any, spec: HubSpec, where: str) -> Any:
     return loaded[splits[0]]
 
 
-def _check_columns(features: Any, spec: HubSpec, where: str) -> None:
-    """Every mapped column exists and has a type its role can use; errors name it and the available columns."""
-    import datasets
-
-    available = list(features or {})
-    for role, want, ok in (
-            ("image", "an Image feature", lambda f: isinstance(f, datasets.Image)),
-            ("label", "a ClassLabel or integer column",
-             lambda f: isinstance(f, datasets.ClassLabel) or isinstance(f, datasets.Value) and "int" in f.dtype),
-            ("prompt", "a string column",
-             lambda f: isinstance(f, datasets.Value) and f.dtype in ("string", "large_string"))):
-        column = getattr(spec, role)
-        if column is None:
-            continue
-        if column not in available:
-            raise HarnessError(f"{where}{role} column {column!r} not found; available columns: "
-                               f"{', '.join(available) or 'none'} (set {role} to one of them, or to none)")
-        if not ok(features[column]):
-            raise HarnessError(f"{where}{role} column {column!r} is {features[column]}; expected {want}")
-
-
-def _label_map(feature: Any, spec: HubSpec, where: str) -> np.ndarray | None:
-    """For a ClassLabel column: its id -> class id. Names resolved through the ImageNet label table when they all
-    resolve (wnids or class names); otherwise ids are taken as they are when there are exactly ``classes``."""
-    import datasets
-
-    if not isinstance(feature, datasets.ClassLabel):
-        return None
-    names = list(feature.names)
-    if spec.classes == 1000:
-        table = imagenet_labels()
-        try:
-            return np.asarray([table.match_folder(name).index for name in names], dtype=np.int64)
-        except HarnessError as err:
-            if len(names) != 1000:
-                raise HarnessError(f"{where}label column {spec.label!r} is a ClassLabel of {len(names)} names that "
-                                   f"do not all name ImageNet classes ({err}); name them by wnid, or set "
-                                   f"classes={len(names)} for a dataset of its own classes") from err
-    elif len(names) != spec.classes:
-        raise HarnessError(f"{where}label column {spec.label!r} has {len(names)} classes, the spec says "
-                           f"classes={spec.classes}")
-    return np.arange(len(names), dtype=np.int64)
-
-
-def _image_sha(record: Any, where: str, row: int) -> tuple[str, bool]:
-    """(sha256 of a row's image bytes, whether they were embedded) from the undecoded {bytes, path} record."""
+def _image_sha(record: Any, where: str, row: int) -> str:
+    """sha256 of a row's image bytes, from the undecoded {bytes, path} record (a path: an imagefolder's file)."""
     if record and record.get("bytes") is not None:
-        return hashlib.sha256(record["bytes"]).hexdigest(), True
+        return hashlib.sha256(record["bytes"]).hexdigest()
     if record and record.get("path"):
-        return _file_sha(record["path"]), False
+        return _file_sha(record["path"])
     raise HarnessError(f"{where}row {row}: no image")
 
 
-def _scan(view: Any, spec: HubSpec, label_map: np.ndarray | None, hash_images: bool, where: str) -> Scan:
-    rows, labels, prompts, embedded, n = hashlib.sha256(), [], [], True, 0
+def _scan(view: Any, spec: HubSpec, ids: np.ndarray | None, hash_images: bool, where: str) -> Scan:
+    rows, labels, prompts, n = hashlib.sha256(), [], [], 0
     for batch in view.iter(batch_size=SCAN_BATCH):
         for i in range(len(next(iter(batch.values())))):
             entry: dict[str, Any] = {}
             if hash_images:
-                entry["image"], inside = _image_sha(batch[spec.image][i], where, n)
-                embedded &= inside
+                entry["image"] = _image_sha(batch[spec.image][i], where, n)
             if spec.label:
                 raw = batch[spec.label][i]
-                label = None if raw is None else int(raw) if label_map is None else int(label_map[raw])
+                label = None if raw is None else int(raw) if ids is None else int(ids[raw])
                 if label is None or not 0 <= label < spec.classes:
                     raise HarnessError(f"{where}row {n}: label {raw!r} is missing or outside 0..{spec.classes - 1}")
                 entry["label"] = label
@@ -201,7 +187,7 @@ def _scan(view: Any, spec: HubSpec, label_map: np.ndarray | None, hash_images: b
     if n == 0:
         raise HarnessError(f"{where}the split holds no rows")
     return Scan(n, np.asarray(labels, dtype=np.int64) if spec.label else None,
-                tuple(prompts) if spec.prompt else None, rows.hexdigest(), embedded)
+                tuple(prompts) if spec.prompt else None, rows.hexdigest())
 
 
 class HubDataset(Dataset):
@@ -213,7 +199,7 @@ class HubDataset(Dataset):
         self.where = f"dataset {self.id!r}: "
         self.data, self.kind = _load(self.spec, self.where)
         self.streaming = self.spec.streaming and self.kind != "save_to_disk"
-        _check_columns(self.data.features, self.spec, self.where)
+        check_columns(self.data.features, self.spec, self.where)
 
     @cached_property
     def _scan(self) -> Scan:
@@ -225,16 +211,15 @@ class HubDataset(Dataset):
         view = self.data.select_columns(columns if hash_images else [c for c in columns if c != spec.image])
         if hash_images:
             view = view.cast_column(spec.image, datasets.Image(decode=False))
-        key = None
-        if not self.streaming and self.data.cache_files:
-            key = (self.id, *((f["filename"], *_stat(f["filename"])) for f in self.data.cache_files))
-            if key in _SCANS:
-                return _SCANS[key]
-        label_map = _label_map(self.data.features[spec.label], spec, self.where) if spec.label else None
-        scan = _scan(view, spec, label_map, hash_images, self.where)
-        if key is not None and scan.memoizable:
-            _SCANS[key] = scan
-        return scan
+        ids = label_map(self.data.features[spec.label], spec, self.where) if spec.label else None
+
+        def compute() -> Scan:
+            return _scan(view, spec, ids, hash_images, self.where)
+
+        if self.streaming or not self.data.cache_files:
+            return compute()
+        files = [(f["filename"], *_stat(f["filename"])) for f in self.data.cache_files]
+        return _scan_memo(digest({"scan": 1, "id": self.id, "files": files}, length=32), compute)
 
     def _streamed_images_digest(self) -> str | None:
         """With streaming, the images' content: the data files' sha256 (local) or the pinned commit (hub)."""

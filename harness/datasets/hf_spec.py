@@ -9,7 +9,8 @@ The source is a hub id (``owner/name``, needs a pinned revision: a 40-hex commit
 starting with ``/``, ``./``, ``../`` or ``~``): a dataset repository in the hub layout (data files + README card),
 a ``save_to_disk`` output or an ``imagefolder``. Both forms reduce to one canonical id (the string form with the
 options in a fixed order, defaults left out, local paths made absolute): cells and worker processes carry that
-id and rebuild the dataset from it (``harness/datasets/hf_hub.py``).
+id and rebuild the dataset from it (``harness/datasets/hf_hub.py``). Once the rows are loaded, ``check_columns``
+and ``label_map`` check the mapping against the library's features.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import numpy as np
+
+from harness.datasets.labels import imagenet_labels
 from harness.datasets.preprocess import PREPROCESS
-from harness.errors import ProtocolError
+from harness.errors import HarnessError, ProtocolError
 from harness.suggest import did_you_mean
 
 PREFIX = "hf:"
@@ -161,3 +165,47 @@ def dataset_entries(entries: Any, where: str) -> Any:
     if not isinstance(entries, list):
         return entries
     return [parse_spec(e, f"{where}[{i}]: ").id if is_hub_spec(e) else e for i, e in enumerate(entries)]
+
+
+def check_columns(features: Any, spec: HubSpec, where: str) -> None:
+    """Every mapped column exists and has a type its role can use; errors name it and the available columns."""
+    import datasets
+
+    available = list(features or {})
+    for role, want, ok in (
+            ("image", "an Image feature", lambda f: isinstance(f, datasets.Image)),
+            ("label", "a ClassLabel or integer column",
+             lambda f: isinstance(f, datasets.ClassLabel) or isinstance(f, datasets.Value) and "int" in f.dtype),
+            ("prompt", "a string column",
+             lambda f: isinstance(f, datasets.Value) and f.dtype in ("string", "large_string"))):
+        column = getattr(spec, role)
+        if column is None:
+            continue
+        if column not in available:
+            raise HarnessError(f"{where}{role} column {column!r} not found; available columns: "
+                               f"{', '.join(available) or 'none'} (set {role} to one of them, or to none)")
+        if not ok(features[column]):
+            raise HarnessError(f"{where}{role} column {column!r} is {features[column]}; expected {want}")
+
+
+def label_map(feature: Any, spec: HubSpec, where: str) -> np.ndarray | None:
+    """For a ClassLabel column: its id -> class id. Names resolved through the ImageNet label table when they all
+    resolve (wnids or class names); otherwise ids are taken as they are when there are exactly ``classes``."""
+    import datasets
+
+    if not isinstance(feature, datasets.ClassLabel):
+        return None
+    names = list(feature.names)
+    if spec.classes == 1000:
+        table = imagenet_labels()
+        try:
+            return np.asarray([table.match_folder(name).index for name in names], dtype=np.int64)
+        except HarnessError as err:
+            if len(names) != 1000:
+                raise HarnessError(f"{where}label column {spec.label!r} is a ClassLabel of {len(names)} names that "
+                                   f"do not all name ImageNet classes ({err}); name them by wnid, or set "
+                                   f"classes={len(names)} for a dataset of its own classes") from err
+    elif len(names) != spec.classes:
+        raise HarnessError(f"{where}label column {spec.label!r} has {len(names)} classes, the spec says "
+                           f"classes={spec.classes}")
+    return np.arange(len(names), dtype=np.int64)

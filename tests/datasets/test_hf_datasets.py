@@ -293,3 +293,15 @@ def test_datasets_library_is_pinned_for_a_fresh_clone() -> None:
                   if line.startswith("datasets==")), None) for name in ("requirements.txt", "requirements.lock")]
     assert pins == [version("datasets")] * 2, pins
     assert "datasets" in (repo / "pyproject.toml").read_text()
+
+
+def test_scan_reused_from_the_harness_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process (here: the in-process memo cleared) reads the scan back instead of hashing every image."""
+    from harness.datasets import hf_hub
+
+    _repository(tmp_path / "src")
+    spec = _spec(tmp_path / "src", "image=jpeg&label=cls")
+    first = get_dataset(spec).digest
+    monkeypatch.setattr(hf_hub, "_SCANS", {})
+    monkeypatch.setattr(hf_hub, "_scan", lambda *a: pytest.fail("rescanned although the scan is cached"))
+    assert get_dataset(spec).digest == first
