@@ -101,6 +101,9 @@ def _load(spec: HubSpec, where: str) -> tuple[Any, str]:
 
     try:
         if spec.local and any((Path(spec.source) / f).is_file() for f in ("state.json", "dataset_dict.json")):
+            if spec.config is not None:
+                raise HarnessError(f"{where}config {spec.config!r}: a save_to_disk folder has no configurations; "
+                                   f"drop config=")
             loaded, kind = datasets.load_from_disk(spec.source), "save_to_disk"
             if isinstance(loaded, datasets.DatasetDict):
                 loaded = _pick_split(loaded, spec, where)

@@ -224,6 +224,14 @@ def test_hub_id_not_in_cache_plans_provisional_and_names_the_fetch(no_data: None
     assert f"datasets.load_dataset('vaishaal/ImageNetV2', revision='{SHA}')" in ref.missing
     with pytest.raises(DataMissingError, match="name it as hf:DIR"):
         get_dataset(f"hf:harvardairobotics/reLAIONet@{SHA}")
+    dataset, ref = plan_dataset("hf:/nonexistent/folder")  # a local folder that is not here: the same
+    assert dataset is None and "/nonexistent/folder is not a folder" in ref.missing
+
+
+def test_save_to_disk_refuses_a_config(tmp_path: Path) -> None:
+    _saved(tmp_path / "src")
+    with pytest.raises(HarnessError, match=r"config 'x': a save_to_disk folder has no configurations"):
+        get_dataset(_spec(tmp_path / "src", "config=x&image=jpeg&label=cls"))
 
 
 def test_protocol_datasets_accept_both_forms(tmp_path: Path) -> None:
