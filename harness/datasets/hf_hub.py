@@ -119,17 +119,26 @@ def _load(spec: HubSpec, where: str) -> tuple[Any, str]:
     except (ConnectionError, FileNotFoundError) as err:
         if spec.local:
             raise HarnessError(f"{where}{spec.source}: not a dataset the library can read: {err}") from err
-        raise DataMissingError(
-            f"{where}{spec.source}@{spec.revision} is not in the local 🤗 datasets cache and the hub cannot be "
-            f"reached ({type(err).__name__}: {err}); on a networked machine with the same HF_HOME run "
-            f"python -c \"import datasets; datasets.load_dataset('{spec.source}', revision='{spec.revision}')\", "
-            f"or download the repository (hf download --repo-type dataset {spec.source} --revision "
-            f"{spec.revision} --local-dir DIR) and name it as hf:DIR") from err
+        raise DataMissingError(f"{where}{spec.source}@{spec.revision} is not in the local 🤗 datasets cache and the "
+                               f"hub cannot be reached ({type(err).__name__}: {err}); {_fetch_hint(spec)}") from err
     except ValueError as err:  # an unknown split or config: the library's message lists the available ones
         raise HarnessError(f"{where}{err}") from err
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         loaded = _pick_split(loaded, spec, where)
+    if not spec.local and not spec.streaming:
+        # Offline, the library serves the latest revision it has cached, whatever revision was asked for; its
+        # cache folder for a hub dataset is named by the commit, so anything but the pinned one is refused.
+        held = sorted({Path(f["filename"]).parent.name for f in loaded.cache_files})
+        if held != [spec.revision]:
+            raise DataMissingError(f"{where}the local 🤗 datasets cache holds {spec.source} at {', '.join(held)}, "
+                                   f"not at the pinned revision {spec.revision}; {_fetch_hint(spec)}")
     return loaded, getattr(loaded.info, "builder_name", None) or "dataset"
+
+
+def _fetch_hint(spec: HubSpec) -> str:
+    return (f"on a networked machine with the same HF_HOME run python -c \"import datasets; datasets.load_dataset("
+            f"'{spec.source}', revision='{spec.revision}')\", or download the repository (hf download --repo-type "
+            f"dataset {spec.source} --revision {spec.revision} --local-dir DIR) and name it as hf:DIR")
 
 
 def _local_cache_dir(spec: HubSpec) -> str | None:

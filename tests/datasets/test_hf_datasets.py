@@ -313,3 +313,24 @@ def test_scan_reused_from_the_harness_cache(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(hf_hub, "_SCANS", {})
     monkeypatch.setattr(hf_hub, "_scan", lambda *a: pytest.fail("rescanned although the scan is cached"))
     assert get_dataset(spec).digest == first
+
+
+def test_hub_id_served_from_the_cache_only_at_its_pinned_revision(tmp_path: Path) -> None:
+    """A hub dataset the library prepared earlier (its cache folder is named by the commit) loads offline at that
+    commit. Offline, the library hands back the latest cached revision whatever revision is asked for (checked
+    here): another pinned commit must be refused as missing, not scored on the cached one's rows."""
+    import datasets
+
+    _repository(tmp_path / "src")
+    prepared = Path(datasets.load_dataset(str(tmp_path / "src"), split="test").cache_files[0]["filename"]).parent
+    hub = Path(datasets.config.HF_DATASETS_CACHE) / "onestep___tiny" / "default" / "0.0.0" / SHA
+    shutil.copytree(prepared, hub)
+    for arrow in hub.glob("*.arrow"):
+        arrow.rename(arrow.with_name("tiny-" + arrow.name.split("-", 1)[1]))
+    ds = get_dataset(f"hf:onestep/tiny@{SHA}?split=test&image=jpeg&label=cls")
+    assert ds.size == 5 and ds.image_labels().tolist() == list(LABELS) and ds.manifest_record()["revision"] == SHA
+    assert ds.digest == get_dataset(_spec(tmp_path / "src", "image=jpeg&label=cls", SHA)).digest  # same rows
+    other = "f" * 40
+    assert datasets.load_dataset("onestep/tiny", split="test", revision=other).cache_files  # the library's answer
+    with pytest.raises(DataMissingError, match=rf"holds onestep/tiny at {SHA}, not at the pinned revision {other}"):
+        get_dataset(f"hf:onestep/tiny@{other}?split=test&image=jpeg&label=cls")
