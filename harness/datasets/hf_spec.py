@@ -108,7 +108,8 @@ def _option(key: str, value: Any, where: str) -> Any:
     if value is None and key in ("revision", "config", "split"):
         return None
     if not isinstance(value, str) or not value or any(c in value for c in "?&@="):
-        raise ProtocolError(f"{where}{key!r} has value {value!r}; expected a non-empty name without ?&@=")
+        quote = " (YAML read it as a number: quote it)" if isinstance(value, (int, float)) else ""
+        raise ProtocolError(f"{where}{key!r} has value {value!r}; expected a non-empty name without ?&@={quote}")
     return value
 
 

@@ -211,6 +211,8 @@ def test_spec_forms_and_refusals(tmp_path: Path) -> None:
         parse_spec(f"hf:{tmp_path}?colums=x")
     with pytest.raises(ProtocolError, match=r"'streaming' has value 'yes'; expected true or false"):
         parse_spec({"hf": str(tmp_path), "streaming": "yes"})
+    with pytest.raises(ProtocolError, match=r"'revision' has value 83; .*YAML read it as a number: quote it"):
+        parse_spec({"hf": str(tmp_path), "revision": 0o123})  # `revision: 0123` in YAML 1.1 is octal 83
     with pytest.raises(ProtocolError, match=r"no column is used"):
         parse_spec(f"hf:{tmp_path}?image=none&label=none")
 
