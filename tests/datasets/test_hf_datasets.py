@@ -336,3 +336,26 @@ def test_hub_id_served_from_the_cache_only_at_its_pinned_revision(tmp_path: Path
     assert datasets.load_dataset("onestep/tiny", split="test", revision=other).cache_files  # the library's answer
     with pytest.raises(DataMissingError, match=rf"holds onestep/tiny at {SHA}, not at the pinned revision {other}"):
         get_dataset(f"hf:onestep/tiny@{other}?split=test&image=jpeg&label=cls")
+
+
+def test_plan_cells_on_an_hf_dataset(tmp_path: Path) -> None:
+    """A protocol naming a local hf: set plans cells keyed by its canonical id and content digest; what the
+    spec declares (classes) drives the model x dataset refusals as for the registered datasets."""
+    import datasets
+
+    from harness.plan.protocol import make_plan
+
+    digits = datasets.Dataset.from_dict(
+        {"image": [{"bytes": _png(r), "path": None} for r in range(10)], "digit": list(range(10))},
+        features=datasets.Features({"image": datasets.Image(), "digit": datasets.Value("int64")}))
+    digits.save_to_disk(str(tmp_path / "digits"))
+    entry = {"hf": str(tmp_path / "digits"), "label": "digit", "classes": 10, "preprocess": "native"}
+    raw = {"name": "hf", "models": [{"card": "fm-mnist", "cfg": [1.0]}], "steps": [1], "n": 10,
+           "metrics": ["class_alignment"], "datasets": [entry]}
+    plan = make_plan(protocol_from_dict(raw, "p.yaml"))
+    (cell,) = plan.cells
+    ds = get_dataset(cell.dataset.id)
+    assert cell.dataset.id == f"hf:{tmp_path / 'digits'}?label=digit&classes=10&preprocess=native"
+    assert cell.dataset.digest == ds.digest and not cell.provisional and cell.dataset.num_classes == 10
+    with pytest.raises(ProtocolError, match="1000"):  # the same rows declared as ImageNet ids: a 10-class model
+        make_plan(protocol_from_dict({**raw, "datasets": [{**entry, "classes": 1000}]}, "p.yaml"))
