@@ -113,11 +113,16 @@ class Dataset(ABC):
 
 
 def dataset_class(name: str, where: str = "") -> type[Dataset]:
+    if name not in _DATASETS and name.startswith("hf:"):  # a 🤗 datasets spec: open-ended, built on demand
+        from harness.datasets.hf_hub import hub_dataset_class
+
+        return hub_dataset_class(name, f"{where}dataset {name!r}: ")
     if name not in _DATASETS:
         load_plugins()
     if name not in _DATASETS:
         raise ProtocolError(f"{where}unknown dataset {name!r}{did_you_mean(name, _DATASETS)}; "
-                            f"available: {', '.join(sorted(_DATASETS))}")
+                            f"available: {', '.join(sorted(_DATASETS))}; or a 🤗 datasets spec "
+                            f"hf:SOURCE[@REVISION][?key=value&...] (README: Datasets through 🤗 datasets)")
     return _DATASETS[name]
 
 

@@ -4,6 +4,10 @@
 Rows keep the parquet order (shard name, then row): the N-generated = N-real pairing needs the label
 histogram, not the folder layout's class-contiguous order. A row is addressed as ``<shard>#<row>``; reading
 a batch reads only the row groups that hold it. Manifest entries record the shard's byte size.
+
+Kept beside the 🤗 datasets route (``hf_hub.py``): ``datasets.load_dataset`` would first copy the shards into its
+arrow cache, and ``imagenet-val``'s digest and cell ids are defined on (shard, row, byte size, label), which
+that route does not reproduce; an ``hf:`` spec on the same shards is the library route, with its own digest.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ class ReferencePreprocess:
 
     @property
     def spec(self) -> str:
+        if self.name == "native":
+            return "RGB uint8 at the image's own size, no resize (every image of the set must share it)"
         if self.name == "squash-bicubic-256":
             return f"PIL.resize(({self.size},{self.size}),BICUBIC) of the full image, aspect not kept; RGB uint8"
         return (f"ADM center_crop_arr: BOX-halve while min side >= {2 * self.size}, BICUBIC short side -> "
@@ -33,6 +35,8 @@ class ReferencePreprocess:
 
     def apply(self, image: Image.Image) -> np.ndarray:
         image = image.convert("RGB")
+        if self.name == "native":
+            return np.asarray(image)
         if self.name == "squash-bicubic-256":
             return np.asarray(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
         return adm_center_crop(image, self.size)
@@ -48,8 +52,9 @@ def adm_center_crop(image: Image.Image, size: int) -> np.ndarray:
     return array[top:top + size, left:left + size]
 
 
+# "native" (no resize) is for sets stored at the size their metric reads, e.g. MNIST-like 28x28 digits.
 PREPROCESS = {p.name: p for p in (ReferencePreprocess("squash-bicubic-256"),
-                                  ReferencePreprocess("adm-center-crop-256"))}
+                                  ReferencePreprocess("adm-center-crop-256"), ReferencePreprocess("native"))}
 
 
 def get_preprocess(name: str) -> ReferencePreprocess:

@@ -15,6 +15,7 @@ import yaml
 
 from harness import SAMPLING_VERSION
 from harness.datasets import plan_dataset
+from harness.datasets.hf_spec import dataset_entries
 from harness.errors import HarnessError, ProtocolError
 from harness.metrics import get_metric
 from harness.models.adapters import check_settings, get_adapter_class
@@ -290,7 +291,7 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
     return Protocol(
         name=name, description=str(get["description"] or ""), seed=seeds[0], seeds=seeds if len(seeds) > 1 else (),
         models=tuple(_model_entry(src, i, m) for i, m in enumerate(models)),
-        datasets=str_list(src, "datasets", get["datasets"]),
+        datasets=str_list(src, "datasets", dataset_entries(get["datasets"], f"{src}: datasets")),
         steps=int_list(src, "steps", get["steps"]), cfg=cfg_list(src, "cfg", get["cfg"]),
         sampler=get["sampler"], n=int_value(src, "n", get["n"], 1, MAX_SAMPLES_PER_CELL),
         shard_size=int_value(src, "shard_size", get["shard_size"], 1),
@@ -301,7 +302,7 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         bootstrap=int_value(src, "bootstrap", get["bootstrap"], 0),
         reference_stats=parse_reference_stats(src, get["reference_stats"]),
         image_size=parse_image_size(src, get["image_size"]),
-        real=str_list(src, "real", get["real"], allow_empty=True),
+        real=str_list(src, "real", dataset_entries(get["real"], f"{src}: real"), allow_empty=True),
         cost=cost_options(src, get["cost"]))
 
 
