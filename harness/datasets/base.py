@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -112,11 +112,23 @@ class Dataset(ABC):
         return DatasetRef(id=self.id, digest=self.digest, num_classes=self.num_classes, provides=self.provided())
 
 
-def dataset_class(name: str, where: str = "") -> type[Dataset]:
-    if name not in _DATASETS and name.startswith("hf:"):  # a 🤗 datasets spec: open-ended, built on demand
-        from harness.datasets.hf_hub import hub_dataset_class
+# prefix → builder of the dataset class a spec names (open-ended families such as "hf:", built on demand)
+_SPEC_BUILDERS: dict[str, Callable[[str, str], type[Dataset]]] = {}
 
-        return hub_dataset_class(name, f"{where}dataset {name!r}: ")
+
+def register_dataset_spec(prefix: str):
+    """Decorator: ``@register_dataset_spec("hf:")`` on ``builder(name, where) -> Dataset subclass`` makes every
+    dataset name starting with ``prefix`` resolve through it (specs are open-ended: never listed)."""
+    def wrap(builder: Callable[[str, str], type[Dataset]]) -> Callable[[str, str], type[Dataset]]:
+        _SPEC_BUILDERS[prefix] = builder
+        return builder
+    return wrap
+
+
+def dataset_class(name: str, where: str = "") -> type[Dataset]:
+    for prefix, builder in _SPEC_BUILDERS.items():
+        if name not in _DATASETS and name.startswith(prefix):  # e.g. a 🤗 datasets spec, built on demand
+            return builder(name, f"{where}dataset {name!r}: ")
     if name not in _DATASETS:
         load_plugins()
     if name not in _DATASETS:

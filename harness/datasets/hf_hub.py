@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from harness.datasets.base import DataMissingError, Dataset
+from harness.datasets.base import DataMissingError, Dataset, register_dataset_spec
 from harness.datasets.hf_spec import HubSpec, check_columns, label_map, parse_spec
 from harness.datasets.labels import imagenet_labels
 from harness.datasets.preprocess import get_preprocess
@@ -361,6 +361,7 @@ def _data_files(spec: HubSpec, where: str) -> list[str]:
 _CLASSES: dict[str, type[HubDataset]] = {}
 
 
+@register_dataset_spec("hf:")
 def hub_dataset_class(name: str | dict, where: str = "") -> type[HubDataset]:
     """The dataset class of a spec (either form), made once per canonical id. Not in the registry's listing:
     specs are open-ended, resolved by ``dataset_class`` when a name starts with ``hf:``."""
