@@ -39,6 +39,10 @@ _METRICS: dict[str, str] = {
     "recall": ".precision_recall:Recall",
     "fd_dinov2": ".fd_dinov2:FDDinov2",
     "cmmd": ".cmmd:CMMD",
+    "density": ".density_coverage:Density",
+    "coverage": ".density_coverage:Coverage",
+    "density_mnist": ".density_coverage:DensityMnist",
+    "coverage_mnist": ".density_coverage:CoverageMnist",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "metric_lines"]
@@ -57,7 +61,8 @@ def get_metric(name: str) -> Metric:
 
 
 def metric_lines() -> list[str]:
-    """One line per metric for ``harness ls metrics``: what it reads, its direction, its reference, its variant."""
+    """One line per metric for ``harness ls metrics``: what it reads, its direction, its reference, its variant
+    and, where the metric names one, its source (the paper)."""
     lines = []
     for name in available_metrics():
         m = get_metric(name)
@@ -65,5 +70,5 @@ def metric_lines() -> list[str]:
                      "reference rows" if m.reference_kind == "features" else "reference statistics")
         reads = f"{m.extractor}/{m.output}"
         lines.append(f"{name:<22} reads {reads:<40} {'higher' if m.higher_is_better else 'lower'} is better, "
-                     f"{reference}; variant {m.variant}")
+                     f"{reference}; variant {m.variant}" + (f"; source {m.source}" if m.source else ""))
     return lines

@@ -1,0 +1,142 @@
+"""Density and coverage (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative Models").
+
+With real (reference) rows X_1..X_N, generated rows Y_1..Y_M and NND_k(X_i) the distance from X_i to its k-th
+nearest *other* real row (k = 5, the paper's default):
+
+- density  = (1 / kM) Σ_j Σ_i 1[Y_j ∈ B(X_i, NND_k(X_i))]   (how many real balls each sample falls in, / k)
+- coverage = (1 / N)  Σ_i 1[∃ j: Y_j ∈ B(X_i, NND_k(X_i))]  (the fraction of real balls holding a sample)
+
+Membership is strict (d < radius), as in the authors' ``prdc`` package. Distances are float64 Euclidean, in blocks
+of reference rows (never the whole N x M matrix as floats in memory).
+
+Bootstrap (reference fixed, so the radii are fixed): a resample with multiplicities c has density
+Σ_j c_j·count_j / kM, a count-weighted mean of the per-sample ball counts, and coverage the fraction of real balls
+holding at least one *present* sample (c_j > 0): one sparse (N x M) ball-membership matrix times the (M x B)
+presence matrix gives every replicate at once. Both equal the metric recomputed on the resampled rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from harness.errors import HarnessError
+from harness.metrics.base import MetricResult, RowsVsReferenceMetric, ShardFeatures
+
+K = 5
+BLOCK = 1024  # reference rows per distance block: BLOCK x M float64 distances at a time
+MAX_MEMBERSHIPS = 200_000_000  # (real ball, sample) pairs kept for the bootstrap (~2.4 GB as a sparse matrix)
+
+
+def _f64(metric: str, side: str, x: np.ndarray) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    if t.ndim != 2:
+        raise HarnessError(f"{metric}: {side} features must be a 2-d (n, d) array, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():  # a NaN distance compares False: the row would silently count as outside
+        raise HarnessError(f"{metric}: {side} features contain {int((~torch.isfinite(t)).sum())} non-finite "
+                           f"values (NaN/Inf)")
+    return t
+
+
+def real_radii(metric: str, real: torch.Tensor, k: int = K) -> torch.Tensor:
+    """NND_k: the distance of each real row to its k-th nearest other real row (the row itself is the 0th)."""
+    if len(real) <= k:
+        raise HarnessError(f"{metric}: needs more than k={k} reference rows for the k-NN radii, got {len(real)}")
+    out = torch.empty(len(real), dtype=torch.float64)
+    for start in range(0, len(real), BLOCK):
+        out[start:start + BLOCK] = torch.cdist(real[start:start + BLOCK], real).kthvalue(k + 1, dim=1).values
+    return out
+
+
+def memberships(real: torch.Tensor, radii: torch.Tensor, fake: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(real index, sample index) of every pair with the sample strictly inside the real row's ball."""
+    rows, cols = [], []
+    for start in range(0, len(real), BLOCK):
+        inside = torch.cdist(real[start:start + BLOCK], fake) < radii[start:start + BLOCK].unsqueeze(1)
+        i, j = torch.nonzero(inside, as_tuple=True)
+        rows.append(i.numpy() + start)
+        cols.append(j.numpy())
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def _checked(metric: str, gen: np.ndarray, ref: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    g, r = _f64(metric, "generated", gen), _f64(metric, "reference", ref)
+    if g.shape[1] != r.shape[1]:
+        raise HarnessError(f"{metric}: feature dimensions differ: generated {g.shape[1]}, reference {r.shape[1]}")
+    if len(g) < 1:
+        raise HarnessError(f"{metric}: needs at least 1 generated sample, got 0")
+    return g, r
+
+
+def density_coverage(gen: np.ndarray, ref: np.ndarray, k: int = K,
+                     metric: str = "density_coverage") -> tuple[float, float]:
+    """(density, coverage) of generated rows ``gen`` against real rows ``ref``."""
+    g, r = _checked(metric, gen, ref)
+    i, j = memberships(r, real_radii(metric, r, k), g)
+    density = len(i) / (k * len(g))
+    coverage = len(np.unique(i)) / len(r)
+    return float(density), float(coverage)
+
+
+class Density(RowsVsReferenceMetric):
+    name = "density"
+    variant = f"inception-tf1/pool3/naeem-k={K}/float64,strict-<"
+    source = "Naeem et al. 2020, Reliable Fidelity and Diversity Metrics for Generative Models (ICML)"
+    # Fidelity: 1 in expectation when the generator matches the reference; above 1 when samples crowd the
+    # dense regions of the reference (docs/metrics.md), so "higher" is better only up to about 1.
+    higher_is_better = True
+    value_range = (0.0, None)  # at most N/k, which depends on the reference
+    extractor = "inception-tf1"
+    output = "pool3"
+
+    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
+        gen, ref = self._rows(shards, reference)
+        density, coverage = density_coverage(gen, ref.features, K, self.name)
+        value = coverage if self.name.startswith("coverage") else density
+        return MetricResult(value=value, ci_low=None, ci_high=None, n=len(gen), details={
+            "k": K, "density": density, "coverage": coverage, "reference_id": ref.reference_id,
+            "reference_n": ref.n})
+
+    def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
+                   indices: np.ndarray) -> np.ndarray:
+        from harness.references.artefacts import check_reference_features
+
+        g, r = _checked(self.name, features, check_reference_features(self, reference).features)
+        i, j = memberships(r, real_radii(self.name, r), g)
+        n = len(g)
+        counts = np.stack([np.bincount(idx, minlength=n) for idx in indices]).astype(np.float64)  # (B, n)
+        if not self.name.startswith("coverage"):
+            per_sample = np.bincount(j, minlength=n).astype(np.float64)  # real balls holding sample j
+            return counts @ per_sample / (K * n)
+        if len(i) > MAX_MEMBERSHIPS:
+            raise HarnessError(f"{self.name}: bootstrap needs {len(i)} ball memberships in memory "
+                               f"(> {MAX_MEMBERSHIPS}); set `bootstrap: 0` for this protocol")
+        member = sparse.csr_matrix((np.ones(len(i)), (i, j)), shape=(len(r), n))
+        present = (counts > 0).T.astype(np.float64)  # (n, B): sample j is in replicate b
+        covered = np.asarray((member @ present) > 0)  # (N, B)
+        return covered.mean(axis=0)
+
+
+class Coverage(Density):
+    name = "coverage"
+    # Diversity: the fraction of the reference's k-NN balls that hold at least one sample.
+    higher_is_better = True
+    value_range = (0.0, 1.0)
+
+
+class DensityMnist(Density):
+    name = "density_mnist"
+    variant = f"mnist-cnn/penultimate/naeem-k={K}/float64,strict-<"
+    extractor = "mnist-cnn"
+    output = "penultimate"
+
+
+class CoverageMnist(Coverage):
+    name = "coverage_mnist"
+    variant = f"mnist-cnn/penultimate/naeem-k={K}/float64,strict-<"
+    extractor = "mnist-cnn"
+    output = "penultimate"
