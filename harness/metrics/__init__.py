@@ -43,6 +43,8 @@ _METRICS: dict[str, str] = {
     "coverage": ".density_coverage:Coverage",
     "density_mnist": ".density_coverage:DensityMnist",
     "coverage_mnist": ".density_coverage:CoverageMnist",
+    "vendi": ".vendi:Vendi",
+    "vendi_mnist": ".vendi:VendiMnist",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "metric_lines"]

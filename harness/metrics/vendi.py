@@ -1,0 +1,97 @@
+"""Vendi score (Friedman & Dieng 2023, "The Vendi Score: A Diversity Evaluation Metric for Machine Learning").
+
+VS = exp(-Σ_i λ_i log λ_i), λ the eigenvalues of K / n, K the n x n similarity matrix of the cell's samples
+(0 log 0 = 0; the order-1 score). The kernel here is the cosine similarity of the feature rows,
+k(x, y) = xᵀy / (‖x‖‖y‖), so K = X̂ X̂ᵀ with X̂ the L2-normalised rows (k(x, x) = 1, as the score requires). VS is
+the effective number of distinct samples: 1 when all rows point the same way, n when they are orthogonal. It
+reads no reference.
+
+K / n = X̂ X̂ᵀ / n and X̂ᵀ X̂ / n (d x d) share their nonzero eigenvalues, so the smaller problem is solved, in
+float64. A bootstrap resample with multiplicities c is the weighted d x d matrix X̂ᵀ diag(c) X̂ / n (or the
+m x m matrix √c_i √c_j K_ij / n over its m distinct rows, whichever is smaller): the same eigenvalues as the
+score recomputed on the resampled rows. Duplicated rows lower the score, so the replicates sit below the value;
+the interval uses their spread only (harness/metrics/bootstrap.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+from harness.metrics.base import Metric, MetricResult, ShardFeatures
+
+
+def unit_rows(metric: str, x: np.ndarray) -> torch.Tensor:
+    """The rows scaled to unit L2 norm (float64); refused when non-finite or when a row is zero (no direction)."""
+    t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    if t.ndim != 2 or len(t) < 1:
+        raise HarnessError(f"{metric}: features must be a 2-d (n >= 1, d) array, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise HarnessError(f"{metric}: features contain {int((~torch.isfinite(t)).sum())} non-finite values "
+                           f"(NaN/Inf)")
+    norms = t.norm(dim=1, keepdim=True)
+    if (norms == 0).any():
+        raise HarnessError(f"{metric}: {int((norms == 0).sum())} feature rows are all zero; the cosine kernel "
+                           f"needs a direction for every row")
+    return t / norms
+
+
+def entropy_exp(eigvals: torch.Tensor) -> float:
+    """exp of the Shannon entropy of eigenvalues that sum to 1 (round-off negatives and zeros contribute 0)."""
+    lam = eigvals[eigvals > 0]
+    return float(torch.exp(-(lam * lam.log()).sum()))
+
+
+def _weighted_eigvals(unit: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of Σ_i w_i x̂_i x̂_iᵀ (Σ w = 1), via the smaller of the d x d and the m x m forms."""
+    if unit.shape[1] <= len(unit):
+        matrix = (unit * weights.unsqueeze(1)).T @ unit
+    else:
+        root = weights.sqrt().unsqueeze(1) * unit
+        matrix = root @ root.T
+    return torch.linalg.eigvalsh((matrix + matrix.T) / 2)
+
+
+def vendi_score(features: np.ndarray, metric: str = "vendi") -> float:
+    """The order-1 Vendi score of ``features`` (n, d) under the cosine kernel."""
+    unit = unit_rows(metric, features)
+    return entropy_exp(_weighted_eigvals(unit, torch.full((len(unit),), 1.0 / len(unit), dtype=torch.float64)))
+
+
+class Vendi(Metric):
+    name = "vendi"
+    variant = "inception-tf1/pool3/cosine-kernel/exp-entropy(eig(K/n)),order=1,float64"
+    source = "Friedman & Dieng 2023, The Vendi Score: A Diversity Evaluation Metric for Machine Learning (TMLR)"
+    higher_is_better = True  # diversity
+    value_range = (1.0, None)  # at most n, the number of samples
+    extractor = "inception-tf1"
+    output = "pool3"
+    needs_reference = False
+
+    def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
+        features = np.concatenate([np.asarray(s.features) for s in shards])
+        value = vendi_score(features, self.name)
+        return MetricResult(value=value, ci_low=None, ci_high=None, n=len(features),
+                            details={"kernel": "cosine", "order": 1, "normalised_by_n": value / len(features)})
+
+    def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
+                   indices: np.ndarray) -> np.ndarray:
+        unit = unit_rows(self.name, features)
+        n = len(unit)
+        out = np.empty(len(indices), dtype=np.float64)
+        for b, idx in enumerate(indices):
+            counts = torch.as_tensor(np.bincount(idx, minlength=n), dtype=torch.float64)
+            keep = counts > 0
+            out[b] = entropy_exp(_weighted_eigvals(unit[keep], counts[keep] / len(idx)))
+        return out
+
+
+class VendiMnist(Vendi):
+    name = "vendi_mnist"
+    variant = "mnist-cnn/penultimate/cosine-kernel/exp-entropy(eig(K/n)),order=1,float64"
+    extractor = "mnist-cnn"
+    output = "penultimate"
