@@ -31,6 +31,7 @@ from harness.suggest import did_you_mean
 # registry name -> "module:Class" (relative to this package)
 _EXTRACTORS: dict[str, str] = {
     "inception-fid-helper": ".inception_fid_helper:InceptionFidHelper",
+    "inception-fid-helper-spatial": ".inception_fid_helper_spatial:InceptionFidHelperSpatial",
     "mnist-cnn": ".mnist_cnn:MnistCnn",
     "clip-vit-b-16-openai": ".clip:ClipVitB16OpenAI",
     "clip-vit-l-14-openai": ".clip:ClipVitL14OpenAI",

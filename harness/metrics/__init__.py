@@ -45,6 +45,7 @@ _METRICS: dict[str, str] = {
     "coverage_mnist": ".density_coverage:CoverageMnist",
     "vendi": ".vendi:Vendi",
     "vendi_mnist": ".vendi:VendiMnist",
+    "sfid": ".sfid:SFID",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "metric_lines"]
