@@ -17,6 +17,7 @@ presence matrix gives every replicate at once. Both equal the metric recomputed 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,6 +64,21 @@ def memberships(real: torch.Tensor, radii: torch.Tensor, fake: torch.Tensor) -> 
     return np.concatenate(rows), np.concatenate(cols)
 
 
+# The last cell's ball memberships, keyed by reference and generated rows: density and coverage of a cell, and
+# their bootstrap replicates, read the same N x M comparison, which dominates their cost (and radii the N x N).
+_MEMO: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def cell_memberships(metric: str, gen: np.ndarray, reference: Any, k: int = K) -> tuple[np.ndarray, np.ndarray, int]:
+    """(real index, sample index) pairs of a cell against a checked ``ReferenceFeatures``, and the sample count."""
+    g, r = _checked(metric, gen, reference.features)
+    key = (reference.reference_id, k, hashlib.sha256(g.numpy().tobytes()).hexdigest())
+    if key not in _MEMO:
+        _MEMO.clear()  # keep one cell: the score stage scores each cell's metrics in a row
+        _MEMO[key] = memberships(r, real_radii(metric, r, k), g)
+    return (*_MEMO[key], len(g))
+
+
 def _checked(metric: str, gen: np.ndarray, ref: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     g, r = _f64(metric, "generated", gen), _f64(metric, "reference", ref)
     if g.shape[1] != r.shape[1]:
@@ -76,10 +92,13 @@ def density_coverage(gen: np.ndarray, ref: np.ndarray, k: int = K,
                      metric: str = "density_coverage") -> tuple[float, float]:
     """(density, coverage) of generated rows ``gen`` against real rows ``ref``."""
     g, r = _checked(metric, gen, ref)
-    i, j = memberships(r, real_radii(metric, r, k), g)
-    density = len(i) / (k * len(g))
-    coverage = len(np.unique(i)) / len(r)
-    return float(density), float(coverage)
+    i, _ = memberships(r, real_radii(metric, r, k), g)
+    return from_memberships(i, len(g), len(r), k)
+
+
+def from_memberships(real_index: np.ndarray, n: int, n_ref: int, k: int = K) -> tuple[float, float]:
+    """(density, coverage) from the real-ball index of every (ball, sample) membership pair."""
+    return len(real_index) / (k * n), len(np.unique(real_index)) / n_ref
 
 
 class Density(RowsVsReferenceMetric):
@@ -95,7 +114,8 @@ class Density(RowsVsReferenceMetric):
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
         gen, ref = self._rows(shards, reference)
-        density, coverage = density_coverage(gen, ref.features, K, self.name)
+        i, _, n = cell_memberships(self.name, gen, ref)
+        density, coverage = from_memberships(i, n, len(ref.features))
         value = coverage if self.name.startswith("coverage") else density
         return MetricResult(value=value, ci_low=None, ci_high=None, n=len(gen), details={
             "k": K, "density": density, "coverage": coverage, "reference_id": ref.reference_id,
@@ -105,9 +125,8 @@ class Density(RowsVsReferenceMetric):
                    indices: np.ndarray) -> np.ndarray:
         from harness.references.artefacts import check_reference_features
 
-        g, r = _checked(self.name, features, check_reference_features(self, reference).features)
-        i, j = memberships(r, real_radii(self.name, r), g)
-        n = len(g)
+        ref = check_reference_features(self, reference)
+        i, j, n = cell_memberships(self.name, features, ref)
         counts = np.stack([np.bincount(idx, minlength=n) for idx in indices]).astype(np.float64)  # (B, n)
         if not self.name.startswith("coverage"):
             per_sample = np.bincount(j, minlength=n).astype(np.float64)  # real balls holding sample j
@@ -115,7 +134,7 @@ class Density(RowsVsReferenceMetric):
         if len(i) > MAX_MEMBERSHIPS:
             raise HarnessError(f"{self.name}: bootstrap needs {len(i)} ball memberships in memory "
                                f"(> {MAX_MEMBERSHIPS}); set `bootstrap: 0` for this protocol")
-        member = sparse.csr_matrix((np.ones(len(i)), (i, j)), shape=(len(r), n))
+        member = sparse.csr_matrix((np.ones(len(i)), (i, j)), shape=(len(ref.features), n))
         present = (counts > 0).T.astype(np.float64)  # (n, B): sample j is in replicate b
         covered = np.asarray((member @ present) > 0)  # (N, B)
         return covered.mean(axis=0)

@@ -105,3 +105,15 @@ def test_listed_with_source_and_k() -> None:
         assert "reference rows" in lines[name] and f"naeem-k={K}" in lines[name]
         assert "source Naeem et al. 2020" in lines[name]
     assert "reads inception-tf1/pool3" in lines["density"] and "reads mnist-cnn/penultimate" in lines["coverage_mnist"]
+
+
+def test_consecutive_cells_never_share_memberships() -> None:
+    """The one-cell memo is keyed by the generated rows: another cell (or the same rows moved) is recomputed."""
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(50, 5))
+    reference = mnist_reference(real)
+    real64 = reference.features.astype(np.float64)
+    metric = get_metric("coverage_mnist")
+    for fake in (rng.normal(size=(30, 5)), rng.normal(2.0, 1.0, size=(30, 5)), rng.normal(size=(30, 5))):
+        got = metric.compute([ShardFeatures(fake, (None,) * 30)], reference).value
+        assert got == pytest.approx(brute_force(fake, real64, K)[1], abs=1e-12)
