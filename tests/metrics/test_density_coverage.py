@@ -117,3 +117,23 @@ def test_consecutive_cells_never_share_memberships() -> None:
     for fake in (rng.normal(size=(30, 5)), rng.normal(2.0, 1.0, size=(30, 5)), rng.normal(size=(30, 5))):
         got = metric.compute([ShardFeatures(fake, (None,) * 30)], reference).value
         assert got == pytest.approx(brute_force(fake, real64, K)[1], abs=1e-12)
+
+
+def test_coverage_interval_is_the_jackknife_normal_interval() -> None:
+    """Coverage's own interval: value ± 1.96·SE, SE² = (n-1)/n Σ_j (C_(-j) - mean)², each leave-one-out coverage
+    recomputed here by brute force; density keeps the bootstrap's (no interval of its own)."""
+    rng = np.random.default_rng(7)
+    real, fake = rng.normal(size=(60, 4)), rng.normal(0.4, 1.0, size=(30, 4))
+    reference = mnist_reference(real)
+    real64 = reference.features.astype(np.float64)
+    shards = [ShardFeatures(fake, (None,) * 30)]
+    result = get_metric("coverage_mnist").compute(shards, reference)
+    loo = np.array([brute_force(np.delete(fake, j, axis=0), real64, K)[1] for j in range(30)])
+    half = 1.959963984540054 * np.sqrt(29 / 30 * ((loo - loo.mean()) ** 2).sum())
+    assert half > 0 and result.ci_low == pytest.approx(max(0.0, result.value - half), abs=1e-12)
+    assert result.ci_high == pytest.approx(min(1.0, result.value + half), abs=1e-12)
+    assert "jackknife" in result.details["ci"]
+    density = get_metric("density_mnist").compute(shards, reference)
+    assert density.ci_low is None and density.ci_high is None
+    with pytest.raises(HarnessError, match="coverage_mnist: needs at least 2 generated samples"):
+        get_metric("coverage_mnist").compute([ShardFeatures(fake[:1], (None,))], reference)
