@@ -66,19 +66,28 @@ def memberships(real: torch.Tensor, radii: torch.Tensor, fake: torch.Tensor) -> 
     return np.concatenate(rows), np.concatenate(cols)
 
 
-# The last cell's ball memberships, keyed by reference and generated rows: density and coverage of a cell, and
-# their bootstrap replicates, read the same N x M comparison, which dominates their cost (and radii the N x N).
-_MEMO: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
+# One entry each: the reference's radii (an N x N comparison, the same for every cell scored against it) and the
+# last cell's ball memberships (density, coverage and their bootstrap replicates read the same N x M comparison).
+_RADII: dict[tuple[str, int], torch.Tensor] = {}  # (sha256 of the reference rows, k) -> radii
+_MEMO: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}  # ... + sha256 of the cell's rows
+
+
+def _memo_one(memo: dict, key: Any, make: Any) -> Any:
+    if key not in memo:
+        memo.clear()  # keep one: a run scores its cells against the same reference, a cell's metrics in a row
+        memo[key] = make()
+    return memo[key]
 
 
 def cell_memberships(metric: str, gen: np.ndarray, reference: Any, k: int = K) -> tuple[np.ndarray, np.ndarray, int]:
     """(real index, sample index) pairs of a cell against a checked ``ReferenceFeatures``, and the sample count."""
     g, r = _checked(metric, gen, reference.features)
-    key = (reference.reference_id, k, hashlib.sha256(g.numpy().tobytes()).hexdigest())
-    if key not in _MEMO:
-        _MEMO.clear()  # keep one cell: the score stage scores each cell's metrics in a row
-        _MEMO[key] = memberships(r, real_radii(metric, r, k), g)
-    return (*_MEMO[key], len(g))
+    # keyed by the rows themselves: a reference_id names the reference's recipe, and tests (or a rebuilt cache)
+    # can hand in other rows under the same recipe
+    rows = hashlib.sha256(r.numpy().tobytes()).hexdigest()
+    radii = _memo_one(_RADII, (rows, k), lambda: real_radii(metric, r, k))
+    cell = (rows, k, hashlib.sha256(g.numpy().tobytes()).hexdigest())
+    return (*_memo_one(_MEMO, cell, lambda: memberships(r, radii, g)), len(g))
 
 
 def _checked(metric: str, gen: np.ndarray, ref: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -137,3 +137,15 @@ def test_coverage_interval_is_the_jackknife_normal_interval() -> None:
     assert density.ci_low is None and density.ci_high is None
     with pytest.raises(HarnessError, match="coverage_mnist: needs at least 2 generated samples"):
         get_metric("coverage_mnist").compute([ShardFeatures(fake[:1], (None,))], reference)
+
+
+def test_same_reference_recipe_other_rows_recomputed() -> None:
+    """Two references with one reference_id (same extractor, source and n) but other rows: the memo of radii and
+    memberships is keyed by the rows, so the second is not scored with the first one's balls."""
+    rng = np.random.default_rng(8)
+    fake = rng.normal(size=(20, 3))
+    metric = get_metric("density_mnist")
+    for real in (rng.normal(size=(40, 3)), rng.normal(1.5, 0.5, size=(40, 3))):
+        reference = mnist_reference(real)
+        got = metric.compute([ShardFeatures(fake, (None,) * 20)], reference).value
+        assert got == pytest.approx(brute_force(fake, reference.features.astype(np.float64), K)[0], abs=1e-12)
