@@ -112,6 +112,11 @@ def from_memberships(real_index: np.ndarray, n: int, n_ref: int, k: int = K) -> 
     return len(real_index) / (k * n), len(np.unique(real_index)) / n_ref
 
 
+def _at_least_two(metric: str, n: int) -> None:
+    if n < 2:  # both intervals divide by n - 1
+        raise HarnessError(f"{metric}: needs at least 2 generated samples for its interval, got {n}")
+
+
 class Density(RowsVsReferenceMetric):
     name = "density"
     variant = f"inception-tf1/pool3/naeem-k={K}/float64,strict-<"
@@ -135,8 +140,14 @@ class Density(RowsVsReferenceMetric):
 
     def own_interval(self, value: float, i: np.ndarray, j: np.ndarray, n: int,
                      n_ref: int) -> tuple[float | None, float | None, str]:
-        """Density takes the bootstrap's interval (its replicates are a count-weighted mean: measured valid)."""
-        return None, None, ""
+        """Density is the mean over samples of (reference balls holding the sample) / k: the normal interval of a
+        mean. Measured (bench/ci_coverage_diversity.py) 0.940-0.958 at n = 100 and 1000, where the median-centred
+        bootstrap gave 0.922-0.945: the per-sample counts are right-skewed and the reflection puts the long side of
+        the interval on the wrong side."""
+        _at_least_two(self.name, n)
+        per_sample = np.bincount(j, minlength=n) / K
+        half = Z_95 * float(per_sample.std(ddof=1)) / math.sqrt(n)
+        return max(0.0, value - half), value + half, "normal-95 of the mean over samples of (balls holding it)/k"
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:
@@ -171,9 +182,7 @@ class Coverage(Density):
 
     def own_interval(self, value: float, i: np.ndarray, j: np.ndarray, n: int,
                      n_ref: int) -> tuple[float | None, float | None, str]:
-        if n < 2:
-            raise HarnessError(f"{self.name}: needs at least 2 generated samples for its jackknife interval, "
-                               f"got {n}")
+        _at_least_two(self.name, n)
         hits = np.bincount(i, minlength=n_ref)  # samples inside each ball
         sole = np.bincount(j[hits[i] == 1], minlength=n) / n_ref  # u_j / N: balls only sample j hits
         half = Z_95 * math.sqrt((n - 1) / n * float(((sole - sole.mean()) ** 2).sum()))

@@ -121,7 +121,7 @@ def test_consecutive_cells_never_share_memberships() -> None:
 
 def test_coverage_interval_is_the_jackknife_normal_interval() -> None:
     """Coverage's own interval: value ± 1.96·SE, SE² = (n-1)/n Σ_j (C_(-j) - mean)², each leave-one-out coverage
-    recomputed here by brute force; density keeps the bootstrap's (no interval of its own)."""
+    recomputed here by brute force."""
     rng = np.random.default_rng(7)
     real, fake = rng.normal(size=(60, 4)), rng.normal(0.4, 1.0, size=(30, 4))
     reference = mnist_reference(real)
@@ -133,10 +133,25 @@ def test_coverage_interval_is_the_jackknife_normal_interval() -> None:
     assert half > 0 and result.ci_low == pytest.approx(max(0.0, result.value - half), abs=1e-12)
     assert result.ci_high == pytest.approx(min(1.0, result.value + half), abs=1e-12)
     assert "jackknife" in result.details["ci"]
-    density = get_metric("density_mnist").compute(shards, reference)
-    assert density.ci_low is None and density.ci_high is None
-    with pytest.raises(HarnessError, match="coverage_mnist: needs at least 2 generated samples"):
-        get_metric("coverage_mnist").compute([ShardFeatures(fake[:1], (None,))], reference)
+    for name in ("coverage_mnist", "density_mnist"):
+        with pytest.raises(HarnessError, match=f"{name}: needs at least 2 generated samples"):
+            get_metric(name).compute([ShardFeatures(fake[:1], (None,))], reference)
+
+
+def test_density_interval_is_the_normal_interval_of_the_mean() -> None:
+    """Density = mean over samples of (balls holding the sample) / k: its interval is value ± 1.96·s/√n of those
+    per-sample values (counted here by brute force), cut at 0."""
+    rng = np.random.default_rng(9)
+    real, fake = rng.normal(size=(60, 4)), rng.normal(0.2, 1.0, size=(30, 4))
+    reference = mnist_reference(real)
+    real64 = reference.features.astype(np.float64)
+    result = get_metric("density_mnist").compute([ShardFeatures(fake, (None,) * 30)], reference)
+    per_sample = np.array([brute_force(fake[j:j + 1], real64, K)[0] for j in range(30)])  # M = 1: count / k
+    assert result.value == pytest.approx(per_sample.mean(), abs=1e-12)
+    half = 1.959963984540054 * per_sample.std(ddof=1) / np.sqrt(30)
+    assert half > 0 and result.ci_low == pytest.approx(max(0.0, result.value - half), abs=1e-12)
+    assert result.ci_high == pytest.approx(result.value + half, abs=1e-12)
+    assert "normal-95" in result.details["ci"]
 
 
 def test_same_reference_recipe_other_rows_recomputed() -> None:
