@@ -9,10 +9,15 @@ nearest *other* real row (k = 5, the paper's default):
 Membership is strict (d < radius), as in the authors' ``prdc`` package. Distances are float64 Euclidean, in blocks
 of reference rows (never the whole N x M matrix as floats in memory).
 
-Bootstrap (reference fixed, so the radii are fixed): a resample with multiplicities c has density
-Σ_j c_j·count_j / kM, a count-weighted mean of the per-sample ball counts, and coverage the fraction of real balls
-holding at least one *present* sample (c_j > 0): one sparse (N x M) ball-membership matrix times the (M x B)
-presence matrix gives every replicate at once. Both equal the metric recomputed on the resampled rows.
+Intervals are each metric's own (docs/metrics.md gives the measured coverage): density is a mean over samples of
+(balls holding the sample) / k, so it gets the normal interval of a mean; coverage a normal interval with the
+jackknife standard error (the bootstrap's spread is too narrow for it, see ``Coverage``).
+
+Bootstrap replicates (saved for pairing in MMHM and Δ; reference fixed, so the radii are fixed): a resample with
+multiplicities c has density Σ_j c_j·count_j / kM, a count-weighted mean of the per-sample ball counts, and
+coverage the fraction of real balls holding at least one *present* sample (c_j > 0): one sparse (N x M)
+ball-membership matrix times the (M x B) presence matrix gives every replicate at once. Both equal the metric
+recomputed on the resampled rows.
 """
 
 from __future__ import annotations
