@@ -7,8 +7,9 @@ NHWC: 17·17·7 = 2023 features per image. The TorchScript of ``fid-helper-pytor
 the same graph, StyleGAN3's conversion) keeps the TF names: ``net.layers`` runs ``conv`` … ``mixed_5`` and
 ``mixed_6``, whose ``conv`` submodule (conv + batch norm + ReLU) is exactly that tensor. So this extractor walks
 ``net.layers`` in order up to ``mixed_5``, applies ``mixed_6.conv``, keeps channels [:7] and flattens in
-(H, W, C) order, as ADM does; it stops there (about half of the network's cost). Preprocessing is
-``inception-fid-helper``'s (TF1-legacy bilinear to 299, (x-128)/128), as the graph ADM feeds does itself.
+(H, W, C) order, as ADM does; it stops there (the stem and early blocks dominate: still ~70 % of a full pass on
+CPU). Preprocessing is ``inception-fid-helper``'s (TF1-legacy bilinear to 299, (x-128)/128), as the graph ADM
+feeds does itself.
 The weights are the packaged file (no download); the spec differs from ``inception-fid-helper``'s in its layer.
 """
 
