@@ -2,7 +2,8 @@
 
 Adding a metric:
 1. one module here with a ``Metric`` subclass (``base.py``): ``name``, ``variant`` (recorded in every row),
-   ``higher_is_better``, ``value_range`` ((None, None) if unbounded), the ``extractor`` and ``output`` it reads,
+   ``source`` (the paper, listed by ``harness ls metrics``), ``higher_is_better``, ``value_range`` ((None, None)
+   if unbounded), the ``extractor`` and ``output`` it reads,
    ``needs_reference`` / ``reference_kind``, and ``compute(shards, reference)``; override ``replicates`` only
    with an exact faster form of "the metric on the resampled rows";
 2. one line ``"name": ".module:Class"`` in ``_METRICS`` below;
