@@ -9,12 +9,13 @@ reads no reference.
 K / n = X̂ X̂ᵀ / n and X̂ᵀ X̂ / n (d x d) share their nonzero eigenvalues, so the smaller problem is solved, in
 float64. A bootstrap resample with multiplicities c is the weighted d x d matrix X̂ᵀ diag(c) X̂ / n (or the
 m x m matrix √c_i √c_j K_ij / n over its m distinct rows, whichever is smaller): the same eigenvalues as the
-score recomputed on the resampled rows. Duplicated rows lower the score, so the replicates sit below the value;
-the interval uses their spread only (harness/metrics/bootstrap.py).
+score recomputed on the resampled rows (saved for pairing in MMHM and Δ). Duplicated rows lower the score, so the
+replicates sit below the value. The interval is the metric's own (``Vendi.compute``: delta method on the entropy).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,8 @@ import torch
 
 from harness.errors import HarnessError
 from harness.metrics.base import Metric, MetricResult, ShardFeatures
+
+Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 
 
 def unit_rows(metric: str, x: np.ndarray) -> torch.Tensor:
@@ -62,6 +65,26 @@ def vendi_score(features: np.ndarray, metric: str = "vendi") -> float:
     return entropy_exp(_weighted_eigvals(unit, torch.full((len(unit),), 1.0 / len(unit), dtype=torch.float64)))
 
 
+def entropy_influence(unit: torch.Tensor) -> tuple[float, np.ndarray]:
+    """(H, the empirical influence of each row on H), H = -tr(M log M), M = X̂ᵀX̂ / n.
+
+    M is a mean of the n matrices x̂ x̂ᵀ, and dH = -tr((log M + I) dM), so moving weight towards row j changes H by
+    IF_j = -x̂_jᵀ (log M) x̂_j - H (Σ_j IF_j = 0). With M = Σ λ_k v_k v_kᵀ, x̂ᵀ (log M) x̂ = Σ_k log λ_k (v_kᵀ x̂)²;
+    on the n x n route (K/n = U Λ Uᵀ) the same projections are (v_kᵀ x̂_j)² = n λ_k U_jk². Directions of zero
+    eigenvalue hold no row (M is built from the rows), so eigenvalues under the round-off floor are dropped."""
+    n, d = unit.shape
+    if d <= n:
+        lam, vectors = torch.linalg.eigh(unit.T @ unit / n)
+        projections = (unit @ vectors) ** 2
+    else:
+        lam, vectors = torch.linalg.eigh(unit @ unit.T / n)
+        projections = n * lam.clamp(min=0) * vectors**2
+    keep = lam > lam.max() * max(n, d) * torch.finfo(torch.float64).eps
+    log_lam = lam[keep].log()
+    entropy = float(-(lam[keep] * log_lam).sum())
+    return entropy, (-(projections[:, keep] @ log_lam) - entropy).numpy()
+
+
 class Vendi(Metric):
     name = "vendi"
     variant = "inception-tf1/pool3/cosine-kernel/exp-entropy(eig(K/n)),order=1,float64"
@@ -73,10 +96,20 @@ class Vendi(Metric):
     needs_reference = False
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
-        features = np.concatenate([np.asarray(s.features) for s in shards])
-        value = vendi_score(features, self.name)
-        return MetricResult(value=value, ci_low=None, ci_high=None, n=len(features),
-                            details={"kernel": "cosine", "order": 1, "normalised_by_n": value / len(features)})
+        """Its own interval: exp(H ± z·SE(H)), SE from the empirical influence of each sample on the entropy
+        (the delta method on a mean of matrices), the lower bound cut at 1. The median-centred bootstrap covered
+        0.88-0.93 on MNIST-CNN features (bench/ci_coverage_diversity.py): its replicates are skewed where the
+        statistic is not, and the reflection moves the interval the wrong way."""
+        unit = unit_rows(self.name, np.concatenate([np.asarray(s.features) for s in shards]))
+        n = len(unit)
+        if n < 2:
+            raise HarnessError(f"{self.name}: needs at least 2 samples for its interval, got {n}")
+        entropy, influence = entropy_influence(unit)
+        value = math.exp(entropy)
+        half = Z_95 * math.sqrt(float((influence**2).sum())) / n
+        return MetricResult(value=value, ci_low=max(1.0, math.exp(entropy - half)), ci_high=math.exp(entropy + half),
+                            n=n, details={"kernel": "cosine", "order": 1, "normalised_by_n": value / n,
+                                          "ci": "exp(H ± 1.96 SE(H)), SE by the delta method (empirical influence)"})
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:

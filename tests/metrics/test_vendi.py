@@ -82,3 +82,42 @@ def test_listed_with_source_and_kernel() -> None:
     for name, reads in (("vendi", "inception-tf1/pool3"), ("vendi_mnist", "mnist-cnn/penultimate")):
         assert f"reads {reads}" in lines[name] and "higher is better, no reference" in lines[name]
         assert "cosine-kernel" in lines[name] and "source Friedman & Dieng 2023" in lines[name]
+
+
+def entropy_of(weights: np.ndarray, unit: np.ndarray) -> float:
+    """H of the weighted second-moment matrix Σ_j w_j x̂_j x̂_jᵀ, by numpy."""
+    lam = np.linalg.eigvalsh((unit * weights[:, None]).T @ unit)
+    lam = lam[lam > 1e-14]
+    return float(-(lam * np.log(lam)).sum())
+
+
+@pytest.mark.parametrize("n,d", [(60, 8), (8, 60)], ids=["d x d route", "n x n route"])
+def test_interval_is_the_delta_method_on_the_entropy(n: int, d: int) -> None:
+    """Each sample's influence equals the derivative of H when weight moves towards it (central differences, in the
+    test), and the interval is exp(H ± 1.96·sqrt(Σ IF²)/n), cut at 1."""
+    rng = np.random.default_rng(n + d)
+    x = np.abs(rng.normal(size=(n, d))) + 0.1 * rng.normal(size=(n, d))
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    uniform, eps = np.full(n, 1.0 / n), 1e-6
+    influence = []
+    for j in range(n):
+        towards = np.eye(n)[j] - uniform  # d/dε H((1-ε) M + ε x̂_j x̂_jᵀ)
+        influence.append((entropy_of(uniform + eps * towards, unit) - entropy_of(uniform - eps * towards, unit))
+                         / (2 * eps))
+    influence = np.array(influence)
+    result = get_metric("vendi_mnist").compute([ShardFeatures(x, (None,) * n)], None)
+    entropy = np.log(result.value)
+    assert entropy == pytest.approx(entropy_of(uniform, unit), rel=1e-12)
+    half = 1.959963984540054 * np.sqrt((influence**2).sum()) / n
+    assert result.ci_high == pytest.approx(np.exp(entropy + half), rel=1e-6)
+    assert result.ci_low == pytest.approx(max(1.0, np.exp(entropy - half)), rel=1e-6)
+    assert result.ci_low < result.value < result.ci_high
+
+
+def test_interval_refuses_a_single_sample_and_is_cut_at_one() -> None:
+    metric = get_metric("vendi_mnist")
+    with pytest.raises(HarnessError, match="vendi_mnist: needs at least 2 samples"):
+        metric.compute([ShardFeatures(np.ones((1, 4)), (None,))], None)
+    rows = np.array([[1.0, 0.0]] * 19 + [[0.0, 1.0]])  # H = 0.199, half-width 0.281 in log: exp(H - 0.281) < 1
+    result = metric.compute([ShardFeatures(rows, (None,) * 20)], None)
+    assert result.ci_low == 1.0 < result.value < result.ci_high
