@@ -26,6 +26,9 @@ from harness.errors import HarnessError
 from harness.metrics.base import Metric, MetricResult, ShardFeatures
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+# The jackknife SE needs n eigenproblems of size min(n, d): used while n * min(n, d)^3 stays under this (about
+# 10 s on one CPU thread; e.g. n = 1000 at d = 256), the delta method beyond.
+JACKKNIFE_BUDGET = 2e10
 
 
 def unit_rows(metric: str, x: np.ndarray) -> torch.Tensor:
@@ -85,6 +88,25 @@ def entropy_influence(unit: torch.Tensor) -> tuple[float, np.ndarray]:
     return entropy, (-(projections[:, keep] @ log_lam) - entropy).numpy()
 
 
+def leave_one_out_entropies(unit: torch.Tensor, chunk: int = 64) -> np.ndarray:
+    """H of the n sets that leave one row out: (X̂ᵀX̂ - x̂_j x̂_jᵀ) / (n-1), or the Gram matrix without row and
+    column j, whichever is smaller; eigenvalues in batches of ``chunk``."""
+    n, d = unit.shape
+    out = np.empty(n, dtype=np.float64)
+    full = unit.T @ unit if d <= n - 1 else unit @ unit.T
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(start + chunk, n))
+        if d <= n - 1:
+            mats = full - unit[rows].unsqueeze(2) * unit[rows].unsqueeze(1)
+        else:
+            keep = torch.stack([torch.cat([torch.arange(j), torch.arange(j + 1, n)]) for j in rows.tolist()])
+            mats = full[keep.unsqueeze(2), keep.unsqueeze(1)]
+        lam = torch.linalg.eigvalsh((mats + mats.transpose(1, 2)) / (2 * (n - 1)))
+        lam = torch.where(lam > 0, lam, torch.ones_like(lam))  # log 1 = 0: zero and round-off eigenvalues drop out
+        out[start:start + len(rows)] = (-(lam * lam.log()).sum(dim=1)).numpy()
+    return out
+
+
 class Vendi(Metric):
     name = "vendi"
     variant = "inception-tf1/pool3/cosine-kernel/exp-entropy(eig(K/n)),order=1,float64"
@@ -96,20 +118,26 @@ class Vendi(Metric):
     needs_reference = False
 
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult:
-        """Its own interval: exp(H ± z·SE(H)), SE from the empirical influence of each sample on the entropy
-        (the delta method on a mean of matrices), the lower bound cut at 1. The median-centred bootstrap covered
-        0.88-0.93 on MNIST-CNN features (bench/ci_coverage_diversity.py): its replicates are skewed where the
-        statistic is not, and the reflection moves the interval the wrong way."""
+        """Its own interval: exp(H ± z·SE(H)), the lower bound cut at 1. SE is the jackknife's when its n
+        leave-one-out spectra are affordable, else the delta method's (empirical influence). Measured on MNIST-CNN
+        features (bench/ci_coverage_diversity.py): the median-centred bootstrap covered 0.88 at n = 100 and 0.915
+        at n = 1000 (its replicates are skewed where the statistic is not); the delta method 0.88 and 0.935; the
+        jackknife, whose variance errs high (Efron-Stein), 0.935 at n = 100."""
         unit = unit_rows(self.name, np.concatenate([np.asarray(s.features) for s in shards]))
         n = len(unit)
         if n < 2:
             raise HarnessError(f"{self.name}: needs at least 2 samples for its interval, got {n}")
         entropy, influence = entropy_influence(unit)
+        if n * min(n, unit.shape[1]) ** 3 <= JACKKNIFE_BUDGET:
+            loo = leave_one_out_entropies(unit)
+            se, how = math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum())), "jackknife"
+        else:
+            se, how = math.sqrt(float((influence**2).sum())) / n, "delta method (empirical influence)"
         value = math.exp(entropy)
-        half = Z_95 * math.sqrt(float((influence**2).sum())) / n
-        return MetricResult(value=value, ci_low=max(1.0, math.exp(entropy - half)), ci_high=math.exp(entropy + half),
-                            n=n, details={"kernel": "cosine", "order": 1, "normalised_by_n": value / n,
-                                          "ci": "exp(H ± 1.96 SE(H)), SE by the delta method (empirical influence)"})
+        return MetricResult(value=value, ci_low=max(1.0, math.exp(entropy - Z_95 * se)),
+                            ci_high=math.exp(entropy + Z_95 * se), n=n,
+                            details={"kernel": "cosine", "order": 1, "normalised_by_n": value / n,
+                                     "ci": f"exp(H ± 1.96 SE(H)), SE by the {how}"})
 
     def replicates(self, features: np.ndarray, labels: tuple[int | None, ...], reference: Any | None,
                    indices: np.ndarray) -> np.ndarray:

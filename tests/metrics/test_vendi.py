@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from harness.errors import HarnessError
-from harness.metrics import get_metric, metric_lines
+from harness.metrics import get_metric, metric_lines, vendi
 from harness.metrics.base import ShardFeatures
 from harness.metrics.bootstrap import bootstrap_indices
 from harness.metrics.vendi import vendi_score
@@ -92,9 +92,10 @@ def entropy_of(weights: np.ndarray, unit: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("n,d", [(60, 8), (8, 60)], ids=["d x d route", "n x n route"])
-def test_interval_is_the_delta_method_on_the_entropy(n: int, d: int) -> None:
-    """Each sample's influence equals the derivative of H when weight moves towards it (central differences, in the
-    test), and the interval is exp(H ± 1.96·sqrt(Σ IF²)/n), cut at 1."""
+def test_interval_is_the_delta_method_on_the_entropy(n: int, d: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the jackknife's budget: each sample's influence equals the derivative of H when weight moves towards
+    it (central differences, in the test), and the interval is exp(H ± 1.96·sqrt(Σ IF²)/n), cut at 1."""
+    monkeypatch.setattr(vendi, "JACKKNIFE_BUDGET", 0)
     rng = np.random.default_rng(n + d)
     x = np.abs(rng.normal(size=(n, d))) + 0.1 * rng.normal(size=(n, d))
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -111,7 +112,20 @@ def test_interval_is_the_delta_method_on_the_entropy(n: int, d: int) -> None:
     half = 1.959963984540054 * np.sqrt((influence**2).sum()) / n
     assert result.ci_high == pytest.approx(np.exp(entropy + half), rel=1e-6)
     assert result.ci_low == pytest.approx(max(1.0, np.exp(entropy - half)), rel=1e-6)
-    assert result.ci_low < result.value < result.ci_high
+    assert result.ci_low < result.value < result.ci_high and "delta method" in result.details["ci"]
+
+
+@pytest.mark.parametrize("n,d", [(40, 6), (12, 30)], ids=["d x d route", "n x n route"])
+def test_interval_is_the_jackknife_when_affordable(n: int, d: int) -> None:
+    """exp(H ± 1.96·SE), SE² = (n-1)/n Σ_j (H_(-j) - mean)², each H_(-j) recomputed here from the rows without j."""
+    x = np.random.default_rng(n * d).normal(0.3, 1.0, size=(n, d))
+    result = get_metric("vendi_mnist").compute([ShardFeatures(x, (None,) * n)], None)
+    loo = np.log([vendi_kernel_route(np.delete(x, j, axis=0)) for j in range(n)])
+    se = np.sqrt((n - 1) / n * ((loo - loo.mean()) ** 2).sum())
+    entropy = np.log(result.value)
+    assert result.ci_high == pytest.approx(np.exp(entropy + 1.959963984540054 * se), rel=1e-9)
+    assert result.ci_low == pytest.approx(max(1.0, np.exp(entropy - 1.959963984540054 * se)), rel=1e-9)
+    assert "jackknife" in result.details["ci"]
 
 
 def test_interval_refuses_a_single_sample_and_is_cut_at_one() -> None:
