@@ -33,6 +33,7 @@ from harness.registry import LazyRegistry
 # registry name -> "module:Class" (relative to this package), or the class a plugin registered
 _EXTRACTORS: dict[str, Any] = {
     "inception-fid-helper": ".inception_fid_helper:InceptionFidHelper",
+    "inception-fid-helper-spatial": ".inception_fid_helper_spatial:InceptionFidHelperSpatial",
     "mnist-cnn": ".mnist_cnn:MnistCnn",
     "clip-vit-b-16-openai": ".clip:ClipVitB16OpenAI",
     "clip-vit-l-14-openai": ".clip:ClipVitL14OpenAI",

@@ -2,7 +2,8 @@
 
 Adding a metric:
 1. one module here with a ``Metric`` subclass (``base.py``): ``name``, ``variant`` (recorded in every row),
-   ``higher_is_better``, ``value_range`` ((None, None) if unbounded), the ``extractor`` and ``output`` it reads,
+   ``source`` (the paper, listed by ``harness ls metrics``), ``higher_is_better``, ``value_range`` ((None, None)
+   if unbounded), the ``extractor`` and ``output`` it reads,
    ``needs_reference`` / ``reference_kind``, and ``compute(shards, reference)``; override ``replicates`` only
    with an exact faster form of "the metric on the resampled rows";
 2. one line ``"name": ".module:Class"`` in ``_METRICS`` below (a metric outside the package: decorate the class
@@ -40,6 +41,13 @@ _METRICS: dict[str, Any] = {
     "recall": ".precision_recall:Recall",
     "fd_dinov2": ".fd_dinov2:FDDinov2",
     "cmmd": ".cmmd:CMMD",
+    "density": ".density_coverage:Density",
+    "coverage": ".density_coverage:Coverage",
+    "density_mnist": ".density_coverage:DensityMnist",
+    "coverage_mnist": ".density_coverage:CoverageMnist",
+    "vendi": ".vendi:Vendi",
+    "vendi_mnist": ".vendi:VendiMnist",
+    "sfid": ".sfid:SFID",
 }
 
 __all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "metric_lines",
@@ -63,7 +71,8 @@ def get_metric(name: str) -> Metric:
 
 
 def metric_lines() -> list[str]:
-    """One line per metric for ``harness ls metrics``: what it reads, its direction, its reference, its variant."""
+    """One line per metric for ``harness ls metrics``: what it reads, its direction, its reference, its variant
+    and, where the metric names one, its source (the paper)."""
     lines = []
     for name in available_metrics():
         m = get_metric(name)
@@ -71,5 +80,5 @@ def metric_lines() -> list[str]:
                      "reference rows" if m.reference_kind == "features" else "reference statistics")
         reads = f"{m.extractor}/{m.output}"
         lines.append(f"{name:<22} reads {reads:<40} {'higher' if m.higher_is_better else 'lower'} is better, "
-                     f"{reference}; variant {m.variant}")
+                     f"{reference}; variant {m.variant}" + (f"; source {m.source}" if m.source else ""))
     return lines

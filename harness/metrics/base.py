@@ -34,6 +34,7 @@ class MetricResult:
 class Metric(ABC):
     name: ClassVar[str]
     variant: ClassVar[str]  # recorded in every row, e.g. "fid-helper-inception/float64-eigh"
+    source: ClassVar[str] = ""  # the paper that defines the metric, listed by ``harness ls metrics``
     higher_is_better: ClassVar[bool]
     extractor: ClassVar[str]  # extractor registry name
     output: ClassVar[str]  # which output of the extractor

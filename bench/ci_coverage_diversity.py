@@ -1,0 +1,114 @@
+"""Coverage of the 95 % intervals of density, coverage and the Vendi score (issue 18's metrics), measured as
+``bench/ci_coverage.py`` measures FID's and KID's: many independent sample sets from a known population, one
+interval per set built by the harness's own code (``compute`` → ``shard_replicates`` on ``bootstrap_indices`` →
+``bootstrap_interval``), and the fraction of sets whose interval contains the target.
+
+Targets (docs/metrics.md, estimands): coverage and Vendi are biased in n, so the target is E[statistic of n samples
+against this fixed reference], the mean of ``--target-draws`` independent point estimates at that n; density is a
+mean of per-sample ball counts, its target the same mean (an unbiased estimate at every n).
+
+Worlds (from ``bench/ci_coverage.py``): ``gauss`` (N(0.15·1, 1.3·I) samples in d = 16 against 2,000 rows of N(0, I))
+and ``mnist`` (MNIST-CNN penultimate rows of training digits, classes 5–9 thinned, against 2,000 test-digit rows).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/ci_coverage_diversity.py [--draws 200] [--B 200]
+        [--target-draws 1000] [--worlds gauss,mnist] [--n 100,1000] [--metrics density_mnist,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench script's worlds
+
+from ci_coverage import REPO, World, gauss_world, mnist_world  # noqa: E402
+
+sys.path.insert(0, str(REPO))
+
+from harness.metrics import get_metric  # noqa: E402
+from harness.metrics.base import ShardFeatures  # noqa: E402
+from harness.metrics.bootstrap import bootstrap_indices, bootstrap_interval  # noqa: E402
+
+METRICS = ("density_mnist", "coverage_mnist", "vendi_mnist")
+
+
+def point(name: str, world: World, rows: np.ndarray) -> float:
+    """The value only: the metric's replicate on the identity resample (its interval, e.g. Vendi's jackknife, can
+    cost far more than the value, and the targets need thousands of values)."""
+    metric = get_metric(name)
+    reference = world.kid_reference if metric.needs_reference else None
+    return float(metric.replicates(rows, (), reference, np.arange(len(rows))[None])[0])
+
+
+def one_set(world: World, rng: np.random.Generator, n: int, b: int, cell: str,
+            metrics: tuple[str, ...]) -> dict[str, tuple[float, float, float]]:
+    rows = world.draw(rng, n)[0]
+    indices = bootstrap_indices(cell, n, b)
+    out = {}
+    for name in metrics:
+        metric = get_metric(name)
+        reference = world.kid_reference if metric.needs_reference else None
+        shard = ShardFeatures(rows, ())
+        result = metric.compute([shard], reference)
+        reps = metric.shard_replicates([shard], reference, indices)
+        low, high, _ = bootstrap_interval(name, result.value, (result.ci_low, result.ci_high), reps,
+                                          metric.value_range)
+        out[name] = (result.value, low, high)
+    return out
+
+
+def run(world: World, n: int, draws: int, b: int, target_draws: int, metrics: tuple[str, ...]) -> list[dict]:
+    start = time.time()
+    g = np.random.default_rng(5000 + n)
+    targets = {}
+    for name in metrics:
+        values = np.array([point(name, world, world.draw(g, n)[0]) for _ in range(target_draws)])
+        targets[name] = (float(values.mean()), float(values.std(ddof=1) / math.sqrt(target_draws)))
+    rng = np.random.default_rng(n)
+    sets = [one_set(world, rng, n, b, f"{world.name}-{n}-{r}", metrics) for r in range(draws)]
+    rows = []
+    for name in metrics:
+        target = targets[name][0]
+        hits = np.array([s[name][1] <= target <= s[name][2] for s in sets])
+        cov = float(hits.mean())
+        rows.append({"world": world.name, "n": n, "metric": name, "sets": draws, "B": b,
+                     "target": f"{target:.5g} ± {targets[name][1]:.2g}", "coverage": f"{cov:.3f}",
+                     "MC s.e.": f"{math.sqrt(max(cov * (1 - cov), 1e-12) / draws):.3f}",
+                     "below / above": f"{int(sum(s[name][2] < target for s in sets))} / "
+                                      f"{int(sum(s[name][1] > target for s in sets))}",
+                     "mean width": f"{np.mean([s[name][2] - s[name][1] for s in sets]):.4g}",
+                     "value inside": "yes" if all(s[name][1] <= s[name][0] <= s[name][2] for s in sets) else "NO",
+                     "seconds": f"{time.time() - start:.0f}"})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--draws", type=int, default=200, help="independent sets per (world, n)")
+    parser.add_argument("--B", type=int, default=200, help="bootstrap replicates (the protocol default)")
+    parser.add_argument("--target-draws", type=int, default=1000, help="point-only draws estimating each target")
+    parser.add_argument("--worlds", default="gauss,mnist")
+    parser.add_argument("--n", default="100,1000")
+    parser.add_argument("--pool", type=int, default=20_000, help="MNIST training digits in the mnist pool")
+    parser.add_argument("--metrics", default=",".join(METRICS))
+    args = parser.parse_args()
+    metrics = tuple(args.metrics.split(","))
+    from harness.store import default_cache_dir
+
+    rows = []
+    for name in args.worlds.split(","):
+        world = gauss_world() if name == "gauss" else mnist_world(args.pool, default_cache_dir())
+        for n in (int(v) for v in args.n.split(",")):
+            rows += run(world, n, args.draws, args.B, args.target_draws, metrics)
+            print(pd.DataFrame(rows[-len(metrics):]).to_markdown(index=False), flush=True)
+    print(pd.DataFrame(rows).to_markdown(index=False))
+
+
+if __name__ == "__main__":
+    main()
