@@ -52,6 +52,10 @@ class Metric(ABC):
     # True when the result's details carry "per_class" {label: {value, n}}: the score stage then writes the
     # tidy per-class table beside the row (harness/metrics/per_class.py).
     per_class: ClassVar[bool] = False
+    # False when "higher (lower) is better" holds only up to a target (density: ~1 means real-like crowding,
+    # more means samples pile into the reference's dense regions): such a metric is shown, but never enters
+    # MMHM unless named with --mmhm-metrics (MMHM rewards the extreme of each metric).
+    monotone: ClassVar[bool] = True
 
     @abstractmethod
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult: ...

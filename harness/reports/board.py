@@ -62,15 +62,28 @@ def _wide(rows: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
+def _monotone(metric: str) -> bool:
+    """The registered metric's ``monotone`` flag (a metric no registry knows, e.g. from a plugin not loaded: True)."""
+    try:
+        return get_metric(metric).monotone
+    except HarnessError:
+        return True
+
+
 def _mmhm_or_note(rows: pd.DataFrame, metrics: Sequence[str] | None, bounds: Bounds | None,
                   notes: list[str], floor: pd.DataFrame | None = None) -> MMHMTable | None:
     chosen = tuple(metrics) if metrics else default_metrics(rows.metric)
     if not chosen:
         # No paper metric at all (e.g. the offline MNIST world): combine every quality metric present, and say
         # so. Cost rows are an axis, not a quality: only named with --mmhm-metrics do they enter MMHM.
-        chosen = tuple(sorted(quality_metrics(set(rows.metric))))
+        quality = sorted(quality_metrics(set(rows.metric)))
+        chosen = tuple(m for m in quality if _monotone(m))
+        if len(chosen) < len(quality):
+            notes.append(f"Left out of MMHM (better only up to a target value, not monotone): "
+                         f"{', '.join(m for m in quality if m not in chosen)}.")
         if not chosen:
-            notes.append("MMHM not computed: these rows hold cost metrics only (no quality metric to combine).")
+            notes.append("MMHM not computed: no monotone quality metric to combine (cost rows and target-valued "
+                         "metrics enter only when named with --mmhm-metrics).")
             return None
         notes.append(f"None of the paper's MMHM metrics (fid, is, clip_score, pickscore) is present, so MMHM "
                      f"combines every quality metric present ({', '.join(chosen)}); choose others with --mmhm-metrics.")
