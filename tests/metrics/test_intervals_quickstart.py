@@ -44,9 +44,18 @@ def _assert_all_contain(intervals: list[tuple[float, float, float]], where: str,
 @pytest.mark.slow
 def test_results_parquet_intervals_contain_their_values(quickstart):
     frame = pd.read_parquet(quickstart / "results.parquet")
-    assert set(frame.metric) == {"fid_mnist", "class_alignment"} and frame.ci_low.notna().all()
-    _assert_all_contain(list(zip(frame.value, frame.ci_low, frame.ci_high, strict=True)), "results.parquet",
-                        len(frame))
+    quality = frame[frame.metric.isin(["fid_mnist", "class_alignment"])]
+    assert quality.ci_low.notna().all() and quality.ci_high.notna().all()
+    # the quickstart's cost stage (k = 20): p95 needs >= 59 calls and peak memory is one reading, so those rows
+    # carry no interval; every interval that is there contains its value
+    cost = frame.drop(quality.index)
+    assert set(cost.metric) == {"latency_ms_b1", "latency_ms_b1_p95", "throughput_img_s", "peak_mem_mb",
+                                "gflops_per_image"}
+    assert cost[cost.metric.isin(["latency_ms_b1", "gflops_per_image"])].ci_low.notna().all()
+    assert cost[cost.metric.isin(["latency_ms_b1_p95", "peak_mem_mb"])].ci_low.isna().all()
+    with_ci = frame[frame.ci_low.notna()]
+    _assert_all_contain(list(zip(with_ci.value, with_ci.ci_low, with_ci.ci_high, strict=True)), "results.parquet",
+                        len(quality) + 2 * len(cost) // 5)
 
 
 @pytest.mark.slow
