@@ -82,8 +82,8 @@ def _mmhm_or_note(rows: pd.DataFrame, metrics: Sequence[str] | None, bounds: Bou
             notes.append(f"Left out of MMHM (better only up to a target value, not monotone): "
                          f"{', '.join(m for m in quality if m not in chosen)}.")
         if not chosen:
-            notes.append("MMHM not computed: no monotone quality metric to combine (cost rows and target-valued "
-                         "metrics enter only when named with --mmhm-metrics).")
+            notes.append("MMHM not computed: no quality metric it combines by default (these rows hold cost "
+                         "metrics only, or metrics better only up to a target); name them with --mmhm-metrics.")
             return None
         notes.append(f"None of the paper's MMHM metrics (fid, is, clip_score, pickscore) is present, so MMHM "
                      f"combines every quality metric present ({', '.join(chosen)}); choose others with --mmhm-metrics.")

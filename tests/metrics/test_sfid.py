@@ -9,6 +9,7 @@ import torch
 from scipy import linalg
 
 from harness.features import get_extractor, loaded_extractor
+from harness.features.base import fixed_threads
 from harness.features.inception_fid_helper import to_network_input
 from harness.features.inception_fid_helper_spatial import CHANNELS, SPATIAL_DIM, mixed_6_conv
 from harness.metrics import get_metric, metric_lines
@@ -36,7 +37,8 @@ def test_spatial_features_are_the_first_7_channels_of_mixed_6_conv(spatial) -> N
     got = spatial.extract(images)["mixed_6_conv"]
     assert SPATIAL_DIM == 2023 and got.shape == (2, 2023) and got.dtype == np.float32
     layers = spatial._net.net.layers
-    with torch.inference_mode():  # mixed_6 whole concatenates its branches, the 1x1 "conv" branch first
+    # at the spec's thread count, as extract() runs: oneDNN's float32 sums differ by ~3e-6 between counts
+    with torch.inference_mode(), fixed_threads(spatial.spec.cpu_threads):  # mixed_6's 1x1 "conv" branch is first
         whole = layers.mixed_6(through(layers, to_network_input(torch.from_numpy(images)), "mixed_6"))
     assert whole.shape == (2, 768, 17, 17)
     want = whole[:, :CHANNELS].permute(0, 2, 3, 1).reshape(2, -1).numpy()  # ADM: NHWC, [..., :7], flattened
