@@ -102,6 +102,12 @@ def selection_table(board: Board) -> pd.DataFrame:
     return out
 
 
+def _provenance(row: pd.Series) -> str:
+    """" (extractor K, reference R)" for a metric row; cost rows read no extractor or reference: ""."""
+    parts = [f"{what} {key}" for what, key in (("extractor", row.extractor_id), ("reference", row.reference_id)) if key]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def leaderboard_markdown(boards: list[Board], description: str = "") -> str:
     head = ["# Leaderboard", ""] + ([f"> {description}", ""] if description else [])
     if not boards:
@@ -115,9 +121,7 @@ def leaderboard_markdown(boards: list[Board], description: str = "") -> str:
                     "≈ marks a rank whose 95% bootstrap CI overlaps the next one's: that order is inside the noise.",
                     ""]
         variants = b.rows.groupby("metric")[["variant", "extractor_id", "reference_id"]].first()
-        out += ["Variants: " + "; ".join(f"`{m}` = {r.variant} (extractor {r.extractor_id}"
-                                          + (f", reference {r.reference_id})" if r.reference_id else ")")
-                                          for m, r in variants.iterrows()), ""]
+        out += ["Variants: " + "; ".join(f"`{m}` = {r.variant}{_provenance(r)}" for m, r in variants.iterrows()), ""]
         out += [f"- {note}" for note in b.notes] + ([""] if b.notes else [])
     return "\n".join(out)
 

@@ -134,3 +134,10 @@ def test_run_comparison_mmhm_ignores_cost_rows_unless_named(tmp_path):
     assert notes[0].startswith("ds: MMHM over class_alignment, fid_mnist with")
     _, asked = mmhm_differences(a, b, ["fid_mnist", "latency_ms_b1"])
     assert asked[0].startswith("ds: MMHM over fid_mnist, latency_ms_b1 with")
+
+
+def test_variants_line_names_no_empty_extractor_for_cost_rows(tmp_path):
+    write_results_report(results_from_frame(tmp_path, rows_to_frame(rows_of())), tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "(extractor )" not in text and "`latency_ms_b1` = device=" in text
+    assert "(extractor ext" in text  # quality rows keep theirs
