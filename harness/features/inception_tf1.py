@@ -13,6 +13,8 @@ torch-fidelity's own constructor would unpickle the file with ``weights_only=Fal
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -34,7 +36,9 @@ _PLACEHOLDER: list[Path] = []
 def _placeholder_state() -> Path:
     """An empty state dict file: lets torch-fidelity's constructor build the modules without the weights."""
     if not _PLACEHOLDER:
-        path = Path(tempfile.mkdtemp(prefix="inception-tf1-")) / "empty.pth"
+        folder = tempfile.mkdtemp(prefix="inception-tf1-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # one per process; never left in /tmp
+        path = Path(folder) / "empty.pth"
         torch.save({}, path)
         _PLACEHOLDER.append(path)
     return _PLACEHOLDER[0]

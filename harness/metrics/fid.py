@@ -8,6 +8,7 @@ covariance it builds anyway) so it can take the cheap route.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,7 +28,21 @@ MIN_RELIABLE_N = 2048  # below the feature dimension the sample covariance is ra
 
 
 
-_SQRT_MEMO: dict[str, torch.Tensor] = {}  # reference_id -> √Σ_ref: one d=2048 eigh per reference, not per cell
+# √Σ_ref of the last reference seen: one d=2048 eigh per reference, not per cell. Keyed by the reference's id AND a
+# fingerprint of its sigma (an imported or rebuilt reference may reuse an id); the lock keeps threads that score
+# cells at once from reading a half-replaced entry.
+_SQRT_MEMO: dict[tuple, torch.Tensor] = {}
+_SQRT_LOCK = threading.Lock()
+
+
+def _reference_sqrt(reference: Any) -> torch.Tensor:
+    sigma = np.asarray(reference.sigma)
+    key = (reference.reference_id, sigma.shape, float(np.trace(sigma)), float(sigma.sum()), sigma.tobytes()[:4096])
+    with _SQRT_LOCK:
+        if key not in _SQRT_MEMO:
+            _SQRT_MEMO.clear()  # keep one: runs score many cells against the same reference in a row
+            _SQRT_MEMO[key] = sqrt_psd(reference.sigma)
+        return _SQRT_MEMO[key]
 
 
 class FID(Metric):
@@ -72,10 +87,7 @@ class FID(Metric):
         reference = self._check_reference(reference)
         if len(features) < len(reference.mu):  # the Gram route needs no square root of the reference
             return frechet_replicates(features, reference.mu, reference.sigma, indices)
-        if reference.reference_id not in _SQRT_MEMO:
-            _SQRT_MEMO.clear()  # keep one: runs score many cells against the same reference in a row
-            _SQRT_MEMO[reference.reference_id] = sqrt_psd(reference.sigma)
-        return frechet_replicates(features, reference.mu, reference.sigma, indices, _SQRT_MEMO[reference.reference_id])
+        return frechet_replicates(features, reference.mu, reference.sigma, indices, _reference_sqrt(reference))
 
 
 class FIDTF1(FID):

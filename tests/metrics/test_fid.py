@@ -204,3 +204,19 @@ def test_fid_metric_takes_the_gram_route_only_below_d_rows():
         assert expected in result.details["method"], (n, result.details["method"])
         stats, _ = frechet_distance(*_moments(x.astype(np.float64)), reference.mu, reference.sigma)
         assert result.value == pytest.approx(stats, rel=1e-9)
+
+
+def test_replicates_never_reuse_the_square_root_of_another_sigma_under_the_same_reference_id():
+    """Two references that share an id (same extractor, source and n) but not sigma: each cell's replicates
+    are computed against its own reference (the √Σ memo was keyed by the id alone)."""
+    key = get_extractor("inception-fid-helper").spec.key
+    rng = np.random.default_rng(11)
+    gen = rng.normal(size=(40, 4))
+    first, second = _reference_from(rng.normal(size=(30, 4)), key), _reference_from(3 * rng.normal(size=(30, 4)), key)
+    assert first.reference_id == second.reference_id and not np.allclose(first.sigma, second.sigma)
+    indices = rng.integers(0, len(gen), size=(5, len(gen)))
+    fid = FID()
+    fid.replicates(gen, (None,) * len(gen), first, indices)  # fills the memo with first's √Σ
+    got = fid.replicates(gen, (None,) * len(gen), second, indices)
+    expected = [frechet_distance(*_moments(gen[idx]), second.mu, second.sigma)[0] for idx in indices]
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
