@@ -3,6 +3,11 @@
 interval per set built by the harness's own code (``compute`` → ``shard_replicates`` on ``bootstrap_indices`` →
 ``bootstrap_interval``), and the fraction of sets whose interval contains the target.
 
+Paired differences (``harness report --compare``, MMHM): consecutive sets r, r+1 come from one population, so
+the true Δ is 0; the Δ interval from their saved replicates (centred, b minus b, ``shifted_interval``) should
+contain 0 in 95 % of pairs. Measured twice: from the raw bootstrap replicates and from the replicates
+calibrated to the metric's own interval (what ``harness run`` saves: ``calibrated_replicates``).
+
 Targets (docs/metrics.md, estimands): coverage and Vendi are biased in n, so the target is E[statistic of n samples
 against this fixed reference], the mean of ``--target-draws`` independent point estimates at that n; density is a
 mean of per-sample ball counts, its target the same mean (an unbiased estimate at every n).
@@ -33,7 +38,13 @@ sys.path.insert(0, str(REPO))
 
 from harness.metrics import get_metric  # noqa: E402
 from harness.metrics.base import ShardFeatures  # noqa: E402
-from harness.metrics.bootstrap import bootstrap_indices, bootstrap_interval  # noqa: E402
+from harness.metrics.bootstrap import (  # noqa: E402
+    bootstrap_indices,
+    bootstrap_interval,
+    calibrated_replicates,
+    centred_replicates,
+    shifted_interval,
+)
 
 METRICS = ("density_mnist", "coverage_mnist", "vendi_mnist")
 
@@ -47,7 +58,7 @@ def point(name: str, world: World, rows: np.ndarray) -> float:
 
 
 def one_set(world: World, rng: np.random.Generator, n: int, b: int, cell: str,
-            metrics: tuple[str, ...]) -> dict[str, tuple[float, float, float]]:
+            metrics: tuple[str, ...]) -> dict[str, tuple]:
     rows = world.draw(rng, n)[0]
     indices = bootstrap_indices(cell, n, b)
     out = {}
@@ -59,8 +70,21 @@ def one_set(world: World, rng: np.random.Generator, n: int, b: int, cell: str,
         reps = metric.shard_replicates([shard], reference, indices)
         low, high, _ = bootstrap_interval(name, result.value, (result.ci_low, result.ci_high), reps,
                                           metric.value_range)
-        out[name] = (result.value, low, high)
+        own = result.ci_low is not None and result.ci_high is not None
+        out[name] = (result.value, low, high, reps,
+                     calibrated_replicates(result.value, low, high, reps) if own else reps)
     return out
+
+
+def delta_coverage(sets: list[dict], name: str, which: int) -> float:
+    """Fraction of consecutive pairs whose Δ interval (replicates ``which``: 3 raw, 4 calibrated) contains 0."""
+    hits = []
+    for a, b in zip(sets[0::2], sets[1::2]):
+        (va, *_), (vb, *_) = a[name], b[name]
+        draws = centred_replicates(va, a[name][which]) - centred_replicates(vb, b[name][which])
+        low, high = shifted_interval(va - vb, draws, f"Δ {name}")
+        hits.append(low <= 0.0 <= high)
+    return float(np.mean(hits))
 
 
 def run(world: World, n: int, draws: int, b: int, target_draws: int, metrics: tuple[str, ...]) -> list[dict]:
@@ -84,6 +108,8 @@ def run(world: World, n: int, draws: int, b: int, target_draws: int, metrics: tu
                                       f"{int(sum(s[name][1] > target for s in sets))}",
                      "mean width": f"{np.mean([s[name][2] - s[name][1] for s in sets]):.4g}",
                      "value inside": "yes" if all(s[name][1] <= s[name][0] <= s[name][2] for s in sets) else "NO",
+                     "Δ=0 covered (raw reps)": f"{delta_coverage(sets, name, 3):.3f}",
+                     "Δ=0 covered (calibrated)": f"{delta_coverage(sets, name, 4):.3f}",
                      "seconds": f"{time.time() - start:.0f}"})
     return rows
 

@@ -6,7 +6,10 @@ metric of that cell, so replicates are paired across metrics. The reference side
 
 Interval methods (docs/metrics.md gives the estimands and the coverage measured by bench/ci_coverage.py):
 - a metric with an interval of its own that is valid for its statistic keeps it (Wilson for class alignment,
-  the normal interval of a mean for CLIP/Pick scores); its replicates are still saved for pairing (MMHM, Δ);
+  the normal interval of a mean for CLIP/Pick scores, the jackknife for coverage, the delta method for Vendi);
+  its replicates are still saved for pairing (MMHM, Δ), *calibrated* to that interval
+  (:func:`calibrated_replicates`): where the plain bootstrap is too narrow for the statistic (coverage, Vendi:
+  bench/ci_coverage_diversity.py), pairing raw replicates would make every MMHM and Δ interval too narrow too;
 - every other metric (FID-type, KID, CMMD, IS, precision/recall, per-class means) gets the *median-centred
   basic* bootstrap interval: ``[T − (q97.5 − med), T − (q2.5 − med)]`` of the replicates q. Resampling with
   replacement duplicates rows, which shifts plug-in statistics such as FID upward (the whole percentile
@@ -26,7 +29,8 @@ from harness.hashing import digest
 
 CI_PERCENTILES = (2.5, 97.5)
 # Recorded in score-cache keys and row details: changing the method must not reuse intervals made by another.
-CI_METHOD = "bootstrap basic, median-centred, 2.5/97.5, cut to the metric's range"
+CI_METHOD = ("bootstrap basic, median-centred, 2.5/97.5, cut to the metric's range; "
+             "pairing replicates calibrated to own intervals")
 # Float rounding of a bound computed as T − (q − med) may put it a few ulps on the wrong side of T.
 _ROUNDING = 1e-12
 
@@ -84,6 +88,34 @@ def shifted_interval(value: float, draws: np.ndarray, what: str = "interval") ->
 def replicate_interval(value: float, replicates: np.ndarray, what: str = "interval") -> tuple[float, float]:
     """The median-centred basic bootstrap interval ``[T − (q97.5 − med), T − (q2.5 − med)]``."""
     return shifted_interval(value, centred_replicates(value, replicates), what)
+
+
+def calibrated_replicates(value: float, low: float, high: float, replicates: np.ndarray) -> np.ndarray:
+    """The replicates stretched about their median, each side by its own factor, so that the interval they give
+    (:func:`replicate_interval`) is exactly the metric's own valid ``[low, high]``.
+
+    The transform is monotone, so replicate b keeps its rank and the pairing across metrics (its correlation
+    with the other metrics' replicate b) survives; only the marginal spread changes, from the bootstrap's to the
+    one the metric's interval was measured to need. A side with no spread (every replicate on the median)
+    cannot be stretched and is left as it is."""
+    reps = _finite_replicates(replicates).astype(np.float64)
+    low, high = checked_interval(value, low, high, "calibrated_replicates")
+    med = float(np.median(reps))
+    q_low, q_high = np.percentile(reps, CI_PERCENTILES)
+    ordered = np.sort(reps)
+    # With an even count the median is the mean of two middle replicates, one on each side, so it moves when the
+    # sides stretch by different factors: g is their half-gap, and the factors solve the two linear conditions
+    # q97.5' - median' = T - low and median' - q2.5' = high - T (replicate_interval's bounds; upper tail → low).
+    g = 0.0 if len(reps) % 2 else float(ordered[len(reps) // 2] - ordered[len(reps) // 2 - 1]) / 2
+    above, below = float(q_high) - med, med - float(q_low)
+    up = (value - low) / above if above > 0 else 1.0  # exact when g = 0; the start where the solve is singular
+    down = (high - value) / below if below > 0 else 1.0
+    if above > g / 2 and below > g / 2:
+        system = np.array([[above - g / 2, g / 2], [g / 2, below - g / 2]])
+        solved = np.linalg.solve(system, [value - low, high - value])
+        if (solved >= 0).all():
+            up, down = float(solved[0]), float(solved[1])
+    return np.where(reps >= med, med + (reps - med) * up, med + (reps - med) * down)
 
 
 def covers(value: float, low: float, high: float) -> bool:

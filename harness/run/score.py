@@ -21,7 +21,7 @@ from harness.features import get_extractor
 from harness.hashing import digest
 from harness.metrics import get_metric
 from harness.metrics.base import Metric, MetricResult
-from harness.metrics.bootstrap import CI_METHOD, bootstrap_indices, bootstrap_interval
+from harness.metrics.bootstrap import CI_METHOD, bootstrap_indices, bootstrap_interval, calibrated_replicates
 from harness.references.cache import reference_features, reference_stats
 from harness.reports.mmhm import replicate_path
 from harness.run.extract import _shard_features, cell_manifests
@@ -83,6 +83,8 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
         return replace(result, details={**result.details, "bootstrap_skipped": str(err)}), None
     low, high, how = bootstrap_interval(metric.name, result.value, (result.ci_low, result.ci_high), values,
                                          metric.value_range)
+    if result.ci_low is not None and result.ci_high is not None:  # its own interval: pair at its spread
+        values = calibrated_replicates(result.value, low, high, values)
     return replace(result, ci_low=low, ci_high=high, details={**result.details, "ci_method": how}), values
 
 

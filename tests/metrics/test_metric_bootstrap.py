@@ -10,7 +10,8 @@ import pytest
 
 from harness.executors import make_executor
 from harness.metrics import get_metric
-from harness.metrics.bootstrap import bootstrap_indices
+from harness.errors import HarnessError
+from harness.metrics.bootstrap import bootstrap_indices, calibrated_replicates, replicate_interval
 from harness.metrics.class_alignment import wilson_interval
 from harness.plan.protocol import load_protocol, make_plan
 from harness.reports.mmhm import load_replicates
@@ -73,7 +74,10 @@ def test_replicates_are_paired_across_metrics(bootstrapped, shared_cache):
     labels = np.array([lab for s in shards for lab in s.labels])
     correct = (logits.argmax(1) == labels).astype(np.float64)
     idx = bootstrap_indices(cell_id, len(labels), B)  # the contract: the same rows for every metric
-    np.testing.assert_allclose(load_replicates(run_dir, cell_id, "class_alignment"), correct[idx].mean(1))
+    row = frame[(frame.cell_id == cell_id) & (frame.metric == "class_alignment")].iloc[0]
+    # class alignment keeps its own (Wilson) interval, so its saved replicates are calibrated to it
+    expected = calibrated_replicates(row.value, row.ci_low, row.ci_high, correct[idx].mean(1))
+    np.testing.assert_allclose(load_replicates(run_dir, cell_id, "class_alignment"), expected)
 
 
 def test_cached_rerun_and_disabled_bootstrap(bootstrapped, shared_cache, tmp_path):
@@ -90,3 +94,19 @@ def test_cached_rerun_and_disabled_bootstrap(bootstrapped, shared_cache, tmp_pat
     ca = off[off.metric == "class_alignment"].iloc[0]
     assert 0 <= ca.ci_low <= ca.value <= ca.ci_high <= 1  # the metric's own (Wilson) interval
     assert off[off.metric == "fid"].ci_low.isna().all()
+
+
+@pytest.mark.parametrize("low, high", [(0.30, 0.52), (0.41, 0.43), (0.42, 0.42 + 1e-9), (0.25, 0.44)])
+def test_calibrated_replicates_give_exactly_the_own_interval_and_keep_every_rank(low, high):
+    """Pairing replicates of a metric with its own interval (coverage, Vendi, CLIP): the Δ/MMHM machinery reads
+    their spread, so it must be the interval's, not the (too narrow, for coverage) bootstrap's."""
+    reps = np.random.default_rng(3).gamma(4.0, 0.01, size=200) + 0.38  # skewed, median off the value
+    value = 0.42
+    calibrated = calibrated_replicates(value, low, high, reps)
+    assert replicate_interval(value, calibrated) == pytest.approx((low, high), abs=1e-12)
+    assert (np.diff(calibrated[np.argsort(reps)]) >= 0).all()  # monotone: replicate b keeps its rank
+
+
+def test_calibrated_replicates_refuse_an_interval_without_its_value():
+    with pytest.raises(HarnessError, match="does not contain its value"):
+        calibrated_replicates(0.9, 0.1, 0.2, np.linspace(0, 1, 50))
