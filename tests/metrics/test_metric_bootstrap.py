@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.errors import HarnessError
 from harness.executors import make_executor
 from harness.metrics import get_metric
-from harness.errors import HarnessError
 from harness.metrics.bootstrap import bootstrap_indices, calibrated_replicates, replicate_interval
 from harness.metrics.class_alignment import wilson_interval
 from harness.plan.protocol import load_protocol, make_plan
