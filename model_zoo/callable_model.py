@@ -42,7 +42,13 @@ from harness.hashing import sha256_file
 from harness.models.adapters import Adapter, Capabilities, register
 from harness.models.cards import card_from_dict
 from harness.types import ModelCard, SampleOutput, SampleRequest, SamplerSettings
-from model_zoo.external import check_declared_capabilities, check_nfe_rule, declared_capabilities, nfe_of_rule
+from model_zoo.external import (
+    card_params,
+    check_declared_capabilities,
+    check_nfe_rule,
+    declared_capabilities,
+    nfe_of_rule,
+)
 
 PARAM_KEYS = {"entry", "options", "capabilities", "nfe"}
 ENTRY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -51,11 +57,7 @@ CHECK_PROMPTS = ("a red square", "a cat on a mat", "two blue circles")
 
 
 def parse_params(card: ModelCard) -> dict[str, Any]:
-    where = f"{card.source or card.name}: params"
-    p = dict(card.params)
-    unknown = sorted(set(p) - PARAM_KEYS)
-    if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family callable; allowed: {sorted(PARAM_KEYS)}")
+    where, p = card_params(card, PARAM_KEYS, "callable")
     if not isinstance(p.get("entry"), str) or not ENTRY.fullmatch(p["entry"]):
         raise ProtocolError(f"{where}.entry={p.get('entry')!r}; expected 'package.module:function'")
     if not isinstance(p.get("options", {}), dict):

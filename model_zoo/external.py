@@ -47,12 +47,18 @@ REQUIRED_CAPS = ("conditioning", "guidance", "min_steps", "max_steps", "resoluti
 DEMO_RUNNER = Path(__file__).resolve().parent / "external_demo.py"
 
 
-def parse_params(card: ModelCard) -> dict[str, Any]:
+def card_params(card: ModelCard, allowed: set[str], family: str) -> tuple[str, dict[str, Any]]:
+    """(where, the card's params) after refusing keys the family does not read (a typo would be ignored)."""
     where = f"{card.source or card.name}: params"
     p = dict(card.params)
-    unknown = sorted(set(p) - PARAM_KEYS)
+    unknown = sorted(set(p) - allowed)
     if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family external; allowed: {sorted(PARAM_KEYS)}")
+        raise ProtocolError(f"{where}: unknown key(s) {unknown} for family {family}; allowed: {sorted(allowed)}")
+    return where, p
+
+
+def parse_params(card: ModelCard) -> dict[str, Any]:
+    where, p = card_params(card, PARAM_KEYS, "external")
     cmd = p.get("command")
     if not (isinstance(cmd, list) and cmd and all(isinstance(a, str) for a in cmd)):
         raise ProtocolError(f"{where}.command={cmd!r}; expected a non-empty list of strings (argv)")

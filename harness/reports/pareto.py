@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.reports.board import Board
 from harness.reports.cost_columns import COST_AXES, DEVICE_SEP, base_metric, cost_devices
-from harness.reports.plots import draw_floor, log_x_if_wide, pareto_front, pyplot, save_figure, stem_in
+from harness.reports.plots import draw_floor, draw_front, log_x_if_wide, pyplot, save_figure, stem_in
 from harness.reports.tables import fmt, fmt_cfg, fmt_ci
 from harness.store import atomic_write_bytes
 
@@ -74,14 +74,9 @@ def plot_quality_vs_measured_cost(board: Board, quality: str, column: str, out: 
         x_lo, x_hi = _ci(part, column)
         ax.errorbar(part[column], part[quality], xerr=_err(part[column], x_lo, x_hi),
                     yerr=_err(part[quality], *_ci(part, quality)), fmt="o", ms=4, capsize=2, lw=0.8, label=model)
-    front = t[pareto_front(t[column], t[quality], higher)].sort_values(column)
-    ax.step(front[column], front[quality], where="post", color="black", lw=1, label="Pareto front")
+    draw_front(ax, t, column, quality, higher)
     if quality != "mmhm":
         draw_floor(ax, board, quality)
-    for _, r in front.iterrows():
-        cfg = "" if pd.isna(r.cfg) else f", cfg {r.cfg:g}"
-        ax.annotate(f"{r.steps} st{cfg}", (r[column], r[quality]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
     log_x_if_wide(ax, t[column])
     ax.set_xlabel(_label(board, column))
     ax.set_ylabel(f"{quality} ({'higher' if higher else 'lower'} is better)")

@@ -65,6 +65,16 @@ def pareto_front(cost: Sequence[float], quality: Sequence[float], higher_is_bett
     return keep
 
 
+def draw_front(ax, table: pd.DataFrame, x: str, y: str, higher_is_better: bool) -> None:
+    """The Pareto front of ``table`` over columns (x = cost, lower better; y = quality) as a step line, each
+    point on it labelled with its steps and cfg."""
+    front = table[pareto_front(table[x], table[y], higher_is_better)].sort_values(x)
+    ax.step(front[x], front[y], where="post", color="black", lw=1, label="Pareto front")
+    for _, r in front.iterrows():
+        cfg = "" if pd.isna(r.cfg) else f", cfg {r.cfg:g}"
+        ax.annotate(f"{r.steps} st{cfg}", (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+
+
 def log_x_if_wide(ax, x: pd.Series) -> None:
     """A log x axis with plain-number labels when the positive values span more than a factor 4."""
     if x.gt(0).all() and x.max() > 4 * x.min():
@@ -145,13 +155,8 @@ def plot_quality_vs_cost(board: Board, metric: str, cost: str, out: Path) -> lis
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for model, part in t.groupby("model", sort=True):
         ax.scatter(part[column], part[metric], label=model, s=28)
-    front = t[pareto_front(t[column], t[metric], higher)].sort_values(column)
-    ax.step(front[column], front[metric], where="post", color="black", lw=1, label="Pareto front")
+    draw_front(ax, t, column, metric, higher)
     draw_floor(ax, board, metric)
-    for _, r in front.iterrows():
-        cfg = "" if pd.isna(r.cfg) else f", cfg {r.cfg:g}"
-        ax.annotate(f"{r.steps} st{cfg}", (r[column], r[metric]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
     log_x_if_wide(ax, t[column])
     ax.set_xlabel(label)
     ax.set_ylabel(f"{metric} ({_direction(higher)})")

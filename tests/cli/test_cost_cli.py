@@ -13,6 +13,7 @@ import yaml
 from harness.cli import main
 from harness.errors import ProtocolError
 from harness.models.cards import load_card, parse_card_cost
+from tests.support.protocols import smoke_with_model
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--k", "2", "--warmup", "0", "--batch", "2", "--steps", "1"]
@@ -21,14 +22,6 @@ FAST = ["--k", "2", "--warmup", "0", "--batch", "2", "--steps", "1"]
 def _card_copy(tmp_path: Path) -> Path:
     path = tmp_path / "fm-tiny.yaml"
     shutil.copy(REPO / "model_zoo" / "cards" / "fm-tiny.yaml", path)
-    return path
-
-
-def _protocol(tmp_path: Path, card: str) -> Path:
-    raw = yaml.safe_load((REPO / "protocols" / "smoke.yaml").read_text())
-    raw["models"] = [card]
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(raw))
     return path
 
 
@@ -53,7 +46,7 @@ def test_write_fills_the_card_cost_block_and_plan_uses_it(tmp_path, capsys):
     assert cost["device"] == "cpu" and cost["batch"] == 2 and cost["resolution"] == 28
     assert cost["seconds_per_nfe"] > 0 and "harness cost fm-tiny" in cost["note"]
     capsys.readouterr()
-    assert main(["plan", str(_protocol(tmp_path, str(card)))]) == 0
+    assert main(["plan", str(smoke_with_model(tmp_path, str(card)))]) == 0
     out = capsys.readouterr().out
     hours = float(re.search(r"generation estimate: ~([0-9.e+-]+) GPU-hours", out).group(1))
     assert hours == pytest.approx(54 * cost["seconds_per_nfe"] / 3600, rel=1e-2)  # smoke: 54 NFE in all
@@ -64,7 +57,7 @@ def test_plan_says_which_device_the_card_estimate_assumes(tmp_path, capsys):
     raw = yaml.safe_load((REPO / "model_zoo" / "cards" / "fm-tiny.yaml").read_text())
     raw["cost"] = {"seconds_per_nfe": 0.5, "gpu": "h100"}
     (tmp_path / "costed.yaml").write_text(yaml.safe_dump(raw))
-    assert main(["plan", str(_protocol(tmp_path, str(tmp_path / "costed.yaml")))]) == 0
+    assert main(["plan", str(smoke_with_model(tmp_path, str(tmp_path / "costed.yaml")))]) == 0
     assert "generation estimate assumes: h100, card cost block (fm-tiny)" in capsys.readouterr().out
 
 
