@@ -6,7 +6,9 @@ selection rule, so an edited file never reuses cached statistics or scores.
 
 - ``coco2014-30k``: ``captions_val2014.json``. One caption per image (the lowest annotation id), images by
   id, then a numpy ``default_rng(0)`` permutation, first 30,000. Reference images (for FID) come from the
-  ``val2014/`` folder next to the json's ``annotations/`` folder, ADM centre-cropped to 256.
+  ``val2014/`` folder next to the json's ``annotations/`` folder, ADM centre-cropped to 256; the digest also covers
+  (file name, byte size) of every selected image there (the folder datasets' rule: hashing 30k JPEGs per plan is
+  not affordable), so replaced reference images never reuse cached reference statistics.
 - ``partiprompts`` / ``drawbench``: a .tsv or .csv with a prompt column (``Prompt`` in PartiPrompts.tsv,
   ``Prompts`` in the DrawBench sheet) and an optional ``Category`` column. Text only: no reference images.
 """
@@ -105,6 +107,9 @@ register_dataset("partiprompts")(type("PartiPrompts", (PromptTable,), {"DEFAULT_
 register_dataset("drawbench")(type("DrawBench", (PromptTable,), {"DEFAULT_SUBPATH": "prompts/DrawBench.csv"}))
 
 
+_IMAGE_SIZES: dict[tuple[Any, ...], list[tuple[str, int]]] = {}  # the last listing (see Coco2014Captions)
+
+
 @register_dataset("coco2014-30k")
 class Coco2014Captions(PromptDataset):
     """captions_val2014.json: lowest-id caption per image, images by id, default_rng(0) permutation, first 30000."""
@@ -145,6 +150,28 @@ class Coco2014Captions(PromptDataset):
     @property
     def image_dir(self) -> Path:
         return self.path.parent.parent / "val2014"
+
+    @property
+    def digest(self) -> str:
+        return digest({"captions": super().digest, "images": self._image_sizes()}, length=32)
+
+    def _image_sizes(self) -> list[tuple[str, int]] | None:
+        """(file name, byte size; -1 if missing) of the selected reference images, None without ``val2014/``.
+        Listed once per process while the folder and the json are unchanged (a replace-by-rename, as atomic
+        writers do, changes the folder's mtime)."""
+        try:
+            key = (str(self.image_dir), self.image_dir.stat().st_mtime_ns, str(self.path), self.path.stat().st_mtime_ns)
+        except OSError:
+            return None
+        if key not in _IMAGE_SIZES:
+            def size(name: str) -> int:
+                try:
+                    return (self.image_dir / name).stat().st_size
+                except OSError:
+                    return -1
+            _IMAGE_SIZES.clear()
+            _IMAGE_SIZES[key] = [(name, size(name)) for _, name in self._selection]
+        return _IMAGE_SIZES[key]
 
     def reference_images(self, n: int, batch_size: int = 256, start: int = 0) -> Iterator[np.ndarray]:
         if n > self.size:

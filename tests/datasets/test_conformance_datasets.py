@@ -124,8 +124,7 @@ def make(dataset_case: tuple[Callable[[], Any], Any]) -> Callable[[], Any]:
 
 
 # Known gaps, each a strict xfail of the digest test until fixed (a fix changes the dataset's cell ids).
-DIGEST_GAPS = {"coco2014-30k": "the digest hashes the captions json only: its val2014 reference images are not part "
-                               "of it, so reference statistics keyed by it are reused after the images change"}
+DIGEST_GAPS: dict[str, str] = {}
 
 
 @pytest.fixture
