@@ -76,7 +76,7 @@ class Protocol:
     image_size: ImageSize | None = None
     real: tuple[str, ...] = ()  # datasets whose real images are scored as the floor (harness/plan/real_floor.py)
     seeds: tuple[int, ...] = ()  # seed replicates (``seeds:``): every cell once per seed; () = (seed,)
-    cost: tuple[tuple[str, int], ...] | None = None  # the cost stage's options (None: no cost stage)
+    cost: tuple[tuple[str, int | str], ...] | None = None  # the cost stage's options (None: no cost stage)
 
     @property
     def replicate_seeds(self) -> tuple[int, ...]:

@@ -31,8 +31,9 @@ TOP_KEYS: dict[str, tuple[str, Any]] = {
     "reference_stats": ("{file, format, n}: FID against an imported mu/sigma file (harness/plan/reference_spec.py)",
                         None),
     "image_size": ("null (native) or {size, filter}: resize before saving (harness/plan/resize.py)", None),
-    "cost": ("null, true, or {k, warmup, batch, throughput_calls}: measure each cell's latency, throughput, peak "
-             "memory and FLOPs in a cost stage (harness/run/cost_stage.py); true = the defaults", None),
+    "cost": ("null, true, or {k, warmup, batch, throughput_calls, interleave: model|run}: measure each cell's "
+             "latency, throughput, peak memory and FLOPs in a cost stage (harness/run/cost_stage.py); true = the "
+             "defaults", None),
     "real": ("a list of dataset ids whose real images are scored like a model on every dataset: the real-data "
              "floor, e.g. [mnist-train] (harness/plan/real_floor.py)", []),
 }
@@ -80,9 +81,12 @@ def seed_list(src: str, raw: dict[str, Any]) -> tuple[int, ...]:
 
 
 COST_KEYS = {"k": 1, "warmup": 0, "batch": 1, "throughput_calls": 1}  # option → its lowest value
+# Which cells' timed calls go round-robin in one process: those of one model (loaded once), or every cell of the
+# run (all models loaded at once: drift between models cancels too, if they fit in memory together).
+COST_INTERLEAVE = ("model", "run")
 
 
-def cost_options(src: str, value: Any) -> tuple[tuple[str, int], ...] | None:
+def cost_options(src: str, value: Any) -> tuple[tuple[str, int | str], ...] | None:
     """The protocol's ``cost`` key: None (no cost stage), or the timing plan's options that were given."""
     if value is None or value is False:
         return None
@@ -90,11 +94,16 @@ def cost_options(src: str, value: Any) -> tuple[tuple[str, int], ...] | None:
         return ()
     if not isinstance(value, dict):
         raise ProtocolError(f"{src}: key 'cost' has value {value!r}; expected {TOP_KEYS['cost'][0]}")
-    unknown = sorted(set(value) - set(COST_KEYS))
+    unknown = sorted(set(value) - set(COST_KEYS) - {"interleave"})
     if unknown:
         raise ProtocolError(f"{src}: key 'cost' has unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
-                            f"{', '.join(COST_KEYS)}")
-    return tuple((k, int_value(src, f"cost.{k}", value[k], COST_KEYS[k])) for k in COST_KEYS if k in value)
+                            f"{', '.join([*COST_KEYS, 'interleave'])}")
+    if "interleave" in value and value["interleave"] not in COST_INTERLEAVE:
+        raise ProtocolError(f"{src}: key 'cost.interleave' has value {value['interleave']!r}; expected one of "
+                            f"{', '.join(COST_INTERLEAVE)}")
+    options: list[tuple[str, int | str]] = [(k, int_value(src, f"cost.{k}", value[k], COST_KEYS[k]))
+                                            for k in COST_KEYS if k in value]
+    return tuple(options + ([("interleave", value["interleave"])] if "interleave" in value else []))
 
 
 def cfg_list(src: str, key: str, value: Any) -> tuple[CfgValue, ...]:

@@ -23,9 +23,10 @@ from harness import __version__
 from harness.errors import HarnessError
 from harness.hashing import digest
 from harness.models.adapters import Adapter, get_adapter_class
+from harness.plan.cost import model_key
 from harness.plan.real_floor import REAL_FAMILY
 from harness.reports.cost_columns import COST_METRICS, cost_variant
-from harness.run.cost_timing import PeakRss, environment, quantile_interval, timed_calls
+from harness.run.cost_timing import PeakRss, environment, interleaved_calls, quantile_interval
 from harness.run.generate import sample_seed
 from harness.store import atomic_write_json, read_cell
 from harness.types import Cell, MetricRow, SampleRequest
@@ -58,6 +59,7 @@ class CostRecord:
     gflops_per_image: float
     gflops_components: dict[str, float]  # per component the adapter exposes (+ "other"), per image
     env: dict[str, Any]
+    interleaved: int = 1  # cells whose timed calls went round-robin with this one's (itself included)
     harness_version: str = __version__
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -192,48 +194,75 @@ def _check_plan(warmup: int, k: int, batch: int, throughput_calls: int) -> None:
 def measure_cell(cell: Cell, cache_dir: Path | None, device: str = "cpu", batch: int = 16,
                  warmup: int = DEFAULT_WARMUP, k: int = DEFAULT_K, throughput_calls: int = DEFAULT_THROUGHPUT_CALLS,
                  adapter: Adapter | None = None, clock: Any = None) -> CostRecord:
-    """Measure ``cell`` on ``device`` (or read the cached record). Order: one batch-1 FLOP-counting call;
-    ``warmup`` untimed + ``k`` timed batch-1 calls; one untimed + ``throughput_calls`` timed calls at ``batch``;
-    one more call at ``batch`` with the peak memory watched. ``adapter``: an already loaded one (else loaded
-    here); ``clock``: tests only."""
+    """One cell's record (:func:`measure_cells` of that cell alone). ``adapter``: an already loaded one (else
+    loaded here); ``clock``: tests only."""
+    adapters = {model_key(cell.model): adapter} if adapter is not None else None
+    return measure_cells([cell], cache_dir, device, batch, warmup, k, throughput_calls, adapters, clock)[0]
+
+
+def measure_cells(cells: list[Cell], cache_dir: Path | None, device: str = "cpu", batch: int = 16,
+                  warmup: int = DEFAULT_WARMUP, k: int = DEFAULT_K, throughput_calls: int = DEFAULT_THROUGHPUT_CALLS,
+                  adapters: dict[str, Adapter] | None = None, clock: Any = None) -> list[CostRecord]:
+    """Measure ``cells`` on ``device`` together (cached records are read, not measured), records in cell order.
+
+    Per cell: one batch-1 FLOP-counting call and ``warmup`` untimed calls; then the ``k`` timed batch-1 calls go
+    round-robin over the cells (cell A's call 1, cell B's call 1, ..., cell A's call 2, ...), and so do the
+    ``throughput_calls`` timed calls at ``batch`` (after one untimed each): load that drifts during the
+    measurement then falls on every cell alike instead of showing as a difference between them
+    (bench/cost_repeatability.py --interleaved). Last, per cell, one call at ``batch`` with the peak memory
+    watched. ``adapters``: loaded adapters by model key (the others are loaded here, once per model)."""
     _check_plan(warmup, k, batch, throughput_calls)
-    key = cost_key(cell, device, batch, warmup, k, throughput_calls)
-    path = cost_path(cache_dir, key) if cache_dir is not None else None
-    if path is not None and path.exists():
-        return read_record(path)
-    if adapter is None:
-        adapter = get_adapter_class(cell.model.family)(cell.model)
-        adapter.load(device)
-    caps = adapter.capabilities
-    one = probe_requests(cell, 1, caps)
-    many = probe_requests(cell, batch, caps)
+    paths = [cost_path(cache_dir, cost_key(c, device, batch, warmup, k, throughput_calls))
+             if cache_dir is not None else None for c in cells]
+    records: list[CostRecord | None] = [read_record(p) if p is not None and p.exists() else None for p in paths]
+    todo = [i for i, r in enumerate(records) if r is None]
+    loaded = dict(adapters or {})
+    for i in todo:
+        key = model_key(cells[i].model)
+        if key not in loaded:
+            loaded[key] = get_adapter_class(cells[i].model.family)(cells[i].model)
+            loaded[key].load(device)
+    adapter_of = {i: loaded[model_key(cells[i].model)] for i in todo}
+    one = {i: probe_requests(cells[i], 1, adapter_of[i].capabilities) for i in todo}
+    many = {i: probe_requests(cells[i], batch, adapter_of[i].capabilities) for i in todo}
     sync = _sync(device)
-    flops, parts, nfe = count_flops(adapter, one)
     timing = {} if clock is None else {"clock": clock}
-    ms = [s * 1e3 for s in timed_calls(lambda: adapter.sample(one), warmup, k, sync, **timing)]
-    calls = timed_calls(lambda: adapter.sample(many), 1, throughput_calls, sync, **timing)
+    counted = {i: count_flops(adapter_of[i], one[i]) for i in todo}
+    ms = interleaved_calls({i: (lambda i=i: adapter_of[i].sample(one[i])) for i in todo}, warmup, k, sync, **timing)
+    calls = interleaved_calls({i: (lambda i=i: adapter_of[i].sample(many[i])) for i in todo}, 1, throughput_calls,
+                              sync, **timing)
+    env = environment(device)
+    for i in todo:
+        peak, kind = _peak_memory(lambda i=i: adapter_of[i].sample(many[i]), device, sync)
+        flops, parts, nfe = counted[i]
+        latency = [s * 1e3 for s in ms[i]]
+        median = _quantile(calls[i], 0.5)  # images/s is monotone in call time: the median's interval maps over
+        throughput = {"value": batch / median["value"], "coverage": median["coverage"],
+                      "low": None if median["high"] is None else batch / median["high"],
+                      "high": None if median["low"] is None else batch / median["low"]}
+        records[i] = CostRecord(
+            cell_id=cells[i].cell_id, model=cells[i].model.name, device=env["gpu"] or "cpu",
+            dtype=cells[i].model.dtype, nfe=nfe, warmup=warmup, k=k, latency_ms=tuple(latency),
+            p50=_quantile(latency, 0.5), p95=_quantile(latency, 0.95), batch=batch,
+            throughput_calls=throughput_calls, throughput=throughput, peak_mem_mb=peak, peak_mem_kind=kind,
+            gflops_per_image=flops / 1e9, gflops_components={n: f / 1e9 for n, f in parts.items()}, env=env,
+            interleaved=len(todo))
+        if paths[i] is not None:
+            atomic_write_json(paths[i], asdict(records[i]))
+    return [r for r in records if r is not None]
+
+
+def _peak_memory(call: Callable[[], Any], device: str, sync: Callable[[], None]) -> tuple[float, str]:
+    """(MiB, kind) of one call: CUDA's max allocated, else the process's resident-memory rise, sampled by a
+    thread that runs during this call only (never during the timed ones)."""
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
-    with PeakRss() as rss:  # its own call: the RSS-sampling thread never runs during the timed calls
-        adapter.sample(many)
+    with PeakRss() as rss:
+        call()
         sync()
     if device.startswith("cuda"):
-        peak, kind = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, "cuda_max_allocated"
-    else:
-        peak, kind = max(rss.bytes, 0) / 2**20, rss.kind
-    median = _quantile(calls, 0.5)  # images/s is monotone in call time: the median's interval maps over
-    throughput = {"value": batch / median["value"], "coverage": median["coverage"],
-                  "low": None if median["high"] is None else batch / median["high"],
-                  "high": None if median["low"] is None else batch / median["low"]}
-    env = environment(device)
-    record = CostRecord(
-        cell_id=cell.cell_id, model=cell.model.name, device=env["gpu"] or "cpu", dtype=cell.model.dtype, nfe=nfe,
-        warmup=warmup, k=k, latency_ms=tuple(ms), p50=_quantile(ms, 0.5), p95=_quantile(ms, 0.95), batch=batch,
-        throughput_calls=throughput_calls, throughput=throughput, peak_mem_mb=peak, peak_mem_kind=kind,
-        gflops_per_image=flops / 1e9, gflops_components={n: f / 1e9 for n, f in parts.items()}, env=env)
-    if path is not None:
-        atomic_write_json(path, asdict(record))
-    return record
+        return torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, "cuda_max_allocated"
+    return max(rss.bytes, 0) / 2**20, rss.kind
 
 
 def cost_rows(record: CostRecord, cell: Cell, run: str, guidance: str, nfe_mean: float | None = None,
@@ -269,8 +298,9 @@ def cost_rows(record: CostRecord, cell: Cell, run: str, guidance: str, nfe_mean:
 
 @dataclass(frozen=True)
 class CostTask:
-    """Picklable descriptor of one cell's cost stage (an executor runs :func:`cost_task` on it). Run it on the
-    device kind the cell generates on, one task at a time per device: concurrent work skews the timings."""
+    """Picklable descriptor of one cell's cost stage (:func:`cost_task`; the stage runs them in
+    :class:`CostGroupTask`s). Run it on the device kind the cell generates on, one at a time per device:
+    concurrent work skews the timings."""
 
     cell_dir: str  # a planned cell directory (cell.json); no images are needed
     cache_dir: str
@@ -280,7 +310,8 @@ class CostTask:
     warmup: int = DEFAULT_WARMUP
     k: int = DEFAULT_K
     throughput_calls: int = DEFAULT_THROUGHPUT_CALLS
-    out: str = ""  # a run's cost/<cell id>.json: the rows for its collect step (written by run_cost_task)
+    interleave: str = "model"  # which cells are measured together (harness/plan/schema.py COST_INTERLEAVE)
+    out: str = ""  # a run's cost/<cell id>.json: the rows for its collect step (written by run_cost_group)
 
     @property
     def label(self) -> str:
@@ -289,19 +320,41 @@ class CostTask:
     def plan(self) -> dict[str, Any]:
         """What the rows depend on besides the cell: a saved file with another plan is measured again."""
         return {"device": self.device, "batch": self.batch, "warmup": self.warmup, "k": self.k,
-                "throughput_calls": self.throughput_calls}
+                "throughput_calls": self.throughput_calls, "interleave": self.interleave}
+
+
+@dataclass(frozen=True)
+class CostGroupTask:
+    """Cells measured together in one process, their timed calls round-robin (:func:`measure_cells`): the cells
+    of one model, or of the whole run (``interleave``)."""
+
+    name: str  # the model, or "run"
+    tasks: tuple[CostTask, ...]
+
+    @property
+    def label(self) -> str:
+        return f"cost/{self.name}"
+
+
+def _rows_of(tasks: tuple[CostTask, ...] | list[CostTask]) -> list[list[MetricRow]]:
+    """Each task's cost rows, its cells measured together; [] for a real-data floor cell (it runs no network)."""
+    cells = [read_cell(Path(t.cell_dir)) for t in tasks]
+    models = [i for i, c in enumerate(cells) if c.model.family != REAL_FAMILY]
+    out: list[list[MetricRow]] = [[] for _ in tasks]
+    if not models:
+        return out
+    t = tasks[models[0]]
+    records = measure_cells([cells[i] for i in models], Path(t.cache_dir), t.device, batch=t.batch,
+                            warmup=t.warmup, k=t.k, throughput_calls=t.throughput_calls)
+    for i, record in zip(models, records, strict=True):
+        guidance = get_adapter_class(cells[i].model.family).capabilities_for(cells[i].model).guidance
+        out[i] = cost_rows(record, cells[i], tasks[i].run, guidance)
+    return out
 
 
 def cost_task(task: CostTask) -> list[MetricRow]:
-    """The cost rows of one planned cell (measured, or read from the cache); [] for a real-data floor cell,
-    which runs no network."""
-    cell = read_cell(Path(task.cell_dir))
-    if cell.model.family == REAL_FAMILY:
-        return []
-    record = measure_cell(cell, Path(task.cache_dir), task.device, batch=task.batch, warmup=task.warmup, k=task.k,
-                          throughput_calls=task.throughput_calls)
-    guidance = get_adapter_class(cell.model.family).capabilities_for(cell.model).guidance
-    return cost_rows(record, cell, task.run, guidance)
+    """The cost rows of one planned cell (measured alone, or read from the cache)."""
+    return _rows_of([task])[0]
 
 
 def saved_cost_rows(task: CostTask) -> list[MetricRow] | None:
@@ -316,8 +369,9 @@ def saved_cost_rows(task: CostTask) -> list[MetricRow] | None:
         return None  # damaged: measured (or read from the cache) again
 
 
-def run_cost_task(task: CostTask) -> str:
-    """The executors' entry point: the cell's cost rows (measured or cached), saved where collect reads them."""
-    rows = cost_task(task)
-    atomic_write_json(Path(task.out), {"plan": task.plan(), "rows": [asdict(r) for r in rows]})
-    return task.out
+def run_cost_group(group: CostGroupTask) -> list[str]:
+    """The executors' entry point: the group's cost rows (measured together, or cached), each cell's saved where
+    collect reads them."""
+    for task, rows in zip(group.tasks, _rows_of(group.tasks), strict=True):
+        atomic_write_json(Path(task.out), {"plan": task.plan(), "rows": [asdict(r) for r in rows]})
+    return [t.out for t in group.tasks]

@@ -76,15 +76,25 @@ def timed_calls(call: Callable[[], Any], warmup: int, k: int, sync: Callable[[],
                 clock: Callable[[], float] = time.perf_counter) -> list[float]:
     """Run ``call`` ``warmup`` times untimed, then ``k`` times, each timed alone (``sync`` before reading the
     clock on both sides: CUDA kernels are asynchronous). Returns the k durations in seconds."""
-    for _ in range(warmup):
-        call()
+    return interleaved_calls({0: call}, warmup, k, sync, clock)[0]
+
+
+def interleaved_calls(calls: dict[Any, Callable[[], Any]], warmup: int, k: int,
+                      sync: Callable[[], None] = lambda: None,
+                      clock: Callable[[], float] = time.perf_counter) -> dict[Any, list[float]]:
+    """:func:`timed_calls` of several calls at once: each warmed up ``warmup`` times, then ``k`` rounds in which
+    every call runs once, timed alone. Returns each call's k durations in seconds, in round order."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
     sync()
-    out = []
+    out: dict[Any, list[float]] = {key: [] for key in calls}
     for _ in range(k):
-        start = clock()
-        call()
-        sync()
-        out.append(clock() - start)
+        for key, call in calls.items():
+            start = clock()
+            call()
+            sync()
+            out[key].append(clock() - start)
     return out
 
 

@@ -1,10 +1,10 @@
 """The stages of a run, built once from the plan and handed to whichever executor runs them.
 
-    generate  (ShardTask: one shard of one cell)                      ─┐
-    reference (ReferenceChunkTask: reference feature rows of 128 images) │
-    extract   (ExtractTask: one shard's features), after generate      ├─► collect (CollectTask: score, report)
-    cost      (CostTask: one cell's latency/memory/FLOPs; the protocol's ─┘
-               ``cost`` key), after generate, one task at a time
+    generate  (ShardTask: one shard of one cell)                       ─┐
+    reference (ReferenceChunkTask: reference feature rows of 128 images)  │
+    extract   (ExtractTask: one shard's features), after generate       ├─► collect (CollectTask: score, report)
+    cost      (CostGroupTask: latency/memory/FLOPs of cells measured    ─┘
+               together; the protocol's ``cost`` key), after generate, one group at a time
 
 Only what is missing is listed: complete shards, cached features and saved reference chunks cost a file
 check. Every task is idempotent, so a requeued or resubmitted task redoes only what is missing. The collect
@@ -33,7 +33,7 @@ from harness.references.cache import (
     reference_path,
 )
 from harness.reports import rows_to_frame, write_parquet, write_report
-from harness.run.cost_stage import CostTask, run_cost_task, saved_cost_rows
+from harness.run.cost_stage import CostGroupTask, CostTask, run_cost_group, saved_cost_rows
 from harness.run.extract import ExtractTask, extract_shard, missing_extractors
 from harness.run.generate import ShardResult, generate_shard, shard_is_complete, wasted_rows
 from harness.run.record import with_kept_rows
@@ -131,15 +131,20 @@ def cost_tasks(plan: Plan, cell_dirs: dict[str, str], cache: Path, device: str, 
 
 
 def cost_stage(plan: Plan, cell_dirs: dict[str, str], cache: Path, device: str, run_dir: Path) -> Stage:
-    """The cells whose cost rows this run has not saved yet, measured one at a time (``serial``: concurrent
-    work would skew the timings), after generation."""
+    """The cells whose cost rows this run has not saved yet, after generation, in groups measured together (the
+    cells of one model, or of the whole run: ``cost.interleave``) and one group at a time (``serial``: concurrent
+    work would skew the timings)."""
     tasks = cost_tasks(plan, cell_dirs, cache, device, run_dir)
-    todo = tuple(t for t in tasks if saved_cost_rows(t) is None)
+    todo = [t for t in tasks if saved_cost_rows(t) is None]
+    model_of = {cell_dirs[c.cell_id]: c.model.name for c in plan.cells}
+    groups: dict[str, list[CostTask]] = {}
+    for t in todo:
+        groups.setdefault("run" if t.interleave == "run" else model_of[t.cell_dir], []).append(t)
     if tasks:
-        say(f"cost: {len(todo)} of {len(tasks)} cells to measure on {device}" if todo
-            else f"cost: nothing to do, all {len(tasks)} cells measured")
-    return Stage("cost", run_cost_task, todo, after=("generate",), serial=True, done=len(tasks) - len(todo),
-                 noun="cells")
+        say(f"cost: {len(todo)} of {len(tasks)} cells to measure on {device}, their timed calls interleaved "
+            f"by {tasks[0].interleave}" if todo else f"cost: nothing to do, all {len(tasks)} cells measured")
+    return Stage("cost", run_cost_group, tuple(CostGroupTask(name, tuple(g)) for name, g in groups.items()),
+                 after=("generate",), serial=True, done=len(tasks) - len(todo), noun="groups of cells")
 
 
 def build_stages(plan: Plan, run_dir: Path, cache: Path, cell_dirs: dict[str, str], device: str = "cpu"

@@ -62,7 +62,26 @@ def test_another_timing_plan_is_measured_again(cost_run, tmp_path, capsys):
     ("{k: 0}", "key 'cost.k' has value 0"),
     ("{repeats: 3}", "key 'cost' has unknown option(s) 'repeats'"),
     ("fast", "key 'cost' has value 'fast'"),
+    ("{interleave: all}", "key 'cost.interleave' has value 'all'; expected one of model, run"),
 ])
 def test_bad_cost_options_are_refused_by_name(value, message):
     with pytest.raises(ProtocolError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan(f"cost={value}")
+
+
+@pytest.mark.parametrize("interleave", ["model", "run"])
+def test_cells_are_measured_in_groups_of_one_model_or_all_together(tmp_path, interleave):
+    from harness.run.stages import cost_stage
+    from harness.store import write_cell
+
+    p = plan(f"cost={{k: 8, interleave: {interleave}}}", "models=[fm-tiny, fm-mnist]", "cfg=[1.0]")
+    cell_dirs = {c.cell_id: str(write_cell(tmp_path / "run", c)) for c in p.cells}
+    stage = cost_stage(p, cell_dirs, tmp_path / "cache", "cpu", tmp_path / "run")
+    model_of = {cell_dirs[c.cell_id]: c.model.name for c in p.cells}
+    members = [t.cell_dir for g in stage.tasks for t in g.tasks]
+    assert sorted(members) == sorted(cell_dirs.values()) and stage.serial  # every cell once, one group at a time
+    models = [{model_of[t.cell_dir] for t in g.tasks} for g in stage.tasks]
+    if interleave == "model":
+        assert all(len(m) == 1 for m in models) and len(stage.tasks) == len(set(model_of.values()))
+    else:
+        assert len(stage.tasks) == 1 and models[0] == set(model_of.values())

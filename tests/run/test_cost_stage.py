@@ -269,3 +269,24 @@ def test_flops_per_component_of_a_tiny_diffusers_pipeline():
     assert min(one.values()) > 0  # the VAE decode (not its forward) is counted under "vae"
     assert two["unet"] == 2 * one["unet"]  # one more denoiser step
     assert two["text_encoder"] == one["text_encoder"] and two["vae"] == one["vae"]  # once per image
+
+
+def test_cells_measured_together_take_their_timed_calls_in_turn():
+    """Round-robin: drift during the measurement falls on every cell alike (bench/cost_repeatability.py)."""
+    from harness.plan.cost import model_key
+    from harness.run.cost_stage import measure_cells
+
+    adapter = get_adapter_class("flow_matching").tiny()
+    clock = FakeClock()
+    clock.instrument(adapter)
+    a, b = (Cell(adapter.card, SamplerSettings(1, cfg), DatasetRef("cost-probe", "probe", 10), 0, 4, SAMPLING_VERSION)
+            for cfg in (1.0, 2.0))
+    first, second = measure_cells([a, b], None, batch=2, warmup=1, k=3, throughput_calls=6,
+                                  adapters={model_key(adapter.card): adapter}, clock=clock)
+    # calls 0-1 count FLOPs, 2-3 warm up, 4-9 alternate a, b (timed), 10-11 warm up the batch, 12-23 alternate at
+    # batch 2, 24-25 watch each cell's peak memory
+    assert clock.calls == 2 + 2 + 6 + 2 + 12 + 2
+    assert first.latency_ms == tuple((1000.0 + i) * 1e3 for i in (4, 6, 8))
+    assert second.latency_ms == tuple((1000.0 + i) * 1e3 for i in (5, 7, 9))
+    assert first.interleaved == second.interleaved == 2
+    assert (first.cell_id, second.cell_id) == (a.cell_id, b.cell_id)
