@@ -32,6 +32,7 @@ from harness.errors import HarnessError
 from harness.features.base import ExtractorSpec, no_weight_init
 from harness.features.clip import ClipModel, OpenClipExtractor, load_torch_file
 from harness.hashing import digest
+from harness.parallel import thread_map
 
 ARCH = "ViT-H-14"
 WEIGHTS = "hps-v2.1"
@@ -41,7 +42,7 @@ ANTIALIAS = True
 
 
 def resize_longer_and_pad(pixels: torch.Tensor, size: int) -> torch.Tensor:
-    """hpsv2's validation geometry on float images (B, 3, H, W) in [0, 1]: the longer side to ``size`` (bicubic,
+    """hpsv2's validation geometry on float images (..., 3, H, W) in [0, 1]: the longer side to ``size`` (bicubic,
     antialiased, unclamped), then zero padding to ``size`` x ``size`` (floor of the spare pixels left and top)."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as tvf
@@ -134,7 +135,13 @@ class HpsV21(OpenClipExtractor):
                           torch.tensor(open_clip.OPENAI_DATASET_STD).view(3, 1, 1))
 
     def _pixels(self, batch: np.ndarray) -> torch.Tensor:
-        # ToTensor's arithmetic (float32, / 255) on a writable contiguous copy (shards hand in read-only views)
-        pixels = torch.from_numpy(np.array(batch)).permute(0, 3, 1, 2).float().div(255)
         mean, std = self._mean_std
-        return (resize_longer_and_pad(pixels, self._size) - mean) / std
+
+        def one(image: np.ndarray) -> torch.Tensor:
+            # ToTensor's arithmetic (float32, / 255) on a writable copy (shards hand in read-only views)
+            pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
+            return (resize_longer_and_pad(pixels, self._size) - mean) / std
+
+        # one image at a time on the CPU pool, as hpsv2 does (a resize is the same alone or batched; torch's
+        # kernels release the GIL, so threads overlap the ~25 ms resize of a 1024 px image)
+        return torch.stack(thread_map(one, batch))
