@@ -49,11 +49,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
         pass
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same user-facing error
-        raise HarnessError(f"{path}: neither a TorchScript archive nor a torch state dict: {err}") from err
+    state = load_torch_file(path, "neither a TorchScript archive nor a torch state dict")
     return state.get("state_dict", state)
+
+
+def load_torch_file(path: Path, what: str) -> Any:
+    """``torch.load`` with ``weights_only`` (tensors and plain containers only: no code runs from the file); an
+    unreadable file is a HarnessError naming it and ``what`` it should have been."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same user-facing error
+        raise HarnessError(f"{path}: {what}: {err}") from err
 
 
 class ImageTextExtractor(Extractor):
@@ -94,11 +100,16 @@ class OpenClipExtractor(ImageTextExtractor):
         entry = get_entry(self.model.weights)
         return verified_file(entry.name, entry.files[0].relative, needed_by=f"extractor {self.name!r}")
 
+    def _weights_sha256(self) -> str:
+        """The pinned digest when the entry has one (no hashing); else the file's own (an unpinned entry, or an
+        explicit path), so the spec key always follows the weights' bytes."""
+        pinned = None if self._weights_path is not None else get_entry(self.model.weights).files[0].sha256
+        return pinned or self._weights()[1]
+
     @property
     def spec(self) -> ExtractorSpec:
-        sha = self._weights()[1] if self._weights_path is not None else get_entry(self.model.weights).files[0].sha256
         return ExtractorSpec(
-            name=self.name, weights_sha256=sha or "", layer="image_embeds(l2-normalised)",
+            name=self.name, weights_sha256=self._weights_sha256(), layer="image_embeds(l2-normalised)",
             resize="open_clip image_transform: PIL bicubic short side -> input size", crop="centre",
             normalisation="OPENAI_DATASET_MEAN/STD", input_rounding="uint8 RGB",
             dtype="float32", numerics=f"tf32=off;arch={self.model.arch};tag={self.model.pretrained}")
@@ -128,9 +139,12 @@ class OpenClipExtractor(ImageTextExtractor):
     def extract(self, images: np.ndarray) -> dict[str, np.ndarray]:
         self._require_loaded()
         images = check_images(images, self.name)
-        return {"image_embeds": self._normalised(images, lambda batch: self._net.encode_image(
-            torch.stack(thread_map(lambda im: self._preprocess(Image.fromarray(im)), batch)).to(self._device)),
-            self._dim())}
+        return {"image_embeds": self._normalised(
+            images, lambda batch: self._net.encode_image(self._pixels(batch).to(self._device)), self._dim())}
+
+    def _pixels(self, batch: np.ndarray) -> torch.Tensor:
+        """The network's float input (B, 3, S, S) for uint8 images (B, H, W, 3): open_clip's PIL transform."""
+        return torch.stack(thread_map(lambda im: self._preprocess(Image.fromarray(im)), batch))
 
     def truncated(self, prompts: list[str]) -> list[bool]:
         """Per prompt: longer than the context once SOT and EOT are added (so the tokenizer cuts it)."""

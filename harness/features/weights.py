@@ -104,6 +104,9 @@ ENTRIES: dict[str, WeightsEntry] = {e.name: e for e in (
              ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "vocab.json", "merges.txt"), "pickscore-v1",
              "the CLIP-H/14 processor PickScore is used with (tokenizer + image preprocessing config)"),
+    _hf_repo("hps-v2.1", "xswu/HPSv2", ("HPS_v2.1_compressed.pt",), "hps-v2.1",
+             "HPS v2.1: open_clip ViT-H-14 fine-tuned on HPD v2, its state dict under 'state_dict' (v2.0's "
+             "HPS_v2_compressed.pt scores on another scale and is not registered)"),
 )}
 SUMS = "SHA256SUMS"
 

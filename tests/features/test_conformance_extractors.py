@@ -17,7 +17,8 @@ from tests.support.conformance_plugins import ExtractorConformance, skip_if_weig
 # Offline stand-ins for weights this machine may lack (fixtures of tests/support/metric_fixtures.py and
 # tests/support/clip_metric_fixtures.py): random networks of the real architecture under the real entry names.
 STAND_IN_WEIGHTS = {"inception-tf1": "tf1_weights", "inception-clean": "tf1_weights",
-                    "clip-vit-b-16-openai": "installed", "clip-vit-l-14-openai": "installed"}
+                    "clip-vit-b-16-openai": "installed", "clip-vit-l-14-openai": "installed",
+                    "hps-v2.1": "hps_installed"}
 _LOADED: dict[str, Any] = {}  # one CPU load per extractor for the whole session (extraction needs no weights file)
 
 

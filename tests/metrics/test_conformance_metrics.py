@@ -13,7 +13,8 @@ from tests.support.conformance_plugins import MetricCase, MetricConformance, met
 # tests/support/clip_metric_fixtures.py): random networks installed under the real entry names. Metrics on any other
 # extractor whose weights are absent skip, saying so.
 STAND_IN_WEIGHTS = {"inception-tf1": "tf1_weights", "inception-clean": "tf1_weights",
-                    "clip-vit-b-16-openai": "installed", "clip-vit-l-14-openai": "installed"}
+                    "clip-vit-b-16-openai": "installed", "clip-vit-l-14-openai": "installed",
+                    "hps-v2.1": "hps_installed"}
 # How a replicate is defined where it is not "the metric on the resampled rows": recall rebuilds the generated
 # manifold from the distinct resampled samples (harness/metrics/precision_recall.py says why).
 RECOMPUTE_RULES = {"recall": "distinct rows"}
