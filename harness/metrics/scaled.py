@@ -133,8 +133,9 @@ def _scaled(name: str, base: type[Metric], align: type[Metric], formula: str) ->
     expr = f"{base.name} · t" if base.higher_is_better else f"{base.name} / t"
     attrs = {
         "name": name, "base": base.name, "align": align.name, "formula": rule, "components": (base.name, align.name),
-        "variant": (f"{PROVISIONAL} | formula {rule.name}: {expr}, t = {rule.term}, a = {ALIGNMENTS[align.name][0]}"
-                    f" | {base.name}: {base.variant} | {align.name}: {align.variant}"),
+        # no "|" or ";": the variant is printed in markdown tables and in the leaderboard's "; "-separated line
+        "variant": (f"{PROVISIONAL}, formula {rule.name}: {expr}, t = {rule.term}, a = {ALIGNMENTS[align.name][0]}, "
+                    f"of {base.name}[{base.variant}] and {align.name}[{align.variant}]"),
         "higher_is_better": base.higher_is_better, "requires": base.requires | align.requires,
         "value_range": (0.0, None),  # FID >= 0, IS >= 1 and t > 0
         "__doc__": f"{name}: {expr}, t = {rule.term}, a = {ALIGNMENTS[align.name][0]} ({PROVISIONAL}).",

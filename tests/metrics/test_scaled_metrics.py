@@ -46,8 +46,9 @@ def test_value_is_the_formula_of_the_component_values_and_variant_says_provision
     assert (result.ci_low, result.ci_high, reps) == (None, None, None)  # no replicates: no interval, none made up
     assert result.details["ci"].startswith("none:") and result.n == 50
     formula = "shifted" if name.endswith("_shifted") else "ratio"
-    assert metric.variant.startswith("provisional (paper v2 formula unpublished here) | formula " + formula)
-    assert get_metric(base).variant in metric.variant and get_metric(align).variant in metric.variant
+    assert metric.variant.startswith("provisional (paper v2 formula unpublished here), formula " + formula)
+    assert f"of {base}[{get_metric(base).variant}] and {align}[{get_metric(align).variant}]" in metric.variant
+    assert "|" not in metric.variant and ";" not in metric.variant  # printed in markdown tables and "; " lists
     assert metric.higher_is_better == get_metric(base).higher_is_better
     assert metric.source == "provisional (paper v2 formula unpublished here)"
     line = next(line for line in metric_lines() if line.split()[0] == name)
@@ -133,26 +134,29 @@ def test_the_cache_key_covers_the_formula_and_the_components():
 def test_a_real_run_scores_the_composite_from_its_component_rows_and_replicates(tmp_path, monkeypatch, shared_cache):
     """The score stage's wiring on a quickstart-like run: CLIP / PickScore weights are not available offline, so the
     composite under test scales fid_mnist by class_alignment (a proportion in [0, 1] like the mean cosine), built
-    with the same factory and combine as csFID."""
+    with the same factory and combine as csFID. The random-init fm-tiny keeps the alignment well below 1 (a trained
+    model's 1.000 would make any formula return FID); ``shifted`` keeps t >= 1/2 when it is 0."""
     from harness.metrics.class_alignment import ClassAlignment
     from harness.metrics.fid_mnist import FIDMnist
 
     monkeypatch.setitem(scaled_module.ALIGNMENTS, "class_alignment", ("class_alignment", lambda result: 1.0))
-    cls = scaled_module._scaled("test_cafid", FIDMnist, ClassAlignment, "ratio")
+    cls = scaled_module._scaled("test_cafid", FIDMnist, ClassAlignment, "shifted")
     monkeypatch.setitem(registry._METRICS, "test_cafid", cls)
-    raw = {**MNIST, "metrics": ["test_cafid"], "n": 24, "shard_size": 8, "batch_size": 8, "bootstrap": 40}
+    raw = {**MNIST, "models": ["fm-tiny"], "cfg": [1.0], "metrics": ["test_cafid"], "n": 24, "shard_size": 8,
+           "batch_size": 8, "bootstrap": 40}
     run = harness.run(raw, results=tmp_path / "run", executor="debug", cache=shared_cache)
     rows = run.results.set_index("metric")
     assert list(run.results.metric) == ["fid_mnist", "class_alignment", "test_cafid"]  # components added, first
     fid, align, composite = (rows.loc[m] for m in ("fid_mnist", "class_alignment", "test_cafid"))
-    assert 0 < align.value <= 1
-    assert composite.value == pytest.approx(fid.value / align.value, rel=1e-12)
-    assert composite.variant.startswith("provisional (paper v2 formula unpublished here) | formula ratio")
+    assert align.value < 0.5
+    assert composite.value == pytest.approx(fid.value / ((1 + align.value) / 2), rel=1e-12)
+    assert composite.variant.startswith("provisional (paper v2 formula unpublished here), formula shifted")
     assert (composite.extractor_id, composite.reference_id) == ("", fid.reference_id)
     boot = run.dir / "bootstrap" / composite.cell_id
     reps = {m: np.load(boot / f"{m}.npy") for m in ("fid_mnist", "class_alignment", "test_cafid")}
-    assert len(reps["test_cafid"]) == 40
-    np.testing.assert_allclose(reps["test_cafid"], reps["fid_mnist"] / reps["class_alignment"], rtol=1e-12)
+    assert len(reps["test_cafid"]) == 40 and np.ptp(reps["class_alignment"]) > 0  # the alignment varies: paired
+    np.testing.assert_allclose(reps["test_cafid"], reps["fid_mnist"] / ((1 + reps["class_alignment"]) / 2),
+                               rtol=1e-12)
     assert (composite.ci_low, composite.ci_high) == pytest.approx(basic_interval(composite.value,
                                                                                  reps["test_cafid"]), rel=1e-12)
     assert composite.ci_low <= composite.value <= composite.ci_high
