@@ -31,6 +31,7 @@ from harness.metrics.pickscore import PickScore
 
 PROVISIONAL = "provisional (paper v2 formula unpublished here)"
 
+
 @dataclass(frozen=True)
 class Formula:
     """The alignment term t of a formula, from the alignment a (a mean cosine, in [-1, 1]). Every formula divides a
@@ -128,7 +129,8 @@ class ScaledMetric(Metric):
         return MetricResult(value, low, high, base.n, {**details, "ci_method": how}), reps
 
 
-def _scaled(name: str, base: type[Metric], align: type[Metric], formula: str) -> type[ScaledMetric]:
+def _scaled(cls_name: str, name: str, base: type[Metric], align: type[Metric], formula: str) -> type[ScaledMetric]:
+    """The composite class ``cls_name`` (the module attribute it is bound to: classes stay importable by name)."""
     rule = FORMULAS[formula]
     expr = f"{base.name} · t" if base.higher_is_better else f"{base.name} / t"
     attrs = {
@@ -138,18 +140,19 @@ def _scaled(name: str, base: type[Metric], align: type[Metric], formula: str) ->
                     f"of {base.name}[{base.variant}] and {align.name}[{align.variant}]"),
         "higher_is_better": base.higher_is_better, "requires": base.requires | align.requires,
         "value_range": (0.0, None),  # FID >= 0, IS >= 1 and t > 0
+        "__qualname__": cls_name, "__module__": __name__,
         "__doc__": f"{name}: {expr}, t = {rule.term}, a = {ALIGNMENTS[align.name][0]} ({PROVISIONAL}).",
     }
     if hasattr(base, "min_reliable_n"):  # FID-based: the leaderboard's small-n note applies to it too
         attrs["min_reliable_n"] = base.min_reliable_n
-    return type(name, (ScaledMetric,), attrs)
+    return type(cls_name, (ScaledMetric,), attrs)
 
 
-CsFID = _scaled("csfid", FID, ClipScore, DEFAULT_FORMULA)
-PsFID = _scaled("psfid", FID, PickScore, DEFAULT_FORMULA)
-CsIS = _scaled("csis", InceptionScore, ClipScore, DEFAULT_FORMULA)
-PsIS = _scaled("psis", InceptionScore, PickScore, DEFAULT_FORMULA)
-CsFIDShifted = _scaled("csfid_shifted", FID, ClipScore, "shifted")
-PsFIDShifted = _scaled("psfid_shifted", FID, PickScore, "shifted")
-CsISShifted = _scaled("csis_shifted", InceptionScore, ClipScore, "shifted")
-PsISShifted = _scaled("psis_shifted", InceptionScore, PickScore, "shifted")
+CsFID = _scaled("CsFID", "csfid", FID, ClipScore, DEFAULT_FORMULA)
+PsFID = _scaled("PsFID", "psfid", FID, PickScore, DEFAULT_FORMULA)
+CsIS = _scaled("CsIS", "csis", InceptionScore, ClipScore, DEFAULT_FORMULA)
+PsIS = _scaled("PsIS", "psis", InceptionScore, PickScore, DEFAULT_FORMULA)
+CsFIDShifted = _scaled("CsFIDShifted", "csfid_shifted", FID, ClipScore, "shifted")
+PsFIDShifted = _scaled("PsFIDShifted", "psfid_shifted", FID, PickScore, "shifted")
+CsISShifted = _scaled("CsISShifted", "csis_shifted", InceptionScore, ClipScore, "shifted")
+PsISShifted = _scaled("PsISShifted", "psis_shifted", InceptionScore, PickScore, "shifted")

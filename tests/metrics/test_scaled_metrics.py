@@ -140,7 +140,7 @@ def test_a_real_run_scores_the_composite_from_its_component_rows_and_replicates(
     from harness.metrics.fid_mnist import FIDMnist
 
     monkeypatch.setitem(scaled_module.ALIGNMENTS, "class_alignment", ("class_alignment", lambda result: 1.0))
-    cls = scaled_module._scaled("test_cafid", FIDMnist, ClassAlignment, "shifted")
+    cls = scaled_module._scaled("TestCaFID", "test_cafid", FIDMnist, ClassAlignment, "shifted")
     monkeypatch.setitem(registry._METRICS, "test_cafid", cls)
     raw = {**MNIST, "models": ["fm-tiny"], "cfg": [1.0], "metrics": ["test_cafid"], "n": 24, "shard_size": 8,
            "batch_size": 8, "bootstrap": 40}
