@@ -162,3 +162,16 @@ def test_a_real_run_scores_the_composite_from_its_component_rows_and_replicates(
     assert composite.ci_low <= composite.value <= composite.ci_high
     again = harness.run(raw, results=tmp_path / "run", executor="debug", cache=shared_cache)  # from the score cache
     pd.testing.assert_frame_equal(again.results.drop(columns="created_at"), run.results.drop(columns="created_at"))
+
+
+def test_missing_alignment_weights_are_refused_by_the_component_before_any_compute(tmp_path, monkeypatch):
+    from harness.api.checks import require_for_metrics
+    from harness.features.weights import WeightsNotFound
+
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    require_for_metrics(["csfid"])  # the composite itself needs no weights
+    with pytest.raises(WeightsNotFound, match=r"metric 'clip_score' \(extractor 'clip-vit-b-16-openai'\): not "
+                                              r"computed: weights not found"):
+        require_for_metrics(protocol_from_dict({**MNIST, "metrics": ["csfid"]}).metrics)
