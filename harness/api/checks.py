@@ -45,9 +45,9 @@ def check_device(device: str, local: bool = True, flag: str = "--device") -> Non
 def require_for_metrics(metric_names: Sequence[str]) -> None:
     """Refuse, before any compute, a run whose metrics need weights this machine lacks."""
     from harness.features.weights import entries_for_extractor, require
-    from harness.metrics import get_metric
+    from harness.metrics import get_metric, measured_metrics
 
-    for metric in metric_names:
+    for metric in measured_metrics(metric_names):  # a composite needs no weights of its own, its components do
         extractor = get_metric(metric).extractor
         for name in entries_for_extractor(extractor):
             require(name, needed_by=f"metric {metric!r} (extractor {extractor!r})")

@@ -211,6 +211,11 @@ def score_images(images: Path | ImageSource, metric_names: list[str], reference:
                  reference_format: str | None = None, reference_n: int | None = None, bootstrap: int = 0,
                  device: str = "cpu") -> list[ScoreRow]:
     metrics = [get_metric(name) for name in metric_names]  # unknown names fail here, before any compute
+    for metric in metrics:
+        if metric.components:  # its alignment component needs each image's prompt, which a bare image set lacks
+            raise HarnessError(f"--metrics {metric.name}: a composite of {' and '.join(metric.components)}, "
+                               f"computed per cell by `harness run` (a protocol with prompts); `harness score` "
+                               f"has no prompts for it")
     if not metrics:
         raise HarnessError("--metrics: give at least one metric")
     source = images if isinstance(images, ImageSource) else ImageSource(images)

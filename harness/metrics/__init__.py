@@ -15,6 +15,7 @@ Adding a metric:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from harness.errors import ProtocolError
@@ -49,10 +50,19 @@ _METRICS: dict[str, Any] = {
     "vendi": ".vendi:Vendi",
     "vendi_mnist": ".vendi:VendiMnist",
     "sfid": ".sfid:SFID",
+    # provisional composites (docs/metrics.md, "Scaled FID and IS"): one entry per formula
+    "csfid": ".scaled:CsFID",
+    "psfid": ".scaled:PsFID",
+    "csis": ".scaled:CsIS",
+    "psis": ".scaled:PsIS",
+    "csfid_shifted": ".scaled:CsFIDShifted",
+    "psfid_shifted": ".scaled:PsFIDShifted",
+    "csis_shifted": ".scaled:CsISShifted",
+    "psis_shifted": ".scaled:PsISShifted",
 }
 
-__all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "metric_lines",
-           "register_metric"]
+__all__ = ["Metric", "MetricResult", "ShardFeatures", "available_metrics", "get_metric", "measured_metrics",
+           "metric_lines", "register_metric", "with_components"]
 
 
 _REGISTRY = LazyRegistry("metric", __name__, _METRICS, ProtocolError)
@@ -71,6 +81,26 @@ def get_metric(name: str) -> Metric:
     return _REGISTRY.get_class(name)()
 
 
+def measured_metrics(names: Sequence[str]) -> list[str]:
+    """The metrics among ``names`` that read features (what extraction and weights checks need): composites read
+    none, they are computed from their components' results."""
+    return [name for name in names if not get_metric(name).components]
+
+
+def with_components(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` with each composite's components placed before it (added when not listed, moved forward when
+    listed after it): a composite is computed from the cell's own component results, so they are scored and
+    reported too, first. Unknown names are kept for the plan to refuse with their position."""
+    out: list[str] = []
+    for name in names:
+        try:
+            components = get_metric(name).components
+        except ProtocolError:
+            components = ()
+        out += [c for c in (*components, name) if c not in out]
+    return tuple(out)
+
+
 def metric_lines() -> list[str]:
     """One line per metric for ``harness ls metrics``: what it reads, its direction, its reference, its variant
     and, where the metric names one, its source (the paper)."""
@@ -79,7 +109,7 @@ def metric_lines() -> list[str]:
         m = get_metric(name)
         reference = ("no reference" if not m.needs_reference else
                      "reference rows" if m.reference_kind == "features" else "reference statistics")
-        reads = f"{m.extractor}/{m.output}"
+        reads = f"{m.extractor}/{m.output}" if not m.components else f"the rows of {' and '.join(m.components)}"
         lines.append(f"{name:<22} reads {reads:<40} {'higher' if m.higher_is_better else 'lower'} is better, "
                      f"{reference}; variant {m.variant}" + (f"; source {m.source}" if m.source else ""))
     return lines

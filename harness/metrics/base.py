@@ -56,6 +56,9 @@ class Metric(ABC):
     # more means samples pile into the reference's dense regions): such a metric is shown, but never enters
     # MMHM unless named with --mmhm-metrics (MMHM rewards the extreme of each metric).
     monotone: ClassVar[bool] = True
+    # A composite (harness/metrics/scaled.py) names the metrics it is computed from: it reads no features, and the
+    # score stage computes it after them from their results and replicates (harness.metrics.measured_metrics).
+    components: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def compute(self, shards: Iterable[ShardFeatures], reference: Any | None) -> MetricResult: ...

@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.datasets import Dataset
 from harness.errors import ProtocolError
+from harness.metrics import get_metric
 from harness.types import DatasetRef, ModelCard
 
 
@@ -38,11 +39,15 @@ def unmet_need(need: str, card: ModelCard, caps: Any, ref: DatasetRef) -> str:
 
 def check_metrics(src: str, where: str, protocol: Any, metrics: list[Any], card: ModelCard, caps: Any,
                    dataset: Dataset | None, ref: DatasetRef) -> None:
-    for metric in metrics:
-        for need in sorted(metric.requires):
-            unmet = unmet_need(need, card, caps, ref)
-            if unmet:
-                raise ProtocolError(f"{where}metric {metric.name!r} needs {unmet}")
+    # composites first, so that the refusal names the metric the user asked for and its component that cannot be
+    # computed (the components were added to the list by harness.metrics.with_components)
+    for metric in sorted(metrics, key=lambda m: not m.components):
+        for component in metric.components or (metric.name,):
+            for need in sorted(get_metric(component).requires):
+                unmet = unmet_need(need, card, caps, ref)
+                if unmet:
+                    of = f": its component {component!r}" if metric.components else ""
+                    raise ProtocolError(f"{where}metric {metric.name!r}{of} needs {unmet}")
     if not any(m.needs_reference for m in metrics) or protocol.reference_stats is not None:
         return  # imported statistics replace the dataset's images (checked once, in make_plan)
     if "images" not in ref.provides:

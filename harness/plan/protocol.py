@@ -17,7 +17,7 @@ from harness import SAMPLING_VERSION
 from harness.datasets import plan_dataset
 from harness.datasets.hf_spec import dataset_entries
 from harness.errors import HarnessError, ProtocolError
-from harness.metrics import get_metric
+from harness.metrics import get_metric, with_components
 from harness.models.adapters import check_settings, get_adapter_class
 from harness.models.cards import load_card
 from harness.models.knobs import check_knob_values
@@ -296,7 +296,8 @@ def protocol_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Protocol:
         sampler=get["sampler"], n=int_value(src, "n", get["n"], 1, MAX_SAMPLES_PER_CELL),
         shard_size=int_value(src, "shard_size", get["shard_size"], 1),
         batch_size=int_value(src, "batch_size", get["batch_size"], 1),
-        metrics=str_list(src, "metrics", get["metrics"], allow_empty=True),
+        # a composite's components are scored with it (harness/metrics/scaled.py)
+        metrics=with_components(str_list(src, "metrics", get["metrics"], allow_empty=True)),
         reference_n=int_value(src, "reference_n", get["reference_n"], 2, MAX_SAMPLES_PER_CELL),
         source=src,
         bootstrap=int_value(src, "bootstrap", get["bootstrap"], 0),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from harness.metrics.base import Metric, MetricResult
 from harness.metrics.bootstrap import CI_METHOD, bootstrap_indices, bootstrap_interval, calibrated_replicates
 from harness.references.cache import reference_features, reference_stats
 from harness.reports.mmhm import replicate_path
+from harness.run.composites import Scored, composite_entry
 from harness.run.extract import _shard_features, cell_manifests
 from harness.store import (
     atomic_write_bytes,
@@ -88,50 +90,78 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
     return replace(result, ci_low=low, ci_high=high, details={**result.details, "ci_method": how}), values
 
 
+def _cached(cache: Path, key: str, compute: Callable[[], tuple[MetricResult, np.ndarray | None]]
+            ) -> tuple[MetricResult, np.ndarray | None, str, bool]:
+    """(result, replicates, created_at, computed now) of the score-cache entry ``key``, computing it if absent."""
+    path = cache / "scores" / f"{key}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        replicates = None
+        if saved.get("replicates"):
+            replicates = np.load(cache / "scores" / saved["replicates"], allow_pickle=False)
+        return MetricResult(**saved["result"]), replicates, saved["created_at"], False
+    result, replicates = compute()
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    if replicates is not None:  # written before the json, which marks the entry complete
+        atomic_write_bytes(cache / "scores" / f"{key}.npy", _npy_bytes(replicates))
+    atomic_write_json(path, {"result": asdict(result), "created_at": created_at,
+                             "replicates": f"{key}.npy" if replicates is not None else None})
+    fault_point("after_score")
+    return result, replicates, created_at, True
+
+
+def _measured_entry(ctx: ScoreContext, metric: Metric, cell: Any, manifests: list[ShardManifest],
+                    indices: np.ndarray | None) -> tuple[str, str, str, Callable[[], tuple[MetricResult, Any]]]:
+    """(extractor key, reference id, score-cache key, compute) of a metric that reads the cell's features.
+
+    ``ctx.stats_reference``: imported mu/sigma used instead of the dataset's statistics by every mu/sigma
+    reference metric (the metric refuses it if its extractor differs)."""
+    cache = ctx.cache
+    ext_key = get_extractor(metric.extractor).spec.key
+    imported = ctx.stats_reference is not None and metric.needs_reference and metric.reference_kind == "stats"
+    reference = ctx.stats_reference if imported else metric_reference(metric, cache, cell.dataset.id,
+                                                                      ctx.reference_n, ctx.device,
+                                                                      ctx.compute_references)
+    reference_id = reference.reference_id if reference is not None else ""
+    key = digest({"metric": metric.name, "variant": metric.variant, "cell": cell.cell_id, "extractor": ext_key,
+                  "shards": [m.content_digest for m in manifests], "reference": reference_id,
+                  "version": __version__, "bootstrap": ctx.bootstrap, "ci": CI_METHOD}, length=24)
+
+    def compute() -> tuple[MetricResult, np.ndarray | None]:
+        result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests), reference)
+        if not np.isfinite(result.value):
+            raise ShardError(f"cell {cell.cell_id}: metric {metric.name} came out {result.value}; not recorded")
+        if indices is None:
+            return result, None
+        return _bootstrap(metric, result, manifests, cache, ext_key, reference, indices)
+
+    return ext_key, reference_id, key, compute
+
+
 def score_cell(ctx: ScoreContext, directory: Path, guidance: str) -> tuple[list[MetricRow], int]:
     """Metric rows of one cell; returns (rows, how many were computed rather than read from cache).
 
-    ``ctx.stats_reference``: imported mu/sigma used instead of the dataset's statistics by every mu/sigma
-    reference metric (the metric refuses it if its extractor differs). With ``ctx.bootstrap`` = B > 0 the
-    replicates are written to ``<run_dir>/bootstrap/<cell>/<metric>.npy`` too. ``guidance``: the plan's
-    guidance mechanism of the cell, recorded in its rows."""
-    run, metric_names, cache, bootstrap = ctx.run, ctx.metrics, ctx.cache, ctx.bootstrap
-    stats_reference, run_dir = ctx.stats_reference, ctx.run_dir
+    With ``ctx.bootstrap`` = B > 0 the replicates are written to ``<run_dir>/bootstrap/<cell>/<metric>.npy`` too.
+    ``guidance``: the plan's guidance mechanism of the cell, recorded in its rows. A composite
+    (``Metric.components``) is computed from the results and replicates of its components, which must come before
+    it in ``ctx.metrics``."""
+    run, metric_names, cache, bootstrap, run_dir = ctx.run, ctx.metrics, ctx.cache, ctx.bootstrap, ctx.run_dir
     cell = read_cell(directory)
     manifests = cell_manifests(directory, cell, ctx.shard_size)
     samples = [s for m in manifests for s in m.samples]
     indices = bootstrap_indices(cell.cell_id, len(samples), bootstrap) if bootstrap and metric_names else None
     rows, computed = [], 0
+    scored: dict[str, Scored] = {}
     for name in metric_names:
         metric = get_metric(name)
-        ext_key = get_extractor(metric.extractor).spec.key
-        imported = stats_reference is not None and metric.needs_reference and metric.reference_kind == "stats"
-        reference = stats_reference if imported else metric_reference(metric, cache, cell.dataset.id, ctx.reference_n,
-                                                                      ctx.device, ctx.compute_references)
-        reference_id = reference.reference_id if reference is not None else ""
-        key = digest({"metric": name, "variant": metric.variant, "cell": cell.cell_id, "extractor": ext_key,
-                      "shards": [m.content_digest for m in manifests], "reference": reference_id,
-                      "version": __version__, "bootstrap": bootstrap, "ci": CI_METHOD}, length=24)
-        path = cache / "scores" / f"{key}.json"
-        replicates = None
-        if path.exists():
-            saved = json.loads(path.read_text())
-            result, created_at = MetricResult(**saved["result"]), saved["created_at"]
-            if saved.get("replicates"):
-                replicates = np.load(cache / "scores" / saved["replicates"], allow_pickle=False)
+        if metric.components:  # from its components' results on this cell (harness/run/composites.py)
+            key, compute = composite_entry(metric, cell.cell_id, scored, bootstrap)
+            ext_key, reference_id = "", scored[metric.components[0]].reference_id
         else:
-            result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests), reference)
-            if not np.isfinite(result.value):
-                raise ShardError(f"cell {cell.cell_id}: metric {name} came out {result.value}; not recorded")
-            if indices is not None:
-                result, replicates = _bootstrap(metric, result, manifests, cache, ext_key, reference, indices)
-            created_at = datetime.now(UTC).isoformat(timespec="seconds")
-            if replicates is not None:  # written before the json, which marks the entry complete
-                atomic_write_bytes(cache / "scores" / f"{key}.npy", _npy_bytes(replicates))
-            atomic_write_json(path, {"result": asdict(result), "created_at": created_at,
-                                     "replicates": f"{key}.npy" if replicates is not None else None})
-            fault_point("after_score")
-            computed += 1
+            ext_key, reference_id, key, compute = _measured_entry(ctx, metric, cell, manifests, indices)
+        result, replicates, created_at, new = _cached(cache, key, compute)
+        computed += new
+        scored[name] = Scored(key, result, replicates, reference_id)
         if replicates is not None:
             atomic_write_bytes(replicate_path(run_dir, cell.cell_id, name), _npy_bytes(replicates))
         if metric.per_class:  # per-class metrics: their tidy one-row-per-class table beside the row

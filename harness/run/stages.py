@@ -20,7 +20,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.executors.base import Stage
 from harness.faults import fault_point
-from harness.metrics import get_metric
+from harness.metrics import get_metric, measured_metrics
 from harness.plan.cost import calibration, estimate_cell_seconds, model_key
 from harness.plan.protocol import Plan
 from harness.plan.real_floor import REAL_FAMILY
@@ -151,7 +151,7 @@ def build_stages(plan: Plan, run_dir: Path, cache: Path, cell_dirs: dict[str, st
                  ) -> list[Stage]:
     """generate, reference, extract, cost, collect — what is missing of each, in the order an executor runs them."""
     p = plan.protocol
-    extractors = tuple(sorted({get_metric(m).extractor for m in p.metrics}))
+    extractors = tuple(sorted({get_metric(m).extractor for m in measured_metrics(p.metrics)}))
     generate = generate_stage(plan, cell_dirs, device, run_dir)
     reference = reference_stage(plan, cache, device, imported=p.reference_stats is not None)
     extract = extract_stage(plan, cell_dirs, cache, device, extractors)
@@ -195,7 +195,7 @@ def collect_run(task: CollectTask) -> str:
         raise HarnessError(f"{run_dir}: {len(incomplete)} of {len(shards)} shards are not complete after their "
                            f"jobs ended (first: {incomplete[0].label}); run the same `harness run` again to "
                            f"resubmit them")
-    extractors = tuple(sorted({get_metric(m).extractor for m in p.metrics}))
+    extractors = tuple(sorted({get_metric(m).extractor for m in measured_metrics(p.metrics)}))
     unextracted = [t for t in shards if missing_extractors(
         cache, extractors, read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)).content_digest)]
     if unextracted:
