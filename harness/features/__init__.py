@@ -38,6 +38,7 @@ _EXTRACTORS: dict[str, Any] = {
     "clip-vit-b-16-openai": ".clip:ClipVitB16OpenAI",
     "clip-vit-l-14-openai": ".clip:ClipVitL14OpenAI",
     "pickscore-v1": ".pickscore:PickScoreV1",
+    "imagereward-v1.0": ".imagereward:ImageRewardV1",
     "inception-tf1": ".inception_tf1:InceptionTF1",
     "inception-clean": ".inception_clean:InceptionClean",
     "mobilenet-v2-imagenet": ".mobilenet_v2:MobileNetV2ImageNet",

@@ -104,6 +104,10 @@ ENTRIES: dict[str, WeightsEntry] = {e.name: e for e in (
              ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "vocab.json", "merges.txt"), "pickscore-v1",
              "the CLIP-H/14 processor PickScore is used with (tokenizer + image preprocessing config)"),
+    _hf_repo("imagereward-v1.0", "THUDM/ImageReward", ("ImageReward.pt", "med_config.json"), "imagereward-v1.0",
+             "ImageReward v1.0: BLIP ViT-L/16 + cross-attention BERT + reward head (BLIP-layout state dict)"),
+    _hf_repo("bert-base-uncased-tokenizer", "google-bert/bert-base-uncased", ("vocab.txt", "tokenizer_config.json"),
+             "imagereward-v1.0", "the bert-base-uncased WordPiece tokenizer ImageReward's BLIP tokenises prompts with"),
 )}
 SUMS = "SHA256SUMS"
 

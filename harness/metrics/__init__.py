@@ -30,6 +30,7 @@ _METRICS: dict[str, Any] = {
     "clip_score_per_class": ".per_class:ClipScorePerClass",
     "pickscore_per_class": ".per_class:PickScorePerClass",
     "pickscore": ".pickscore:PickScore",
+    "imagereward": ".imagereward:ImageReward",
     "fid_mnist": ".fid_mnist:FIDMnist",
     "fid_tf1": ".fid:FIDTF1",
     "fid_clean": ".fid:FIDClean",

@@ -74,7 +74,7 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
                reference, indices: np.ndarray) -> tuple[MetricResult, np.ndarray | None]:
     """Replicates of one metric on the cell's resampled samples and the interval they give
     (``bootstrap_interval``: the metric's own valid CI if it has one, else the median-centred basic one)."""
-    shards = list(_shard_features(cache, ext_key, metric.output, manifests))
+    shards = list(_shard_features(cache, ext_key, metric.output, manifests, metric.extractor))
     try:
         values = metric.shard_replicates(shards, reference, indices)
     except ShardError:
@@ -118,7 +118,8 @@ def score_cell(ctx: ScoreContext, directory: Path, guidance: str) -> tuple[list[
             if saved.get("replicates"):
                 replicates = np.load(cache / "scores" / saved["replicates"], allow_pickle=False)
         else:
-            result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests), reference)
+            result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests, metric.extractor),
+                                    reference)
             if not np.isfinite(result.value):
                 raise ShardError(f"cell {cell.cell_id}: metric {name} came out {result.value}; not recorded")
             if indices is not None:
