@@ -160,22 +160,12 @@ def _configs(state: dict[str, torch.Tensor], med: dict[str, Any], who: str) -> t
     return vision, text
 
 
-def build_network(checkpoint: Path, med_config: Path, who: str) -> ImageRewardNet:
-    """The network with every parameter from the checkpoint (strict), on the CPU in float32."""
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        med = json.loads(med_config.read_text())
-    except (OSError, RuntimeError, ValueError) as err:
-        raise HarnessError(f"{who}: cannot read {checkpoint} / {med_config}: {err}") from err
-    if not isinstance(state, dict):
-        raise HarnessError(f"{who}: {checkpoint} holds a {type(state).__name__}, expected a state dict")
-    with no_weight_init():  # every parameter is overwritten by the strict load below
-        net = ImageRewardNet(*_configs(state, med, who))
+def fitted_state(net: ImageRewardNet, state: dict[str, torch.Tensor], who: str) -> dict[str, torch.Tensor]:
+    """The checkpoint under our names, refused by name unless it fills exactly ``net``'s keys at their shapes."""
     ours, expected = published_to_ours(state, who), net.state_dict()
-    absent = sorted(set(expected) - set(ours))
-    extra = sorted(set(ours) - set(expected))
+    absent, extra = sorted(set(expected) - set(ours)), sorted(set(ours) - set(expected))
     if absent or extra:
-        raise HarnessError(f"{who}: {checkpoint} does not fit the architecture: "
+        raise HarnessError(f"{who}: the checkpoint does not fit the architecture: "
                            + "; ".join(f"{what} {', '.join(_translate(k, False) or k for k in keys[:3])}"
                                        + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
                                        for what, keys in (("missing", absent), ("unexpected", extra)) if keys))
@@ -184,6 +174,22 @@ def build_network(checkpoint: Path, med_config: Path, who: str) -> ImageRewardNe
         k = bad_shapes[0]
         raise HarnessError(f"{who}: {_translate(k, False)} has shape {tuple(ours[k].shape)}, the architecture "
                            f"{tuple(expected[k].shape)} ({len(bad_shapes)} mismatched)")
+    return ours
+
+
+def build_network(checkpoint: Path, med_config: Path, who: str) -> ImageRewardNet:
+    """The network with every parameter from the checkpoint (strict), on the CPU in float32."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        med = json.loads(med_config.read_text())
+    except (OSError, RuntimeError, ValueError) as err:
+        raise HarnessError(f"{who}: cannot read {checkpoint} / {med_config}: {err}") from err
+    if not isinstance(state, dict) or not isinstance(med, dict):
+        raise HarnessError(f"{who}: {checkpoint} / {med_config} hold a {type(state).__name__} / "
+                           f"{type(med).__name__}, expected a state dict and a JSON object")
+    with no_weight_init():  # every parameter is overwritten by the strict load below
+        net = ImageRewardNet(*_configs(state, med, who))
+    ours = fitted_state(net, state, who)
     positions = state.get("blip.text_encoder.embeddings.position_ids")
     if positions is not None and not torch.equal(positions.flatten(), torch.arange(positions.numel())):
         raise HarnessError(f"{who}: blip.text_encoder.embeddings.position_ids is not 0..{positions.numel() - 1}")

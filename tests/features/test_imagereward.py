@@ -20,13 +20,22 @@ import torch
 from harness.api.checks import require_for_metrics
 from harness.errors import HarnessError, ProtocolError
 from harness.features import get_extractor, loaded_extractor
-from harness.features.imagereward import CONTEXT_LENGTH, IGNORED, ImageRewardV1, _translate, published_to_ours
+from harness.features.imagereward import (
+    CONTEXT_LENGTH,
+    IGNORED,
+    ImageRewardNet,
+    ImageRewardV1,
+    _configs,
+    _translate,
+    fitted_state,
+    published_to_ours,
+)
 from harness.features.weights import WeightsNotFound, entries_for_extractor
 from harness.metrics import ShardFeatures, get_metric
 from harness.run.extract import ExtractTask, _shard_features, extract_shard, feature_path, features_digest
 from harness.store import encode_png, manifest_path, write_manifest
 from harness.types import SampleRecord, ShardManifest
-from tests.support.imagereward_fixtures import reference_rewards
+from tests.support.imagereward_fixtures import reference_modules, reference_rewards
 
 ATOL = 1e-5
 # [CLS] + 33 words + [SEP] = 35 tokens: read whole; one word more is cut (the boundary ImageReward truncates at)
@@ -97,6 +106,37 @@ def test_layer_norm_epsilons_are_the_reference_modules(imagereward_installed):
 
     assert eps(ours.vision) == eps(reference.visual_encoder) and set(eps(ours.vision)) == {1e-6}
     assert eps(ours.text) == eps(reference.text_encoder) and set(eps(ours.text)) == {1e-12}
+
+
+# THUDM/ImageReward's med_config.json: BLIP's BERT-base text config, the encoder width ViT-L's
+PUBLISHED_MED_CONFIG = {"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+                        "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02,
+                        "intermediate_size": 3072, "layer_norm_eps": 1e-12, "max_position_embeddings": 512,
+                        "model_type": "bert", "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 0,
+                        "type_vocab_size": 2, "vocab_size": 30524, "encoder_width": 1024, "add_cross_attention": True}
+
+
+def test_the_full_size_published_layout_fits(tmp_path, monkeypatch):
+    """ImageReward at its real size (vit='large'), built by the reference package on the meta device (shapes, no
+    memory): the configs read from it are ViT-L/16 and BERT-base, and every key maps onto ours at its shape."""
+    mods = reference_modules()
+    (tmp_path / "med_config.json").write_text(json.dumps(PUBLISHED_MED_CONFIG))
+    monkeypatch.setattr(mods["blip_pretrain"], "init_tokenizer", lambda: None)  # the tokenizer holds no weights
+    real_linspace = torch.linspace  # vit.py reads its stochastic-depth rates with .item(): those stay on the CPU
+    monkeypatch.setattr(torch, "linspace", lambda *a, **k: real_linspace(*a, **{**k, "device": "cpu"}))
+    with torch.device("meta"):
+        state = mods["image_reward"].ImageReward(med_config=str(tmp_path / "med_config.json")).state_dict()
+    monkeypatch.undo()
+    vision, text = _configs(state, PUBLISHED_MED_CONFIG, "t")
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.intermediate_size,
+            vision.patch_size, vision.layer_norm_eps) == (1024, 24, 16, 4096, 16, 1e-6)
+    assert (text.hidden_size, text.num_hidden_layers, text.encoder_hidden_size, text.vocab_size) == (768, 12, 1024,
+                                                                                                      30524)
+    with torch.device("meta"):
+        net = ImageRewardNet(vision, text)
+    ours = fitted_state(net, state, "t")
+    assert len(ours) + len(IGNORED) == len(state) == 625
+    assert sum(v.numel() for v in ours.values()) == sum(p.numel() for p in net.parameters()) == 446_206_689
 
 
 @pytest.mark.parametrize("change, named", [
