@@ -199,10 +199,16 @@ def build_network(checkpoint: Path, med_config: Path, who: str) -> ImageRewardNe
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(folder: str, files_digest: str) -> Any:
-    """bert-base-uncased's tokenizer with the special tokens BLIP adds (``files_digest``: a changed file reloads)."""
+    """bert-base-uncased's WordPiece tokenizer with the special tokens BLIP adds, built from the two verified files
+    alone (a hub snapshot's tokenizer.json, which no digest covers, is never read); ``files_digest``: a changed file
+    loads anew."""
     from transformers import BertTokenizer
 
-    tokenizer = BertTokenizer.from_pretrained(folder, local_files_only=True)
+    lines = (Path(folder) / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    vocab = {token: index for index, token in enumerate(lines[:-1] if lines[-1] == "" else lines)}
+    config = json.loads((Path(folder) / "tokenizer_config.json").read_text())
+    options = {k: config[k] for k in ("do_lower_case", "strip_accents", "tokenize_chinese_chars") if k in config}
+    tokenizer = BertTokenizer(vocab=vocab, **options)
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
     return tokenizer

@@ -178,6 +178,17 @@ def test_a_tokenizer_of_another_vocabulary_is_refused(imagereward_files, tmp_pat
         ext.load()
 
 
+def test_only_the_verified_tokenizer_files_are_read(imagereward_files, tmp_path):
+    """A hub snapshot holds more files (tokenizer.json) than the digests cover: none of them is read."""
+    tokenizer = shutil.copytree(imagereward_files["root"] / "bert-base-uncased-tokenizer", tmp_path / "tok")
+    (tokenizer / "tokenizer.json").write_text("not a tokenizer")
+    ext = ImageRewardV1(model_dir=imagereward_files["root"] / "imagereward-v1.0", tokenizer_dir=tokenizer)
+    ext.load()
+    images = _images(2)
+    want = reference_rewards(imagereward_files["reference"], images, PROMPTS[:2])
+    np.testing.assert_allclose(ext.extract(images, prompts=PROMPTS[:2])["reward"], want, rtol=0, atol=ATOL)
+
+
 def test_without_weights_nothing_is_computed(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
