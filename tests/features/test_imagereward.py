@@ -8,6 +8,7 @@ at 1e-5.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
+import harness
 from harness.api.checks import require_for_metrics
 from harness.errors import HarnessError, ProtocolError
 from harness.features import get_extractor, loaded_extractor
@@ -33,7 +36,7 @@ from harness.features.imagereward import (
 from harness.features.weights import WeightsNotFound, entries_for_extractor
 from harness.metrics import ShardFeatures, get_metric
 from harness.run.extract import ExtractTask, _shard_features, extract_shard, feature_path, features_digest
-from harness.store import encode_png, manifest_path, write_manifest
+from harness.store import encode_png, manifest_path, read_manifest, verified_images, write_manifest
 from harness.types import SampleRecord, ShardManifest
 from tests.support.imagereward_fixtures import reference_modules, reference_rewards
 
@@ -303,3 +306,41 @@ def test_med_config_is_read_not_assumed(imagereward_files, tmp_path):
     ext = ImageRewardV1(model_dir=model, tokenizer_dir=imagereward_files["root"] / "bert-base-uncased-tokenizer")
     with pytest.raises(HarnessError, match="med_config.json lacks add_cross_attention: true"):
         ext.load()
+
+
+def prompt_scene(conditions, steps, cfg, generators) -> np.ndarray:
+    """A text-conditioned callable model (the e2e test's): noise from each image's generator, tinted by its prompt."""
+    out = np.zeros((len(conditions), 64, 64, 3), np.uint8)
+    for i, (prompt, gen) in enumerate(zip(conditions, generators, strict=True)):
+        noise = torch.rand((64, 64, 3), generator=gen, dtype=torch.float64).numpy()
+        tint = np.array([len(prompt) % 7, len(prompt) % 5, len(prompt) % 3]) / 7
+        out[i] = np.rint(255 * np.clip(0.6 * noise + 0.4 * tint, 0, 1)).astype(np.uint8)
+    return out
+
+
+def test_a_protocol_scores_each_sample_with_its_own_prompt(imagereward_installed, tmp_path, monkeypatch):
+    """plan → generate → extract (the shard's prompts) → score through ``harness.run``: the row equals the
+    reference package's mean reward over the written images and their recorded prompts."""
+    table = tmp_path / "DrawBench.csv"
+    with table.open("w", newline="") as f:
+        csv.writer(f).writerows([("Prompts", "Category"), *((p, "test") for p in PROMPTS)])
+    monkeypatch.setenv("HARNESS_DATASET_DRAWBENCH", str(table))
+    card = tmp_path / "prompt-scene.yaml"
+    card.write_text(yaml.safe_dump({"name": "prompt-scene", "family": "callable", "params": {
+        "entry": f"{__name__}:prompt_scene", "nfe": {"per_step": 1, "cfg_doubles": False},
+        "capabilities": {"conditioning": "text", "guidance": "none", "min_steps": 1, "max_steps": 1,
+                         "resolution": 64}}}))
+    protocol = {"name": "imagereward-e2e", "models": [str(card)], "datasets": ["drawbench"], "steps": [1],
+                "cfg": [None], "n": 5, "shard_size": 2, "batch_size": 2, "metrics": ["imagereward"], "bootstrap": 20}
+    done = harness.run(protocol, results=tmp_path / "run", executor="debug", cache=tmp_path / "cache")
+    (row,) = done.results.itertuples()
+    images, prompts = [], []
+    for path in sorted((tmp_path / "run").glob("cells/*/shards/*.json")):
+        manifest = read_manifest(path)
+        images.append(verified_images(path.parent.parent, manifest))
+        prompts += [s.prompt for s in manifest.samples]
+    assert sorted(prompts) == sorted(PROMPTS)  # every sample was asked for (and recorded with) its own prompt
+    want = reference_rewards(imagereward_installed["reference"], np.concatenate(images), prompts)
+    assert row.metric == "imagereward" and row.n == 5 and row.variant == get_metric("imagereward").variant
+    assert row.value == pytest.approx(want.mean(), abs=ATOL)
+    assert row.ci_low < row.value < row.ci_high
