@@ -240,6 +240,17 @@ def test_harness_score_refuses_it_before_decoding(tmp_path):
         score_images(folder, ["imagereward"], None, tmp_path / "cache")
 
 
+def test_reference_statistics_cannot_feed_it_prompts_and_say_so(imagereward_installed):
+    """The reference stage streams images alone: were a metric to ask it for this extractor's rows, the extractor
+    refuses by name instead of scoring images against no prompt."""
+    from harness.datasets import get_dataset
+    from harness.references.artefacts import compute_reference_stats
+
+    ext = loaded_extractor("imagereward-v1.0", "cpu")
+    with pytest.raises(HarnessError, match="extractor 'imagereward-v1.0' scores .image, prompt. pairs"):
+        compute_reference_stats(get_dataset("mnist-5k"), 4, ext, output="reward", progress=False)
+
+
 def _shard(directory: Path, images: np.ndarray, prompts: list[str | None]) -> ShardManifest:
     """A finished shard on disk: PNGs and a manifest recording each sample's prompt."""
     (directory / "images").mkdir(parents=True)
