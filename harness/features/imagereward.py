@@ -73,6 +73,7 @@ IGNORED = {
 _GROUPS = {"i": r"(?P<i>\d+)", "p": r"(?P<p>weight|bias)", "rest": r"(?P<rest>.+)"}
 
 
+@functools.lru_cache(maxsize=64)
 def _pattern(template: str) -> re.Pattern[str]:
     return re.compile("".join(_GROUPS[part[1:-1]] if part.startswith("{") else re.escape(part)
                               for part in re.split(r"(\{\w+\})", template) if part))
@@ -110,6 +111,8 @@ def _head(width: int) -> torch.nn.Sequential:
 
 
 class ImageRewardNet(torch.nn.Module):
+    """BLIP's ViT (image tokens) -> BLIP's text encoder cross-attending to them -> CLS -> head -> normalised reward."""
+
     def __init__(self, vision_config: Any, text_config: Any) -> None:
         from transformers import BlipTextModel, BlipVisionModel
 
@@ -219,10 +222,12 @@ def check_prompts(prompts: Any, n: int, who: str) -> list[str]:
     if prompts is None:
         raise HarnessError(f"extractor {who!r} scores (image, prompt) pairs: extract() needs prompts=[...], one per "
                            f"image; none were given")
-    prompts = list(prompts) if isinstance(prompts, (list, tuple)) else prompts
-    if not isinstance(prompts, list) or len(prompts) != n:
-        size = len(prompts) if isinstance(prompts, list) else type(prompts).__name__
-        raise HarnessError(f"extractor {who!r}: {size} prompts for {n} images; expected one prompt per image")
+    if isinstance(prompts, str) or not hasattr(prompts, "__len__"):
+        raise HarnessError(f"extractor {who!r}: prompts must be a list of strings, one per image; got "
+                           f"{type(prompts).__name__}")
+    prompts = list(prompts)
+    if len(prompts) != n:
+        raise HarnessError(f"extractor {who!r}: {len(prompts)} prompts for {n} images; expected one prompt per image")
     empty = [k for k, p in enumerate(prompts) if not isinstance(p, str) or not p]
     if empty:
         raise HarnessError(f"extractor {who!r}: sample {empty[0]} has no prompt ({prompts[empty[0]]!r}; {len(empty)} "

@@ -213,6 +213,7 @@ def test_images_without_prompts_are_refused_by_name(imagereward_installed):
     ext = loaded_extractor("imagereward-v1.0", "cpu")
     images = _images(2)
     for prompts, message in ((None, "scores \\(image, prompt\\) pairs: extract\\(\\) needs prompts"),
+                             ("a cat", "prompts must be a list of strings, one per image; got str"),
                              (["a cat"], "1 prompts for 2 images"), (["a cat", None], "sample 1 has no prompt")):
         with pytest.raises(HarnessError, match=f"extractor 'imagereward-v1.0'.*{message}"):
             ext.extract(images, prompts=prompts)
