@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # fixtures shared by the metric tests (random Inception weights in torch-fidelity format, image sets)
 pytest_plugins = ["tests.support.metric_fixtures", "tests.support.clip_metric_fixtures",
-                  "tests.support.hps_fixtures"]
+                  "tests.support.hps_fixtures",
+                  "tests.support.imagereward_fixtures"]
 
 
 def pytest_sessionfinish(session, exitstatus):

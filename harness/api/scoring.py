@@ -181,6 +181,10 @@ def _check_request(metrics: list[Metric], source: ImageSource, reference_n: int 
     if bootstrap < 0:
         raise HarnessError(f"--bootstrap {bootstrap}: must be 0 (no bootstrap CIs) or a positive number of "
                            f"replicates, e.g. 200")
+    prompted = [m.name for m in metrics if "prompts" in m.requires]
+    if prompted:  # images come without prompts here; an extractor that reads them (ImageReward) is refused too
+        raise HarnessError(f"--metrics {','.join(prompted)}: need a prompt per image, which `harness score` does not "
+                           f"take; score them in a protocol whose dataset gives prompts")
     if reference_n is not None and reference_n < 1:
         raise HarnessError(f"--reference-n {reference_n}: must be a positive number of reference images (leave it "
                            f"out for all of a folder or file, or the first {DEFAULT_DATASET_N:,} of a dataset)")

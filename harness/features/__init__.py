@@ -39,6 +39,7 @@ _EXTRACTORS: dict[str, Any] = {
     "clip-vit-l-14-openai": ".clip:ClipVitL14OpenAI",
     "pickscore-v1": ".pickscore:PickScoreV1",
     "hps-v2.1": ".hps:HpsV21",
+    "imagereward-v1.0": ".imagereward:ImageRewardV1",
     "inception-tf1": ".inception_tf1:InceptionTF1",
     "inception-clean": ".inception_clean:InceptionClean",
     "mobilenet-v2-imagenet": ".mobilenet_v2:MobileNetV2ImageNet",

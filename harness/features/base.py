@@ -85,10 +85,10 @@ def fixed_threads(threads: int) -> Iterator[None]:
 
 def _at_spec_threads(extract: Callable[..., dict[str, np.ndarray]]) -> Callable[..., dict[str, np.ndarray]]:
     @functools.wraps(extract)
-    def wrapper(self: Extractor, images: np.ndarray) -> dict[str, np.ndarray]:
+    def wrapper(self: Extractor, images: np.ndarray, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
         # extraction_threads(), not self.spec (some specs hash weight folders): the spec's default reads it too
         with fixed_threads(extraction_threads()):
-            return extract(self, images)
+            return extract(self, images, *args, **kwargs)
 
     wrapper.at_spec_threads = True  # type: ignore[attr-defined]
     return wrapper
@@ -102,6 +102,9 @@ class Extractor(ABC):
 
     name: str = ""
     outputs: tuple[str, ...] = ()  # names of the arrays ``extract`` returns
+    # True for an extractor that scores (image, prompt) pairs (ImageReward): ``extract(images, prompts=[...])``
+    # with one prompt per image; its cached features are keyed by the prompts too (harness/run/extract.py).
+    needs_prompts: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -107,6 +107,10 @@ ENTRIES: dict[str, WeightsEntry] = {e.name: e for e in (
     _hf_repo("hps-v2.1", "xswu/HPSv2", ("HPS_v2.1_compressed.pt",), "hps-v2.1",
              "HPS v2.1: open_clip ViT-H-14 fine-tuned on HPD v2, its state dict under 'state_dict' (v2.0's "
              "HPS_v2_compressed.pt scores on another scale and is not registered)"),
+    _hf_repo("imagereward-v1.0", "THUDM/ImageReward", ("ImageReward.pt", "med_config.json"), "imagereward-v1.0",
+             "ImageReward v1.0: BLIP ViT-L/16 + cross-attention BERT + reward head (BLIP-layout state dict)"),
+    _hf_repo("bert-base-uncased-tokenizer", "google-bert/bert-base-uncased", ("vocab.txt", "tokenizer_config.json"),
+             "imagereward-v1.0", "the bert-base-uncased WordPiece tokenizer ImageReward's BLIP tokenises prompts with"),
 )}
 SUMS = "SHA256SUMS"
 

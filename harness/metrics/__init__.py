@@ -32,6 +32,7 @@ _METRICS: dict[str, Any] = {
     "pickscore_per_class": ".per_class:PickScorePerClass",
     "pickscore": ".pickscore:PickScore",
     "hps_v21": ".hps:HpsV21",
+    "imagereward": ".imagereward:ImageReward",
     "fid_mnist": ".fid_mnist:FIDMnist",
     "fid_tf1": ".fid:FIDTF1",
     "fid_clean": ".fid:FIDClean",

@@ -1,7 +1,9 @@
 """The extract stage: feature rows of one finished shard per extractor, cached by (spec key, shard content).
 
 Feature files are keyed by content, so a re-run computes nothing that already exists and any changed input
-produces a new key.
+produces a new key. The content is the shard's pixels, plus every sample's prompt for an extractor that scores
+(image, prompt) pairs (``Extractor.needs_prompts``, ImageReward): the same images under other prompts are
+other features.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from harness.errors import ShardError
 from harness.faults import fault_point
 from harness.features import get_extractor, loaded_extractor
+from harness.hashing import digest
 from harness.metrics.base import ShardFeatures
 from harness.store import (
     atomic_write_bytes,
@@ -51,10 +54,18 @@ def feature_path(cache_dir: Path, extractor_key: str, content_digest: str) -> Pa
     return cache_dir / "features" / extractor_key / f"{content_digest}.npz"
 
 
-def missing_extractors(cache: Path, extractors: tuple[str, ...], content_digest: str) -> list[str]:
-    """The extractors whose features of this shard content are not cached yet."""
+def features_digest(manifest: ShardManifest, extractor: str) -> str:
+    """What a shard's cached features of ``extractor`` are keyed by: its pixels, and its prompts when the
+    extractor reads them."""
+    if not get_extractor(extractor).needs_prompts:
+        return manifest.content_digest
+    return digest({"pixels": manifest.content_digest, "prompts": [s.prompt for s in manifest.samples]}, length=24)
+
+
+def missing_extractors(cache: Path, extractors: tuple[str, ...], manifest: ShardManifest) -> list[str]:
+    """The extractors whose features of this shard's content are not cached yet."""
     return [name for name in extractors
-            if not feature_path(cache, get_extractor(name).spec.key, content_digest).exists()]
+            if not feature_path(cache, get_extractor(name).spec.key, features_digest(manifest, name)).exists()]
 
 
 def extract_shard(task: ExtractTask) -> int:
@@ -67,16 +78,19 @@ def extract_shard(task: ExtractTask) -> int:
         raise ShardError(f"{path}: shard not generated (its generation job did not finish); run the same "
                          f"`harness run` again to generate and extract it")
     manifest = read_manifest(path)
-    missing = missing_extractors(cache, task.extractors, manifest.content_digest)
+    missing = missing_extractors(cache, task.extractors, manifest)
     if not missing:
         return 0
     images = verified_images(directory, manifest)
     for name in missing:
         ext = loaded_extractor(name, task.device)
-        outputs = ext.extract(images)
+        if ext.needs_prompts:  # the extractor refuses, by name, a sample without one
+            outputs = ext.extract(images, prompts=[s.prompt for s in manifest.samples])
+        else:
+            outputs = ext.extract(images)
         buf = io.BytesIO()
         np.savez(buf, **outputs)
-        atomic_write_bytes(feature_path(cache, ext.spec.key, manifest.content_digest), buf.getvalue())
+        atomic_write_bytes(feature_path(cache, ext.spec.key, features_digest(manifest, name)), buf.getvalue())
         fault_point("after_feature")
     return len(missing)
 
@@ -95,10 +109,12 @@ def cell_manifests(directory: Path, cell: Cell, shard_size: int) -> list[ShardMa
     return manifests
 
 
-def _shard_features(cache: Path, extractor_key: str, output: str,
-                    manifests: list[ShardManifest]) -> Iterator[ShardFeatures]:
+def _shard_features(cache: Path, extractor_key: str, output: str, manifests: list[ShardManifest],
+                    extractor: str | None = None) -> Iterator[ShardFeatures]:
+    """Each shard's cached ``output`` rows with its labels and prompts; ``extractor`` (its registry name) keys
+    the files of an extractor that reads prompts (``features_digest``)."""
     for m in manifests:
-        path = feature_path(cache, extractor_key, m.content_digest)
+        path = feature_path(cache, extractor_key, features_digest(m, extractor) if extractor else m.content_digest)
         with np.load(path) as data:
             feats = data[output]
         if len(feats) != len(m.samples):

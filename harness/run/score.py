@@ -76,7 +76,7 @@ def _bootstrap(metric: Metric, result: MetricResult, manifests: list[ShardManife
                reference, indices: np.ndarray) -> tuple[MetricResult, np.ndarray | None]:
     """Replicates of one metric on the cell's resampled samples and the interval they give
     (``bootstrap_interval``: the metric's own valid CI if it has one, else the median-centred basic one)."""
-    shards = list(_shard_features(cache, ext_key, metric.output, manifests))
+    shards = list(_shard_features(cache, ext_key, metric.output, manifests, metric.extractor))
     try:
         values = metric.shard_replicates(shards, reference, indices)
     except ShardError:
@@ -128,7 +128,7 @@ def _measured_entry(ctx: ScoreContext, metric: Metric, cell: Any, manifests: lis
                   "version": __version__, "bootstrap": ctx.bootstrap, "ci": CI_METHOD}, length=24)
 
     def compute() -> tuple[MetricResult, np.ndarray | None]:
-        result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests), reference)
+        result = metric.compute(_shard_features(cache, ext_key, metric.output, manifests, metric.extractor), reference)
         if not np.isfinite(result.value):
             raise ShardError(f"cell {cell.cell_id}: metric {metric.name} came out {result.value}; not recorded")
         if indices is None:

@@ -93,8 +93,8 @@ def extract_stage(plan: Plan, cell_dirs: dict[str, str], cache: Path, device: st
     for t in shards:
         needed = extractors
         if shard_is_complete(t):
-            digest = read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)).content_digest
-            needed = tuple(missing_extractors(cache, extractors, digest))
+            manifest = read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop))
+            needed = tuple(missing_extractors(cache, extractors, manifest))
         if needed:
             tasks.append(ExtractTask(t.cell_dir, t.start, t.stop, needed, str(cache), device))
     return Stage("extract", extract_shard, tuple(tasks), after=("generate",),
@@ -197,7 +197,7 @@ def collect_run(task: CollectTask) -> str:
                            f"resubmit them")
     extractors = tuple(sorted({get_metric(m).extractor for m in measured_metrics(p.metrics)}))
     unextracted = [t for t in shards if missing_extractors(
-        cache, extractors, read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)).content_digest)]
+        cache, extractors, read_manifest(manifest_path(Path(t.cell_dir), t.start, t.stop)))]
     if unextracted:
         raise HarnessError(f"{run_dir}: {len(unextracted)} of {len(shards)} shards lack features after the "
                            f"extraction jobs ended (first: {unextracted[0].label}; see the job logs under "

@@ -14,11 +14,13 @@ import pytest
 from harness.features import ExtractorSpec, available_extractors, get_extractor
 from tests.support.conformance_plugins import ExtractorConformance, skip_if_weights_absent
 
-# Offline stand-ins for weights this machine may lack (fixtures of tests/support/metric_fixtures.py and
-# tests/support/clip_metric_fixtures.py): random networks of the real architecture under the real entry names.
+# Offline stand-ins for weights this machine may lack (fixtures of tests/support/metric_fixtures.py,
+# tests/support/clip_metric_fixtures.py and tests/support/imagereward_fixtures.py): random networks of the real
+# architecture under the real entry names.
 STAND_IN_WEIGHTS = {"inception-tf1": "tf1_weights", "inception-clean": "tf1_weights",
                     "clip-vit-b-16-openai": "installed", "clip-vit-l-14-openai": "installed",
-                    "hps-v2.1": "hps_installed"}
+                    "hps-v2.1": "hps_installed",
+                    "imagereward-v1.0": "imagereward_installed"}
 _LOADED: dict[str, Any] = {}  # one CPU load per extractor for the whole session (extraction needs no weights file)
 
 

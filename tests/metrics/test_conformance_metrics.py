@@ -9,12 +9,13 @@ from harness.features import get_extractor
 from harness.metrics import Metric, available_metrics, get_metric
 from tests.support.conformance_plugins import MetricCase, MetricConformance, metric_case, skip_if_weights_absent
 
-# Offline stand-ins for weights this machine may lack (fixtures of tests/support/metric_fixtures.py and
-# tests/support/clip_metric_fixtures.py): random networks installed under the real entry names. Metrics on any other
-# extractor whose weights are absent skip, saying so.
+# Offline stand-ins for weights this machine may lack (fixtures of tests/support/metric_fixtures.py,
+# tests/support/clip_metric_fixtures.py and tests/support/imagereward_fixtures.py): random networks installed under
+# the real entry names. Metrics on any other extractor whose weights are absent skip, saying so.
 STAND_IN_WEIGHTS = {"inception-tf1": "tf1_weights", "inception-clean": "tf1_weights",
                     "clip-vit-b-16-openai": "installed", "clip-vit-l-14-openai": "installed",
-                    "hps-v2.1": "hps_installed"}
+                    "hps-v2.1": "hps_installed",
+                    "imagereward-v1.0": "imagereward_installed"}
 # How a replicate is defined where it is not "the metric on the resampled rows": recall rebuilds the generated
 # manifold from the distinct resampled samples (harness/metrics/precision_recall.py says why).
 RECOMPUTE_RULES = {"recall": "distinct rows"}
@@ -33,6 +34,10 @@ def metric(request: pytest.FixtureRequest) -> Metric:
 @pytest.fixture(params=[12, 64], ids=["n>=d", "n<d"])
 def case(metric: Metric, request: pytest.FixtureRequest) -> MetricCase:
     embed_dim = None
+    if getattr(get_extractor(metric.extractor), "needs_prompts", False):  # its output is the per-sample score
+        scored = metric_case(metric, request.param)
+        scored.features = scored.features[:, :1].copy()
+        return scored
     if not metric.needs_reference and hasattr(get_extractor(metric.extractor), "encode_text"):
         # a text-image metric: its features must be the image embeddings of the extractor's own text tower
         def text_width() -> int:

@@ -224,6 +224,13 @@ def sample_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 BATCH_ATOL = 1e-5
 
 
+def run_extract(extractor: Any, images: Any) -> dict[str, np.ndarray]:
+    """``extract`` as the pipeline feeds it: with a prompt per image for an extractor that scores pairs."""
+    if getattr(extractor, "needs_prompts", False):
+        return extractor.extract(images, prompts=[PROMPTS[k % len(PROMPTS)] for k in range(len(images))])
+    return extractor.extract(images)
+
+
 class ExtractorConformance:
     """Mixin; the module provides ``extractor_name`` and ``loaded`` (that extractor, loaded on the CPU)."""
 
@@ -247,10 +254,10 @@ class ExtractorConformance:
 
     def test_extract_before_load_refused(self, extractor_name: str) -> None:
         with pytest.raises(HarnessError, match=extractor_name):
-            get_extractor(extractor_name).extract(sample_images(1, 16))
+            run_extract(get_extractor(extractor_name), sample_images(1, 16))
 
     def test_outputs_declared_shapes_and_dtypes(self, loaded: Any) -> None:
-        small, large = loaded.extract(sample_images(2, 32)), loaded.extract(sample_images(3, 48, seed=1))
+        small, large = run_extract(loaded, sample_images(2, 32)), run_extract(loaded, sample_images(3, 48, seed=1))
         assert tuple(small) == tuple(loaded.outputs) and tuple(large) == tuple(loaded.outputs)
         for name in loaded.outputs:
             a, b = small[name], large[name]
@@ -261,22 +268,22 @@ class ExtractorConformance:
     def test_empty_and_strided_input(self, loaded: Any) -> None:
         """An empty batch gives empty outputs of the declared row shape; a strided or read-only view gives the
         features of its contiguous copy (shards hand in slices)."""
-        base = loaded.extract(sample_images(2, 32))
-        empty = loaded.extract(np.zeros((0, 32, 32, 3), np.uint8))
+        base = run_extract(loaded, sample_images(2, 32))
+        empty = run_extract(loaded, np.zeros((0, 32, 32, 3), np.uint8))
         assert all(empty[k].shape == (0, *base[k].shape[1:]) for k in loaded.outputs)
         view = sample_images(2, 64, seed=3)[:, ::2, 1::2]
         read_only = np.broadcast_to(view[:1], view.shape)
         for images in (view, read_only):
-            got, want = loaded.extract(images), loaded.extract(np.ascontiguousarray(images))
+            got, want = run_extract(loaded, images), run_extract(loaded, np.ascontiguousarray(images))
             assert all(np.array_equal(got[k], want[k]) for k in loaded.outputs)
 
     def test_batch_size_invariance(self, loaded: Any) -> None:
         images, saved = sample_images(8, 32, seed=2), loaded.batch_size
         try:
             loaded.batch_size = 8
-            whole = loaded.extract(images)
+            whole = run_extract(loaded, images)
             loaded.batch_size = 3
-            split = loaded.extract(images)
+            split = run_extract(loaded, images)
         finally:
             loaded.batch_size = saved
         for name in loaded.outputs:
@@ -284,13 +291,25 @@ class ExtractorConformance:
             diff = float(np.abs(whole[name] - split[name]).max())
             assert diff <= BATCH_ATOL * scale, f"{name}: batch 8 vs 3 differ by {diff:.3g} (scale {scale:.3g})"
 
+    def test_prompt_pairs_refuse_missing_prompts(self, loaded: Any) -> None:
+        """An extractor that scores (image, prompt) pairs refuses, by name, images without one prompt each, and its
+        output follows the prompt (else it need not read them)."""
+        if not getattr(loaded, "needs_prompts", False):
+            pytest.skip(f"{loaded.name} reads no prompts")
+        images = sample_images(2, 32)
+        for prompts in (None, [PROMPTS[0]], [PROMPTS[0], ""]):
+            with pytest.raises(HarnessError, match=re.escape(loaded.name)):
+                loaded.extract(images, prompts=prompts)
+        one, other = (loaded.extract(images, prompts=[p, p]) for p in PROMPTS[:2])
+        assert all(not np.array_equal(one[k], other[k]) for k in loaded.outputs)
+
     @pytest.mark.parametrize("bad", ["float32", "gray", "rgba", "single", "list"])
     def test_refuses_non_uint8_rgb_input(self, loaded: Any, bad: str) -> None:
         good = sample_images(2, 16)
         images = {"float32": good.astype(np.float32), "gray": good[..., 0], "rgba": np.concatenate(
             [good, good[..., :1]], axis=-1), "single": good[0], "list": list(good)}[bad]
         with pytest.raises(HarnessError, match=rf"{loaded.name}.*uint8"):
-            loaded.extract(images)
+            run_extract(loaded, images)
 
 
 # -------------------------------------------------------------------------------------------------- datasets
