@@ -194,6 +194,46 @@ def coverage_rows(world: str, n: int, sets: list, targets: dict, b: int) -> list
     return rows
 
 
+def coverage_row(world: str, n: int, metric: str, sets: list[dict], b: int, target: tuple[float, float],
+                 start: float) -> dict:
+    """One (world, n, metric) row of the sibling scripts' tables; each set holds (value, low, high, ...) under
+    ``metric``; ``target`` is (estimate, its standard error)."""
+    cov = float(np.mean([s[metric][1] <= target[0] <= s[metric][2] for s in sets]))
+    return {"world": world, "n": n, "metric": metric, "sets": len(sets), "B": b,
+            "target": f"{target[0]:.5g} ± {target[1]:.2g}", "coverage": f"{cov:.3f}",
+            "MC s.e.": f"{math.sqrt(max(cov * (1 - cov), 1e-12) / len(sets)):.3f}",
+            "below / above": f"{sum(s[metric][2] < target[0] for s in sets)} / "
+                             f"{sum(s[metric][1] > target[0] for s in sets)}",
+            "mean width": f"{np.mean([s[metric][2] - s[metric][1] for s in sets]):.4g}",
+            "value inside": "yes" if all(s[metric][1] <= s[metric][0] <= s[metric][2] for s in sets) else "NO",
+            "seconds": f"{time.time() - start:.0f}"}
+
+
+def metric_sets_main(doc: str, default_metrics: tuple[str, ...],
+                     run: Callable[[World, int, int, int, int, tuple[str, ...]], list[dict]]) -> None:
+    """The sibling scripts' command line: ``run(world, n, draws, B, target_draws, metrics)`` per world and n,
+    each table printed as it is done, then all of them."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--draws", type=int, default=200, help="independent sets per (world, n)")
+    parser.add_argument("--B", type=int, default=200, help="bootstrap replicates (the protocol default)")
+    parser.add_argument("--target-draws", type=int, default=1000, help="point-only draws estimating each target")
+    parser.add_argument("--worlds", default="gauss,mnist")
+    parser.add_argument("--n", default="100,1000")
+    parser.add_argument("--pool", type=int, default=20_000, help="MNIST training digits in the mnist pool")
+    parser.add_argument("--metrics", default=",".join(default_metrics))
+    args = parser.parse_args()
+    metrics = tuple(args.metrics.split(","))
+    from harness.store import default_cache_dir
+
+    rows = []
+    for name in args.worlds.split(","):
+        world = gauss_world() if name == "gauss" else mnist_world(args.pool, default_cache_dir())
+        for n in (int(v) for v in args.n.split(",")):
+            rows += run(world, n, args.draws, args.B, args.target_draws, metrics)
+            print(pd.DataFrame(rows[-len(metrics):]).to_markdown(index=False), flush=True)
+    print(pd.DataFrame(rows).to_markdown(index=False))
+
+
 def kid_target(sets_by_n: dict[int, list]) -> float:
     """Inverse-variance weighted mean of all KID point estimates (unbiased for one value at every n)."""
     means, weights = [], []

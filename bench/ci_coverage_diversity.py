@@ -21,18 +21,16 @@ and ``mnist`` (MNIST-CNN penultimate rows of training digits, classes 5–9 thin
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench script's worlds
 
-from ci_coverage import REPO, World, gauss_world, mnist_world  # noqa: E402
+from ci_coverage import REPO, World, coverage_row, metric_sets_main  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 
@@ -96,45 +94,10 @@ def run(world: World, n: int, draws: int, b: int, target_draws: int, metrics: tu
         targets[name] = (float(values.mean()), float(values.std(ddof=1) / math.sqrt(target_draws)))
     rng = np.random.default_rng(n)
     sets = [one_set(world, rng, n, b, f"{world.name}-{n}-{r}", metrics) for r in range(draws)]
-    rows = []
-    for name in metrics:
-        target = targets[name][0]
-        hits = np.array([s[name][1] <= target <= s[name][2] for s in sets])
-        cov = float(hits.mean())
-        rows.append({"world": world.name, "n": n, "metric": name, "sets": draws, "B": b,
-                     "target": f"{target:.5g} ± {targets[name][1]:.2g}", "coverage": f"{cov:.3f}",
-                     "MC s.e.": f"{math.sqrt(max(cov * (1 - cov), 1e-12) / draws):.3f}",
-                     "below / above": f"{int(sum(s[name][2] < target for s in sets))} / "
-                                      f"{int(sum(s[name][1] > target for s in sets))}",
-                     "mean width": f"{np.mean([s[name][2] - s[name][1] for s in sets]):.4g}",
-                     "value inside": "yes" if all(s[name][1] <= s[name][0] <= s[name][2] for s in sets) else "NO",
-                     "Δ=0 covered (raw reps)": f"{delta_coverage(sets, name, 3):.3f}",
-                     "Δ=0 covered (calibrated)": f"{delta_coverage(sets, name, 4):.3f}",
-                     "seconds": f"{time.time() - start:.0f}"})
-    return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--draws", type=int, default=200, help="independent sets per (world, n)")
-    parser.add_argument("--B", type=int, default=200, help="bootstrap replicates (the protocol default)")
-    parser.add_argument("--target-draws", type=int, default=1000, help="point-only draws estimating each target")
-    parser.add_argument("--worlds", default="gauss,mnist")
-    parser.add_argument("--n", default="100,1000")
-    parser.add_argument("--pool", type=int, default=20_000, help="MNIST training digits in the mnist pool")
-    parser.add_argument("--metrics", default=",".join(METRICS))
-    args = parser.parse_args()
-    metrics = tuple(args.metrics.split(","))
-    from harness.store import default_cache_dir
-
-    rows = []
-    for name in args.worlds.split(","):
-        world = gauss_world() if name == "gauss" else mnist_world(args.pool, default_cache_dir())
-        for n in (int(v) for v in args.n.split(",")):
-            rows += run(world, n, args.draws, args.B, args.target_draws, metrics)
-            print(pd.DataFrame(rows[-len(metrics):]).to_markdown(index=False), flush=True)
-    print(pd.DataFrame(rows).to_markdown(index=False))
+    return [{**coverage_row(world.name, n, name, sets, b, targets[name], start),
+             "Δ=0 covered (raw reps)": f"{delta_coverage(sets, name, 3):.3f}",
+             "Δ=0 covered (calibrated)": f"{delta_coverage(sets, name, 4):.3f}"} for name in metrics]
 
 
 if __name__ == "__main__":
-    main()
+    metric_sets_main(__doc__, METRICS, run)

@@ -20,18 +20,16 @@ resampled scores, exactly what ``TextImageMetric.shard_replicates`` computes.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench script's worlds
 
-from ci_coverage import REPO, World, gauss_world, mnist_world  # noqa: E402
+from ci_coverage import REPO, World, coverage_row, metric_sets_main  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 
@@ -93,41 +91,8 @@ def run(world: World, n: int, draws: int, b: int, target_draws: int, metrics: tu
             result, _ = get_metric(m).combine(results, reps)
             one[m] = (result.value, result.ci_low, result.ci_high)
         sets.append(one)
-    rows = []
-    for m in metrics:
-        target = targets[m][0]
-        cov = float(np.mean([s[m][1] <= target <= s[m][2] for s in sets]))
-        rows.append({"world": world.name, "n": n, "metric": m, "sets": draws, "B": b,
-                     "target": f"{target:.5g} ± {targets[m][1]:.2g}", "coverage": f"{cov:.3f}",
-                     "MC s.e.": f"{math.sqrt(max(cov * (1 - cov), 1e-12) / draws):.3f}",
-                     "below / above": f"{sum(s[m][2] < target for s in sets)} / {sum(s[m][1] > target for s in sets)}",
-                     "mean width": f"{np.mean([s[m][2] - s[m][1] for s in sets]):.4g}",
-                     "value inside": "yes" if all(s[m][1] <= s[m][0] <= s[m][2] for s in sets) else "NO",
-                     "seconds": f"{time.time() - start:.0f}"})
-    return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--draws", type=int, default=200, help="independent sets per (world, n)")
-    parser.add_argument("--B", type=int, default=200, help="bootstrap replicates (the protocol default)")
-    parser.add_argument("--target-draws", type=int, default=1000, help="point-only draws estimating each target")
-    parser.add_argument("--worlds", default="gauss,mnist")
-    parser.add_argument("--n", default="100,1000")
-    parser.add_argument("--pool", type=int, default=20_000, help="MNIST training digits in the mnist pool")
-    parser.add_argument("--metrics", default=",".join(METRICS))
-    args = parser.parse_args()
-    metrics = tuple(args.metrics.split(","))
-    from harness.store import default_cache_dir
-
-    rows = []
-    for name in args.worlds.split(","):
-        world = gauss_world() if name == "gauss" else mnist_world(args.pool, default_cache_dir())
-        for n in (int(v) for v in args.n.split(",")):
-            rows += run(world, n, args.draws, args.B, args.target_draws, metrics)
-            print(pd.DataFrame(rows[-len(metrics):]).to_markdown(index=False), flush=True)
-    print(pd.DataFrame(rows).to_markdown(index=False))
+    return [coverage_row(world.name, n, m, sets, b, targets[m], start) for m in metrics]
 
 
 if __name__ == "__main__":
-    main()
+    metric_sets_main(__doc__, METRICS, run)
