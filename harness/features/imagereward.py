@@ -32,7 +32,7 @@ from PIL import Image
 from harness.errors import HarnessError
 from harness.features import check_images
 from harness.features.base import Extractor, ExtractorSpec, no_weight_init
-from harness.features.weights import folder_digests
+from harness.features.weights import folder_digests, folders_and_digests
 from harness.hashing import digest
 
 MODEL_WEIGHTS = "imagereward-v1.0"
@@ -248,11 +248,8 @@ class ImageRewardV1(Extractor):
         self._tokenizer: Any = None
 
     def _folders_and_digests(self) -> tuple[Path, Path, dict[str, str]]:
-        who = f"extractor {self.name!r}"
-        model, model_digests = folder_digests(MODEL_WEIGHTS, self._model_dir, who)
-        tokenizer, tokenizer_digests = folder_digests(TOKENIZER_WEIGHTS, self._tokenizer_dir, who)
-        digests = {f"{MODEL_WEIGHTS}/{rel}": sha for rel, sha in model_digests.items()}
-        digests.update({f"{TOKENIZER_WEIGHTS}/{rel}": sha for rel, sha in tokenizer_digests.items()})
+        (model, tokenizer), digests = folders_and_digests(
+            f"extractor {self.name!r}", (MODEL_WEIGHTS, self._model_dir), (TOKENIZER_WEIGHTS, self._tokenizer_dir))
         return model, tokenizer, digests
 
     @property

@@ -19,7 +19,7 @@ from harness.errors import HarnessError
 from harness.features import check_images
 from harness.features.base import ExtractorSpec
 from harness.features.clip import ImageTextExtractor
-from harness.features.weights import folder_digests
+from harness.features.weights import folders_and_digests
 from harness.hashing import digest
 
 MODEL_WEIGHTS = "pickscore-v1"
@@ -45,11 +45,8 @@ class PickScoreV1(ImageTextExtractor):
     def _folders_and_digests(self) -> tuple[Path, Path, dict[str, str]]:
         """Both folders, and the sha256 of every file the numbers depend on (checked against the pinned or
         recorded digest when the folders come from the look-up)."""
-        who = f"extractor {self.name!r}"
-        model, model_digests = folder_digests(MODEL_WEIGHTS, self._model_dir, who)
-        processor, processor_digests = folder_digests(PROCESSOR_WEIGHTS, self._processor_dir, who)
-        digests = {f"{MODEL_WEIGHTS}/{rel}": sha for rel, sha in model_digests.items()}
-        digests.update({f"{PROCESSOR_WEIGHTS}/{rel}": sha for rel, sha in processor_digests.items()})
+        (model, processor), digests = folders_and_digests(
+            f"extractor {self.name!r}", (MODEL_WEIGHTS, self._model_dir), (PROCESSOR_WEIGHTS, self._processor_dir))
         return model, processor, digests
 
     @property

@@ -255,6 +255,17 @@ def folder_digests(name: str, folder: Path | None = None, needed_by: str = "") -
     return Path(folder), digests
 
 
+def folders_and_digests(who: str, *entries: tuple[str, Path | None]) -> tuple[list[Path], dict[str, str]]:
+    """:func:`folder_digests` of several entries (name, explicit folder or None) an extractor reads together:
+    their folders in order, and one table ``{"<entry>/<relative path>": sha256}`` of every file."""
+    folders, digests = [], {}
+    for name, folder in entries:
+        found, files = folder_digests(name, folder, who)
+        folders.append(found)
+        digests.update({f"{name}/{rel}": sha for rel, sha in files.items()})
+    return folders, digests
+
+
 def download(url: str, target: Path, sha256: str | None, chunk: int = 1 << 20) -> str:
     """Stream ``url`` to ``target`` (``store.atomic_write``: a temporary file in the same folder, renamed into
     place only when the digest matches, removed on any failure); returns the sha256."""
