@@ -34,6 +34,8 @@ from harness.types import Cell, MetricRow, SampleRequest
 DEFAULT_WARMUP = 3
 DEFAULT_K = 64  # >= 59: the fewest calls that give p95 a 95% order-statistic interval
 DEFAULT_THROUGHPUT_CALLS = 8  # >= 6: the fewest that give the median call a 95% interval
+# How records are measured; part of the cache key, so records of an older method are measured again.
+MEASUREMENT = "timed calls round-robin over the group; CPU peak = network bytes + RSS rise"
 PROBE_PROMPT = "a photograph of a red bicycle leaning against a brick wall"
 
 
@@ -55,7 +57,7 @@ class CostRecord:
     throughput_calls: int
     throughput: dict[str, Any]  # images/s at ``batch``: {value, low, high, coverage} from the median call
     peak_mem_mb: float
-    peak_mem_kind: str  # "cuda_max_allocated" | "cpu_rss_rise" | "cpu_maxrss_rise"
+    peak_mem_kind: str  # "cuda_max_allocated" | "weights+cpu_rss_rise" | "weights+cpu_maxrss_rise"
     gflops_per_image: float
     gflops_components: dict[str, float]  # per component the adapter exposes (+ "other"), per image
     env: dict[str, Any]
@@ -167,6 +169,7 @@ def cost_key(cell: Cell, device: str, batch: int, warmup: int, k: int, throughpu
     """The cache key: cell, device (+ GPU name), dtype, batch, timing plan, threads and harness version."""
     env = environment(device)
     return digest({"cell": cell.cell_id, "device": device, "gpu": env["gpu"], "dtype": cell.model.dtype,
+                   "method": MEASUREMENT,
                    "batch": batch, "warmup": warmup, "k": k, "throughput_calls": throughput_calls,
                    "threads": env["threads"], "version": __version__}, length=24)
 
@@ -233,7 +236,7 @@ def measure_cells(cells: list[Cell], cache_dir: Path | None, device: str = "cpu"
                               sync, **timing)
     env = environment(device)
     for i in todo:
-        peak, kind = _peak_memory(lambda i=i: adapter_of[i].sample(many[i]), device, sync)
+        peak, kind = _peak_memory(adapter_of[i], lambda i=i: adapter_of[i].sample(many[i]), device, sync)
         flops, parts, nfe = counted[i]
         latency = [s * 1e3 for s in ms[i]]
         median = _quantile(calls[i], 0.5)  # images/s is monotone in call time: the median's interval maps over
@@ -252,9 +255,24 @@ def measure_cells(cells: list[Cell], cache_dir: Path | None, device: str = "cpu"
     return [r for r in records if r is not None]
 
 
-def _peak_memory(call: Callable[[], Any], device: str, sync: Callable[[], None]) -> tuple[float, str]:
-    """(MiB, kind) of one call: CUDA's max allocated, else the process's resident-memory rise, sampled by a
-    thread that runs during this call only (never during the timed ones)."""
+def network_bytes(adapter: Adapter) -> int:
+    """Bytes of the parameters and buffers of the networks an adapter runs (each tensor once)."""
+    seen: set[int] = set()
+    total = 0
+    for component in components_of(adapter).values():
+        for tensor in [*component.parameters(), *component.buffers()]:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _peak_memory(adapter: Adapter, call: Callable[[], Any], device: str, sync: Callable[[], None]
+                 ) -> tuple[float, str]:
+    """(MiB, kind) of one call: CUDA's max allocated (weights included), else the networks' weights plus the
+    process's resident-memory rise during the call, sampled by a thread that runs during this call only (never
+    during the timed ones). The rise alone read one 4 KiB page for small models: activations fit in memory the
+    allocator kept from earlier calls, so on CPU the activation part is a lower bound."""
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
     with PeakRss() as rss:
@@ -262,7 +280,7 @@ def _peak_memory(call: Callable[[], Any], device: str, sync: Callable[[], None])
         sync()
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, "cuda_max_allocated"
-    return max(rss.bytes, 0) / 2**20, rss.kind
+    return (network_bytes(adapter) + max(rss.bytes, 0)) / 2**20, f"weights+{rss.kind}"
 
 
 def cost_rows(record: CostRecord, cell: Cell, run: str, guidance: str, nfe_mean: float | None = None,

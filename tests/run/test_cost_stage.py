@@ -167,7 +167,9 @@ def test_measure_cell_is_cached_and_rows_are_tidy(tmp_path):
     record = measure_cell(cell, tmp_path, batch=2, warmup=1, k=6, throughput_calls=6, adapter=adapter)
     assert len(record.latency_ms) == 6 and record.batch == 2 and record.nfe == 4
     assert record.env["threads"] == torch.get_num_threads() and record.env["device"] == "cpu"
-    assert record.peak_mem_kind in ("cpu_rss_rise", "cpu_maxrss_rise") and record.peak_mem_mb >= 0
+    assert record.peak_mem_kind in ("weights+cpu_rss_rise", "weights+cpu_maxrss_rise")
+    weights = sum(t.numel() * t.element_size() for t in [*adapter.net.parameters(), *adapter.net.buffers()])
+    assert record.peak_mem_mb >= weights / 2**20 > 0.1  # never the one page the RSS rise alone read
 
     def refuse(requests):
         raise AssertionError("a cached cost record must not sample again")
