@@ -7,13 +7,16 @@ Face cache layout that ``huggingface-cli download`` produces.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from huggingface_hub import constants
 
+from harness.errors import HarnessError
 from harness.models.adapters import get_adapter_class
 from harness.models.cards import card_from_dict
 from harness.plan.protocol import make_plan, protocol_from_dict
@@ -109,6 +112,31 @@ def install_in_hub_cache(adapter: DiffusersTextToImage, repo: str, commit: str) 
 def hub_card(family: str, repo: str, revision: str, **params: Any):
     return card_from_dict({"name": f"{family}-hub-test", "family": family, "hub": {"repo": repo, "revision": revision},
                            "params": params}, source="<test card>")
+
+
+def reload_from_hub_cache(adapter: DiffusersTextToImage, settings: SamplerSettings) -> DiffusersTextToImage:
+    """The adapter's pipeline saved in the local HF cache under a fresh repo and commit, loaded back by a card naming
+    them through the family's real loading path; it must sample the same images under ``settings`` (reloaded
+    components differ by float rounding only)."""
+    cls = type(adapter)
+    repo, commit = f"onestep-bench-test/{cls.family}-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex + "0" * 8
+    install_in_hub_cache(adapter, repo, commit)
+    loaded = cls(hub_card(cls.family, repo, commit, **cls.tiny_params))
+    loaded.load("cpu")
+    reqs = requests(settings)
+    for a, b in zip(loaded.sample(reqs), adapter.sample(reqs), strict=True):
+        assert_same_up_to_rounding(a.image, b.image)
+    return loaded
+
+
+def assert_hub_checkpoint_refused(other: DiffusersTextToImage, match: str) -> None:
+    """``other`` (a tiny pipeline altered into what the family must not load) installed in the hub cache: loading
+    it through a card of its family is refused with ``match``."""
+    cls = type(other)
+    repo = f"onestep-bench-test/{cls.family}-other-{uuid.uuid4().hex[:8]}"
+    install_in_hub_cache(other, repo, "f" * 40)
+    with pytest.raises(HarnessError, match=match):
+        cls(hub_card(cls.family, repo, "f" * 40)).load("cpu")
 
 
 def plan_cells(card: str, recipe: str) -> list[tuple[int, float | None, str, int]]:

@@ -10,12 +10,20 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
 
-from harness.errors import HarnessError, ProtocolError
+from harness.errors import ProtocolError
 from harness.models.adapters import check_settings
 from harness.models.cards import load_card
 from harness.types import SampleRequest, SamplerSettings
 from model_zoo.instaflow import InstaFlowAdapter
-from tests.support.zoo_t2i_support import CallCounter, hub_card, install_in_hub_cache, plan_cells, requests, to_uint8
+from tests.support.zoo_t2i_support import (
+    CallCounter,
+    assert_hub_checkpoint_refused,
+    hub_card,
+    install_in_hub_cache,
+    plan_cells,
+    requests,
+    to_uint8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +97,7 @@ def test_released_folder_layout_loads_and_wrong_noise_scale_is_refused(flow: Ins
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
     other = InstaFlowAdapter.tiny()
     other.pipe.scheduler = EulerDiscreteScheduler.from_config(other.pipe.scheduler.config)
-    repo2 = f"onestep-bench-test/not-rf-{uuid.uuid4().hex[:8]}"
-    install_in_hub_cache(other, repo2, "f" * 40)
-    with pytest.raises(HarnessError, match="not an InstaFlow checkpoint"):
-        InstaFlowAdapter(hub_card("instaflow", repo2, "f" * 40)).load("cpu")
+    assert_hub_checkpoint_refused(other, "not an InstaFlow checkpoint")
 
 
 def test_shipped_cards() -> None:
