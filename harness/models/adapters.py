@@ -59,7 +59,13 @@ class Adapter(ABC):
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.capabilities_for(self.card)
+        """``capabilities_for(self.card)``, computed once per card: ``sample`` reads it on every call, and some
+        families check their card by building a throwaway network (milliseconds a batch-1 latency would count)."""
+        cached = self.__dict__.get("_capabilities")
+        if cached is None or cached[0] is not self.card:
+            cached = (self.card, self.capabilities_for(self.card))
+            self.__dict__["_capabilities"] = cached
+        return cached[1]
 
     @abstractmethod
     def load(self, device: str = "cpu") -> None:
@@ -81,8 +87,8 @@ class Adapter(ABC):
         settings = requests[0].settings
         if any(r.settings != settings for r in requests):
             raise ValueError("all requests of one sample() call must share SamplerSettings")
-        check_settings(self.card, self.capabilities, settings)
         caps = self.capabilities
+        check_settings(self.card, caps, settings)
         for r in requests:
             if caps.conditioning == "class" and (r.label is None or not 0 <= r.label < (caps.num_classes or 0)):
                 raise ProtocolError(f"model {self.card.name!r}: sample {r.index} has label {r.label!r}; "

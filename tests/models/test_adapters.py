@@ -165,3 +165,23 @@ def test_rgb_variant(fm: FlowMatchingAdapter) -> None:
     assert not np.array_equal(img[..., 0], img[..., 1])  # real colour, not replicated gray
     gray = fm.sample(requests_for(fm, [1], SamplerSettings(2, 2.0)))[0].image
     assert np.array_equal(gray[..., 0], gray[..., 2])
+
+
+def test_sample_reads_the_capabilities_once_per_card(monkeypatch):
+    """``sample`` checks every call against the capabilities; they come from the card alone, so they are computed
+    once per card (the U-Net families built a throwaway network for them, 2-3 times per call: 21-29 ms of a
+    7 ms batch-1 call, which the cost stage then reported as the model's latency)."""
+    from harness.models.adapters import get_adapter_class
+
+    card = load_card("meanflow-mnist")
+    cls = get_adapter_class(card.family)
+    adapter = cls.tiny()
+    calls = []
+    real = cls.capabilities_for.__func__
+    monkeypatch.setattr(cls, "capabilities_for", classmethod(lambda c, k: calls.append(k) or real(c, k)))
+    request = SampleRequest(index=0, seed=1, settings=SamplerSettings(1, None, "euler"), label=3)
+    adapter.sample([request])
+    adapter.sample([request])
+    assert len(calls) == 1
+    adapter.card = card  # another card: computed again, for it
+    assert adapter.capabilities.resolution == 28 and len(calls) == 2 and calls[-1] is card
