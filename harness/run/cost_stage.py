@@ -35,7 +35,8 @@ DEFAULT_WARMUP = 3
 DEFAULT_K = 64  # >= 59: the fewest calls that give p95 a 95% order-statistic interval
 DEFAULT_THROUGHPUT_CALLS = 8  # >= 6: the fewest that give the median call a 95% interval
 # How records are measured; part of the cache key, so records of an older method are measured again.
-MEASUREMENT = "timed calls round-robin over the group; CPU peak = network bytes + RSS rise"
+# v2: sample() stopped rebuilding a throwaway U-Net per call, which earlier records counted as latency.
+MEASUREMENT = "v2: timed calls round-robin over the group; CPU peak = network bytes + RSS rise"
 PROBE_PROMPT = "a photograph of a red bicycle leaning against a brick wall"
 
 
