@@ -209,17 +209,23 @@ def coverage_row(world: str, n: int, metric: str, sets: list[dict], b: int, targ
             "seconds": f"{time.time() - start:.0f}"}
 
 
+def world_arguments(doc: str, target_help: str) -> argparse.ArgumentParser:
+    """The options every coverage script takes: sets, B, target draws, worlds, n, the MNIST pool."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--draws", type=int, default=200, help="independent sets per (world, n)")
+    parser.add_argument("--B", type=int, default=200, help="bootstrap replicates (the protocol default)")
+    parser.add_argument("--target-draws", type=int, default=1000, help=target_help)
+    parser.add_argument("--worlds", default="gauss,mnist")
+    parser.add_argument("--n", default="100,1000")
+    parser.add_argument("--pool", type=int, default=20_000, help="MNIST training digits in the mnist pool")
+    return parser
+
+
 def metric_sets_main(doc: str, default_metrics: tuple[str, ...],
                      run: Callable[[World, int, int, int, int, tuple[str, ...]], list[dict]]) -> None:
     """The sibling scripts' command line: ``run(world, n, draws, B, target_draws, metrics)`` per world and n,
     each table printed as it is done, then all of them."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--draws", type=int, default=200, help="independent sets per (world, n)")
-    parser.add_argument("--B", type=int, default=200, help="bootstrap replicates (the protocol default)")
-    parser.add_argument("--target-draws", type=int, default=1000, help="point-only draws estimating each target")
-    parser.add_argument("--worlds", default="gauss,mnist")
-    parser.add_argument("--n", default="100,1000")
-    parser.add_argument("--pool", type=int, default=20_000, help="MNIST training digits in the mnist pool")
+    parser = world_arguments(doc, "point-only draws estimating each target")
     parser.add_argument("--metrics", default=",".join(default_metrics))
     args = parser.parse_args()
     metrics = tuple(args.metrics.split(","))
@@ -246,14 +252,8 @@ def kid_target(sets_by_n: dict[int, list]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--draws", type=int, default=200, help="independent sets per (world, n)")
+    parser = world_arguments(__doc__, "point-only draws estimating E[FID_n]")
     parser.add_argument("--draws-1000", type=int, default=100, help="independent sets per world at n >= 1000")
-    parser.add_argument("--B", type=int, default=200, help="bootstrap replicates (the protocol default)")
-    parser.add_argument("--target-draws", type=int, default=1000, help="point-only draws estimating E[FID_n]")
-    parser.add_argument("--worlds", default="gauss,mnist")
-    parser.add_argument("--n", default="100,1000")
-    parser.add_argument("--pool", type=int, default=20_000, help="MNIST training digits in the mnist pool")
     parser.add_argument("--full", action="store_true", help="also KID in the mnist world at n = 1000 (slow)")
     args = parser.parse_args()
     from harness.store import default_cache_dir

@@ -37,7 +37,8 @@ _SQRT_LOCK = threading.Lock()
 
 def _reference_sqrt(reference: Any) -> torch.Tensor:
     sigma = np.asarray(reference.sigma)
-    key = (reference.reference_id, sigma.shape, float(np.trace(sigma)), float(sigma.sum()), sigma.tobytes()[:4096])
+    key = (reference.reference_id, sigma.shape, float(np.trace(sigma)), float(sigma.sum()),
+           np.ascontiguousarray(sigma).ravel()[:512].tobytes())  # the first row's values, not a 32 MB copy
     with _SQRT_LOCK:
         if key not in _SQRT_MEMO:
             _SQRT_MEMO.clear()  # keep one: runs score many cells against the same reference in a row
